@@ -1,0 +1,1 @@
+"""Recipes for vlm-edge's demo model: data generation, SigLIP training, export."""

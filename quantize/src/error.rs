@@ -1,0 +1,54 @@
+use std::path::PathBuf;
+
+/// Errors of the host side. Each names the file, text or tower it is about, so the CLI
+/// can print it as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Config(#[from] vlm_models::siglip::ConfigError),
+    #[error("{}: no such file", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: cannot load the ONNX model: {msg}", path.display())]
+    Onnx { path: PathBuf, msg: String },
+    #[error("{}: cannot load the tokenizer: {msg}", path.display())]
+    Tokenizer { path: PathBuf, msg: String },
+    #[error("the model folder ships no tokenizer (config.json names none)")]
+    NoTokenizer,
+    #[error("cannot tokenize {text:?}: {msg}")]
+    Tokenize { text: String, msg: String },
+    #[error("{}: not an image (unrecognised or unsupported format)", path.display())]
+    NotImage { path: PathBuf },
+    #[error("{}: unsupported image: {msg}", path.display())]
+    UnsupportedImage { path: PathBuf, msg: String },
+    #[error("{}: image too large: {msg}", path.display())]
+    ImageTooLarge { path: PathBuf, msg: String },
+    #[error("{}: corrupt or unreadable image: {msg}", path.display())]
+    CorruptImage { path: PathBuf, msg: String },
+    #[error("no labels given")]
+    NoLabels,
+    #[error("{tower} tower: {msg}")]
+    Inference { tower: &'static str, msg: String },
+    #[error("{what}: {source}")]
+    Runtime {
+        what: &'static str,
+        source: vlm_runtime::Error,
+    },
+    #[error("{}: {msg}", path.display())]
+    EvalData { path: PathBuf, msg: String },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! vlm-edge's host side (std): everything that reads ONNX, images and tokenizers.
+//!
+//! Today it is the fp32 reference path: a SigLIP model folder (two ONNX towers,
+//! config.json, tokenizer.json) loaded with tract-onnx, images preprocessed exactly as
+//! the Hugging Face processor does, text tokenized as SigLIP was trained, labels scored
+//! with the runtime's sigmoid scoring, and the zero-shot evaluation. It is the truth the
+//! int8 pipeline (calibration, conversion, artifact writer) is measured against.
+
+pub mod classify;
+pub mod error;
+pub mod eval;
+pub mod preprocess;
+pub mod reference;
+pub mod tokenize;
+
+pub use classify::{rank_labels, RankedLabel};
+pub use error::Error;
+pub use reference::Fp32Siglip;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

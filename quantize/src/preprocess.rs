@@ -1,0 +1,162 @@
+//! Image preprocessing as the Hugging Face SigLIP image processor does it: convert to
+//! RGB (alpha dropped, as PIL's `convert("RGB")`), resize straight to the model's size
+//! with the checkpoint's filter (no aspect-preserving crop), rescale by 1/255,
+//! normalise by mean and std, planar CHW.
+
+use std::path::Path;
+
+use image::{imageops::FilterType, ImageError, ImageReader, Limits, RgbImage};
+use vlm_models::siglip::{PreprocessConfig, Resample};
+use vlm_runtime::preprocess::Normalize;
+
+use crate::{Error, Result};
+
+/// Largest accepted side. A decoder asked for a bigger frame is refused before it
+/// allocates: a 100k × 100k PNG header would otherwise ask for 30 GB.
+pub const MAX_IMAGE_SIDE: u32 = 16_384;
+/// Largest decoder allocation accepted, in bytes.
+pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
+
+/// Largest accepted image file, in bytes.
+pub const MAX_FILE_BYTES: u64 = 1 << 30;
+
+/// Decodes an image file into 8-bit RGB, with bounded memory. The format comes from
+/// the file's content, not its name: a text file called `x.png` is "not an image".
+pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.len() > MAX_FILE_BYTES {
+        return Err(Error::ImageTooLarge {
+            path: path.to_owned(),
+            msg: format!("{} bytes (limit {MAX_FILE_BYTES})", meta.len()),
+        });
+    }
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let format = image::guess_format(&bytes).map_err(|_| Error::NotImage {
+        path: path.to_owned(),
+    })?;
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(MAX_IMAGE_SIDE);
+    limits.max_image_height = Some(MAX_IMAGE_SIDE);
+    limits.max_alloc = Some(MAX_IMAGE_BYTES);
+    reader.limits(limits);
+    let img = reader.decode().map_err(|e| match e {
+        ImageError::Limits(l) => Error::ImageTooLarge {
+            path: path.to_owned(),
+            msg: format!("{l} (limit {MAX_IMAGE_SIDE} px a side)"),
+        },
+        ImageError::Unsupported(u) => Error::UnsupportedImage {
+            path: path.to_owned(),
+            msg: u.to_string(),
+        },
+        other => Error::CorruptImage {
+            path: path.to_owned(),
+            msg: other.to_string(),
+        },
+    })?;
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::CorruptImage {
+            path: path.to_owned(),
+            msg: "image has no pixels".into(),
+        });
+    }
+    Ok(img.to_rgb8())
+}
+
+/// The `image` crate's filter matching each PIL resampling filter: PIL's BICUBIC is the
+/// Keys cubic with a = -0.5, which is Catmull-Rom; both widen the kernel by the scale
+/// factor when downsampling (antialiasing), as PIL does.
+pub fn filter_for(resample: Resample) -> FilterType {
+    match resample {
+        Resample::Nearest => FilterType::Nearest,
+        Resample::Bilinear => FilterType::Triangle,
+        Resample::Bicubic => FilterType::CatmullRom,
+        Resample::Lanczos => FilterType::Lanczos3,
+    }
+}
+
+/// RGB8 image -> the vision tower's `[3, H, W]` input.
+pub fn pixel_values(img: &RgbImage, cfg: &PreprocessConfig) -> Result<Vec<f32>> {
+    let [h, w] = cfg.size;
+    let (w32, h32) = (w as u32, h as u32);
+    let resized;
+    let img = if img.dimensions() == (w32, h32) {
+        // PIL returns an unchanged copy when the size already matches; so do we.
+        img
+    } else {
+        resized = image::imageops::resize(img, w32, h32, filter_for(cfg.resample));
+        &resized
+    };
+    let norm = Normalize {
+        rescale: cfg.rescale_factor,
+        mean: cfg.image_mean,
+        std: cfg.image_std,
+    };
+    let mut out = vec![0.0f32; 3 * w * h];
+    norm.rgb8_to_chw(img.as_raw(), w, h, &mut out)
+        .map_err(|source| Error::Runtime {
+            what: "normalising pixels",
+            source,
+        })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(size: usize) -> PreprocessConfig {
+        PreprocessConfig {
+            size: [size, size],
+            resample: Resample::Bicubic,
+            rescale_factor: 1.0 / 255.0,
+            image_mean: [0.5; 3],
+            image_std: [0.5; 3],
+            convert_rgb: true,
+        }
+    }
+
+    #[test]
+    fn same_size_is_not_resampled() {
+        let img = RgbImage::from_fn(4, 4, |x, y| image::Rgb([(x * 60) as u8, (y * 60) as u8, 7]));
+        let px = pixel_values(&img, &cfg(4)).unwrap();
+        assert_eq!(px.len(), 48);
+        let want = |v: f64| ((v * (1.0 / 255.0)) as f32 - 0.5) / 0.5;
+        assert_eq!(px[1], want(60.0));
+        assert_eq!(px[32], want(7.0));
+    }
+
+    #[test]
+    fn flat_image_stays_flat_when_resized() {
+        let img = RgbImage::from_pixel(37, 23, image::Rgb([10, 128, 250]));
+        let px = pixel_values(&img, &cfg(8)).unwrap();
+        for c in 0..3 {
+            let want = (([10.0, 128.0, 250.0][c] / 255.0) as f32 - 0.5) / 0.5;
+            assert!(px[c * 64..(c + 1) * 64]
+                .iter()
+                .all(|v| (v - want).abs() < 1e-6));
+        }
+    }
+
+    #[test]
+    fn refuses_non_images_and_missing_files() {
+        let dir = std::env::temp_dir().join(format!("vlm-pre-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = dir.join("notes.png");
+        std::fs::write(&text, b"this is not an image at all").unwrap();
+        assert!(matches!(load_rgb8(&text), Err(Error::NotImage { .. })));
+        let truncated = dir.join("cut.png");
+        let mut png = Vec::new();
+        RgbImage::from_pixel(32, 32, image::Rgb([1, 2, 3]))
+            .write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+            .unwrap();
+        std::fs::write(&truncated, &png[..png.len() / 2]).unwrap();
+        let err = load_rgb8(&truncated).unwrap_err();
+        assert!(err.to_string().contains("cut.png"), "{err}");
+        assert!(matches!(
+            load_rgb8(&dir.join("absent.png")),
+            Err(Error::NotFound { .. })
+        ));
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
