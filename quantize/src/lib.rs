@@ -11,6 +11,7 @@ pub mod error;
 pub mod eval;
 pub mod preprocess;
 pub mod reference;
+pub mod resample;
 pub mod tokenize;
 
 pub use classify::{rank_labels, RankedLabel};

@@ -5,8 +5,8 @@
 
 use std::path::Path;
 
-use image::{imageops::FilterType, ImageError, ImageReader, Limits, RgbImage};
-use vlm_models::siglip::{PreprocessConfig, Resample};
+use image::{ImageError, ImageReader, Limits, RgbImage};
+use vlm_models::siglip::PreprocessConfig;
 use vlm_runtime::preprocess::Normalize;
 
 use crate::{Error, Result};
@@ -63,30 +63,17 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
     Ok(img.to_rgb8())
 }
 
-/// The `image` crate's filter matching each PIL resampling filter: PIL's BICUBIC is the
-/// Keys cubic with a = -0.5, which is Catmull-Rom; both widen the kernel by the scale
-/// factor when downsampling (antialiasing), as PIL does.
-pub fn filter_for(resample: Resample) -> FilterType {
-    match resample {
-        Resample::Nearest => FilterType::Nearest,
-        Resample::Bilinear => FilterType::Triangle,
-        Resample::Bicubic => FilterType::CatmullRom,
-        Resample::Lanczos => FilterType::Lanczos3,
-    }
+/// The image resized to the model's input size with the checkpoint's filter, in 8 bits
+/// and rounded as Pillow (which the Hugging Face processor calls) does.
+pub fn resize_rgb8(img: &RgbImage, cfg: &PreprocessConfig) -> RgbImage {
+    let [h, w] = cfg.size;
+    crate::resample::resize(img, w as u32, h as u32, cfg.resample)
 }
 
 /// RGB8 image -> the vision tower's `[3, H, W]` input.
 pub fn pixel_values(img: &RgbImage, cfg: &PreprocessConfig) -> Result<Vec<f32>> {
     let [h, w] = cfg.size;
-    let (w32, h32) = (w as u32, h as u32);
-    let resized;
-    let img = if img.dimensions() == (w32, h32) {
-        // PIL returns an unchanged copy when the size already matches; so do we.
-        img
-    } else {
-        resized = image::imageops::resize(img, w32, h32, filter_for(cfg.resample));
-        &resized
-    };
+    let img = resize_rgb8(img, cfg);
     let norm = Normalize {
         rescale: cfg.rescale_factor,
         mean: cfg.image_mean,
@@ -104,6 +91,7 @@ pub fn pixel_values(img: &RgbImage, cfg: &PreprocessConfig) -> Result<Vec<f32>> 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use vlm_models::siglip::Resample;
 
     fn cfg(size: usize) -> PreprocessConfig {
         PreprocessConfig {

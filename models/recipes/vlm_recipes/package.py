@@ -64,11 +64,22 @@ def _golden(model: ev.TorchSiglip, out: str, images: list[str]) -> dict:
 
     pil = [Image.open(os.path.join(out, f)).convert("RGB") for f in images]
     img_emb = model.embed_images(pil)
+    # The processor's own pixels, back in 8 bits (its normalisation is exactly
+    # invertible): the Rust preprocessing is checked against these before any model runs.
+    pixels = model.pixels(pil).numpy()
+    proc = model.processor
+    mean = np.array(proc.image_mean).reshape(1, 3, 1, 1)
+    std = np.array(proc.image_std).reshape(1, 3, 1, 1)
+    rgb8 = np.rint((pixels * std + mean) / proc.rescale_factor).astype(np.int64)
+    rgb8 = rgb8.transpose(0, 2, 3, 1).reshape(len(images), -1)
     txt_emb = model.embed_texts(GOLDEN_TEXTS)
     ids = model.token_ids(GOLDEN_TEXTS).tolist()
     doc = {
         "about": "fp32 PyTorch embeddings (Hugging Face processor and tokenizer) of the example images and texts",
-        "images": [{"file": f, "embedding": e.tolist()} for f, e in zip(images, img_emb)],
+        "images": [
+            {"file": f, "resized_rgb8": p.tolist(), "embedding": e.tolist()}
+            for f, p, e in zip(images, rgb8, img_emb)
+        ],
         "texts": [{"text": t, "input_ids": i, "embedding": e.tolist()} for t, i, e in zip(GOLDEN_TEXTS, ids, txt_emb)],
     }
     with open(os.path.join(out, "golden.json"), "w") as fh:
