@@ -186,6 +186,15 @@ fn corrupt_image_leaves_no_partial_output() {
 }
 
 #[test]
+fn truncated_jpeg() {
+    let bytes = std::fs::read(example("chelsea-cat.jpg")).unwrap();
+    let f = tmp("cut.jpg");
+    std::fs::write(&f, &bytes[..bytes.len() / 3]).unwrap();
+    let out = vlm(&["classify", f.to_str().unwrap(), "--labels", "a,b"]);
+    assert_clean_failure(&out, "cut.jpg");
+}
+
+#[test]
 fn huge_image_is_refused_before_decoding() {
     // A BMP header announcing 60000 x 60000 pixels (10 GB of RGB), and no pixels.
     let (w, h): (i32, i32) = (60_000, 60_000);

@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use image::{ImageError, ImageReader, Limits, RgbImage};
+use image::{ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 use vlm_models::siglip::PreprocessConfig;
 use vlm_runtime::preprocess::Normalize;
 
@@ -34,6 +34,9 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
     let format = image::guess_format(&bytes).map_err(|_| Error::NotImage {
         path: path.to_owned(),
     })?;
+    if format == ImageFormat::Jpeg {
+        return decode_jpeg(path, &bytes);
+    }
     let mut reader = ImageReader::with_format(std::io::Cursor::new(&bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
@@ -61,6 +64,96 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
         });
     }
     Ok(img.to_rgb8())
+}
+
+/// JPEG through libjpeg-turbo's own decoder (islow IDCT, fancy upsampling: its
+/// defaults, which Pillow keeps), so the pixels equal Pillow's exactly.
+fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
+    let corrupt = |e: std::io::Error| Error::CorruptImage {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    };
+    if !jpeg_reaches_eoi(bytes) {
+        // libjpeg pads a cut-off file with grey and calls it a warning; Pillow refuses
+        // it ("image file is truncated"), and so do we.
+        return Err(Error::CorruptImage {
+            path: path.to_owned(),
+            msg: "truncated JPEG (no end-of-image marker after the last scan)".into(),
+        });
+    }
+    let header = mozjpeg::Decompress::new_mem(bytes).map_err(corrupt)?;
+    let (w, h) = (header.width(), header.height());
+    if w == 0 || h == 0 {
+        return Err(Error::CorruptImage {
+            path: path.to_owned(),
+            msg: "image has no pixels".into(),
+        });
+    }
+    let side = MAX_IMAGE_SIDE as usize;
+    if w > side || h > side || (w * h * 3) as u64 > MAX_IMAGE_BYTES {
+        return Err(Error::ImageTooLarge {
+            path: path.to_owned(),
+            msg: format!("{w}x{h} (limit {MAX_IMAGE_SIDE} px a side)"),
+        });
+    }
+    let mut started = header.rgb().map_err(corrupt)?;
+    let pixels: Vec<[u8; 3]> = started.read_scanlines().map_err(corrupt)?;
+    started.finish().map_err(corrupt)?;
+    let raw: Vec<u8> = pixels.into_iter().flatten().collect();
+    RgbImage::from_raw(w as u32, h as u32, raw).ok_or_else(|| Error::CorruptImage {
+        path: path.to_owned(),
+        msg: "decoder returned fewer pixels than the header announced".into(),
+    })
+}
+
+/// Walks the JPEG's marker segments (skipping each scan's entropy-coded data) and says
+/// whether an end-of-image marker is reached before the bytes run out. Segments carry
+/// their length, so an embedded EXIF thumbnail's own end marker is not mistaken for it.
+fn jpeg_reaches_eoi(bytes: &[u8]) -> bool {
+    const SOI: u8 = 0xD8;
+    const EOI: u8 = 0xD9;
+    const SOS: u8 = 0xDA;
+    if bytes.len() < 4 || bytes[0] != 0xFF || bytes[1] != SOI {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        // Markers may be preceded by any number of 0xFF fill bytes.
+        while i < bytes.len() && bytes[i] == 0xFF {
+            i += 1;
+        }
+        let Some(&marker) = bytes.get(i) else {
+            return false;
+        };
+        i += 1;
+        match marker {
+            EOI => return true,
+            // Standalone markers: TEM and RSTn carry no length.
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let Some(len) = bytes
+            .get(i..i + 2)
+            .map(|b| usize::from(u16::from_be_bytes([b[0], b[1]])))
+        else {
+            return false;
+        };
+        if len < 2 {
+            return false;
+        }
+        i += len;
+        if marker == SOS {
+            // Entropy-coded data runs to the next marker that is not a stuffed 0xFF00
+            // or a restart marker.
+            loop {
+                match bytes.get(i..i + 2) {
+                    None => return false,
+                    Some([0xFF, next]) if *next != 0x00 && !(0xD0..=0xD7).contains(next) => break,
+                    Some(_) => i += 1,
+                }
+            }
+        }
+    }
 }
 
 /// The image resized to the model's input size with the checkpoint's filter, in 8 bits
@@ -123,6 +216,26 @@ mod tests {
             assert!(px[c * 64..(c + 1) * 64]
                 .iter()
                 .all(|v| (v - want).abs() < 1e-6));
+        }
+    }
+
+    #[test]
+    fn jpeg_end_marker_is_found_only_when_present() {
+        let mut jpeg = Vec::new();
+        RgbImage::from_fn(40, 24, |x, y| {
+            image::Rgb([(x * 6) as u8, (y * 9) as u8, 200])
+        })
+        .write_to(
+            &mut std::io::Cursor::new(&mut jpeg),
+            image::ImageFormat::Jpeg,
+        )
+        .unwrap();
+        assert!(jpeg_reaches_eoi(&jpeg));
+        let mut trailing = jpeg.clone();
+        trailing.extend_from_slice(b"trailing bytes some cameras append");
+        assert!(jpeg_reaches_eoi(&trailing));
+        for cut in [3, jpeg.len() / 2, jpeg.len() - 2] {
+            assert!(!jpeg_reaches_eoi(&jpeg[..cut]), "cut at {cut}");
         }
     }
 

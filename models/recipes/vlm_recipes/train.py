@@ -78,12 +78,29 @@ class Heads(torch.nn.Module):
         self.colour = torch.nn.Linear(width, len(scenes.COLOUR_NAMES))
         self.count = torch.nn.Linear(width, 3)
 
-    def loss(self, feats, shape, colour, count):
+    def loss(self, feats, shape, colour, count, has_colour=None):
+        colour_loss = F.binary_cross_entropy_with_logits(self.colour(feats), colour, reduction="none").mean(-1)
+        if has_colour is not None:
+            colour_loss = colour_loss * has_colour
         return (
             F.binary_cross_entropy_with_logits(self.shape(feats), shape)
-            + F.binary_cross_entropy_with_logits(self.colour(feats), colour)
+            + colour_loss.mean()
             + F.cross_entropy(self.count(feats), count)
         )
+
+
+def grey_some(pixels: torch.Tensor, rng, p: float):
+    """Turns a random fraction p of a batch grey; returns the batch and which kept colour.
+
+    Held-out pairs make colour a shortcut for shape (red is never a star in training,
+    so a red blob "is not a star"); on grey copies only the outline tells the shape.
+    Grey is none of the eight colours, so no held-out pair is shown either."""
+    if p == 0:  # draw nothing: a run without grey copies replays the same batches
+        return pixels, None
+    grey = torch.from_numpy(rng.random(pixels.shape[0]) < p)
+    pixels = pixels.clone()
+    pixels[grey] = pixels[grey].mean(dim=1, keepdim=True).expand(-1, 3, -1, -1)
+    return pixels, (~grey).float()
 
 
 def sigmoid_loss(img, txt, ids, logit_scale, logit_bias):
@@ -154,7 +171,12 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--smoke", action="store_true", help="a few steps on tiny data")
     ap.add_argument("--steps", default="600,1500,1200", help="steps of stages A,B,C")
+    ap.add_argument("--vision-lr", type=float, default=2e-4, help="image tower learning rate in stage C")
+    ap.add_argument("--aux-weight", type=float, default=0.2, help="weight of the supervised term in stage C")
+    ap.add_argument("--grey", type=float, default=0.5, help="fraction of supervised images shown grey")
+    ap.add_argument("--lit-steps", type=int, default=0, help="steps of stage D (image tower locked)")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", help="continue from a checkpoint this script saved (same seed and data)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -162,6 +184,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     t0 = time.time()
     steps_a, steps_b, steps_c = (3, 3, 4) if args.smoke else map(int, args.steps.split(","))
+    if args.smoke and args.init:
+        steps_a = steps_b = 0
     bsz_sup, bsz_sig = (16, 16) if args.smoke else (128, 256)
     n_single, n_mixed = (64, 128) if args.smoke else (16000, 48000)
 
@@ -172,24 +196,43 @@ def main(argv=None) -> int:
     single_x, single_s = generate(args.seed, n_single, layout="single", size="large")
     mixed_x, mixed_s = generate(args.seed + 1, n_mixed)
     check_x, check_s = generate(args.seed + 2, 48 if args.smoke else 480, split="eval", layout="single")
-    corpus = [c for s in mixed_s + single_s for c in s.captions]
-    corpus += [f"a {c} {s}" for c in scenes.COLOUR_NAMES for s in scenes.SHAPES]
-    tok = train_tokenizer(corpus, max_length=DEMO_MAX_LENGTH)
+    if args.init:
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(os.path.join(args.init, "tokenizer.json"))
+    else:
+        corpus = [c for s in mixed_s + single_s for c in s.captions]
+        corpus += [f"a {c} {s}" for c in scenes.COLOUR_NAMES for s in scenes.SHAPES]
+        tok = train_tokenizer(corpus, max_length=DEMO_MAX_LENGTH)
     tok.save(os.path.join(args.out, "tokenizer.json"))
     log(f"data ready: {len(single_s)} single, {len(mixed_s)} mixed; vocab {tok.get_vocab_size()}")
 
     from transformers import SiglipModel
 
-    cfg = demo_config(tok.get_vocab_size())
-    cfg._attn_implementation = "eager"
-    model = SiglipModel(cfg)
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(10.0))
-        model.logit_bias.fill_(-10.0)
-    heads = Heads(cfg.vision_config.hidden_size)
+    history, earlier_seconds, earlier_steps = [], 0.0, []
+    if args.init:
+        model = SiglipModel.from_pretrained(args.init, attn_implementation="eager")
+        cfg = model.config
+        heads = Heads(cfg.vision_config.hidden_size)
+        heads_file = os.path.join(args.init, "heads.pt")
+        if os.path.exists(heads_file):
+            heads.load_state_dict(torch.load(heads_file))
+        with open(os.path.join(args.init, "training.json")) as fh:
+            earlier = json.load(fh)
+        history = earlier["history"]
+        earlier_seconds = earlier["training_seconds"]
+        earlier_steps = earlier.get("runs", [earlier["steps"]])
+        # A continuation draws fresh batches: the same seed would replay the first run's.
+        rng = np.random.default_rng([args.seed, len(earlier_steps)])
+    else:
+        cfg = demo_config(tok.get_vocab_size())
+        cfg._attn_implementation = "eager"
+        model = SiglipModel(cfg)
+        with torch.no_grad():
+            model.logit_scale.fill_(math.log(10.0))
+            model.logit_bias.fill_(-10.0)
+        heads = Heads(cfg.vision_config.hidden_size)
     model.train()
-
-    history = []
 
     def check(stage, step):
         r = quick_zero_shot(model, tok, check_x, check_s)
@@ -201,13 +244,16 @@ def main(argv=None) -> int:
     vis_params = list(model.vision_model.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(vis_params, lr=1e-3, weight_decay=1e-4)
     for stage, xs, ss, steps in (("A", single_x, single_s, steps_a), ("B", mixed_x, mixed_s, steps_b)):
+        if steps == 0:
+            continue
         lab = labels_of(ss)
         for step in range(steps):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps, 1e-3)
             idx = torch.from_numpy(rng.integers(0, len(xs), size=bsz_sup))
-            feats = model.vision_model(pixel_values=to_pixels(xs[idx.numpy()])).pooler_output
-            loss = heads.loss(feats, lab[0][idx], lab[1][idx], lab[2][idx])
+            pixels, has_colour = grey_some(to_pixels(xs[idx.numpy()]), rng, args.grey)
+            feats = model.vision_model(pixel_values=pixels).pooler_output
+            loss = heads.loss(feats, lab[0][idx], lab[1][idx], lab[2][idx], has_colour)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -224,12 +270,12 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(
         [
             {"params": text_params, "base": 1e-3},
-            {"params": list(model.vision_model.parameters()), "base": 2e-4},
-            {"params": list(heads.parameters()), "base": 2e-4},
+            {"params": list(model.vision_model.parameters()), "base": args.vision_lr},
+            {"params": list(heads.parameters()), "base": args.vision_lr},
         ],
         weight_decay=1e-4,
     )
-    aux_weight = 0.2
+    aux_weight = args.aux_weight
     for step in range(steps_c):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps_c, g["base"])
@@ -253,17 +299,52 @@ def main(argv=None) -> int:
         if (step + 1) % 300 == 0 or step == steps_c - 1:
             check("C", step + 1)
 
+    # Stage D (LiT): the image tower is locked and only the text tower (with t and b)
+    # learns to meet it. Image embeddings are computed once, so a step is cheap.
+    steps_d = min(3, args.lit_steps) if args.smoke else args.lit_steps
+    if steps_d:
+        model.eval()
+        with torch.no_grad():
+            feats = torch.cat([
+                model.vision_model(pixel_values=to_pixels(all_x[i : i + 512])).pooler_output
+                for i in range(0, len(all_x), 512)
+            ])
+        model.text_model.train()
+        bsz_lit = 16 if args.smoke else 1024
+        opt = torch.optim.AdamW(text_params, lr=1e-3, weight_decay=1e-4)
+        for step in range(steps_d):
+            for g in opt.param_groups:
+                g["lr"] = lr_at(step, steps_d, 1e-3)
+            idx = rng.integers(0, len(all_x), size=bsz_lit)
+            pick = torch.from_numpy((rng.random(bsz_lit) * cap_n[idx].numpy()).astype(np.int64))
+            ids = cap_ids[torch.from_numpy(idx), pick]
+            txt = model.text_model(input_ids=ids).pooler_output
+            loss = sigmoid_loss(feats[torch.from_numpy(idx)], txt, ids, model.logit_scale, model.logit_bias)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            if step % 100 == 0 or step == steps_d - 1:
+                log(f"stage D step {step}/{steps_d} sigmoid {loss.item():.4f} "
+                    f"t {model.logit_scale.exp().item():.2f} b {model.logit_bias.item():.2f}")
+            if (step + 1) % 500 == 0 or step == steps_d - 1:
+                check("D", step + 1)
+
     model.eval()
     model.save_pretrained(args.out)
+    torch.save(heads.state_dict(), os.path.join(args.out, "heads.pt"))
+    steps = {"A": steps_a, "B": steps_b, "C": steps_c, "D": steps_d}
     info = {
         "seed": args.seed,
         "smoke": args.smoke,
-        "steps": {"A": steps_a, "B": steps_b, "C": steps_c},
+        "steps": steps,
+        "runs": earlier_steps + [steps],
         "batch": {"supervised": bsz_sup, "sigmoid": bsz_sig},
         "train_images": {"single_large": n_single, "mixed": n_mixed},
         "held_out_pairs": sorted(f"{c} {s}" for c, s in scenes.HELD_OUT),
-        "training_seconds": round(time.time() - t0, 1),
+        "training_seconds": round(earlier_seconds + time.time() - t0, 1),
         "threads": args.threads,
+        "stage_c": {"vision_lr": args.vision_lr, "aux_weight": args.aux_weight},
+        "grey_fraction_supervised": args.grey,
         "torch": torch.__version__,
         "history": history,
     }
