@@ -231,9 +231,9 @@ fn embed(args: EmbedArgs) -> Result<()> {
 }
 
 fn print_report(report: &EvalReport) {
-    println!("{:<28} {:>8} {:>7}", "task", "top-1 %", "items");
+    println!("{:<30} {:>8} {:>7}", "task", "top-1 %", "items");
     for t in &report.tasks {
-        println!("{:<28} {:>8.2} {:>7}", t.name, t.accuracy, t.total);
+        println!("{:<30} {:>8.2} {:>7}", t.name, t.accuracy, t.total);
     }
     for r in &report.retrieval {
         println!();
@@ -241,12 +241,12 @@ fn print_report(report: &EvalReport) {
             "retrieval: {} ({} images, {} distinct captions)",
             r.name, r.images, r.captions
         );
-        println!("{:<28} {:>8} {:>8} {:>8}", "", "R@1", "R@5", "R@10");
+        println!("{:<30} {:>8} {:>8} {:>8}", "", "R@1", "R@5", "R@10");
         for (name, v) in [
             ("image->text", r.image_to_text),
             ("text->image", r.text_to_image),
         ] {
-            println!("{:<28} {:>8.2} {:>8.2} {:>8.2}", name, v[0], v[1], v[2]);
+            println!("{:<30} {:>8.2} {:>8.2} {:>8.2}", name, v[0], v[1], v[2]);
         }
     }
 }
