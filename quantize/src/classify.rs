@@ -1,6 +1,6 @@
 //! Zero-shot classification: every label scored independently with σ(t·cos + b).
 
-use vlm_runtime::{rank_into, score_into, Scorer};
+use vlm_runtime::{logits_into, rank_into, sigmoid, Scorer};
 
 use crate::{Error, Result};
 
@@ -24,16 +24,12 @@ pub fn rank_labels(
         return Err(Error::NoLabels);
     }
     let flat: Vec<f32> = label_embeddings.iter().flatten().copied().collect();
-    let mut probs = vec![0.0f32; labels.len()];
-    score_into(scorer, image, &flat, &mut probs).map_err(|source| Error::Runtime {
+    let mut logits = vec![0.0f32; labels.len()];
+    logits_into(scorer, image, &flat, &mut logits).map_err(|source| Error::Runtime {
         what: "scoring labels",
         source,
     })?;
     // Probabilities saturate at 0 or 1 in f32; rank by the logit, which does not.
-    let logits: Vec<f32> = label_embeddings
-        .iter()
-        .map(|t| scorer.logit(image, t))
-        .collect();
     let mut order = vec![0usize; labels.len()];
     rank_into(&logits, &mut order).map_err(|source| Error::Runtime {
         what: "ranking labels",
@@ -43,7 +39,7 @@ pub fn rank_labels(
         .into_iter()
         .map(|i| RankedLabel {
             label: labels[i].clone(),
-            probability: probs[i],
+            probability: sigmoid(logits[i]),
             logit: logits[i],
         })
         .collect())

@@ -15,4 +15,4 @@ pub mod preprocess;
 pub mod score;
 
 pub use error::Error;
-pub use score::{rank_into, score_into, sigmoid, Scorer};
+pub use score::{logits_into, rank_into, score_into, sigmoid, Scorer};

@@ -56,9 +56,9 @@ impl Scorer {
     }
 }
 
-/// Scores one image embedding against `texts`, a row-major `[labels × dim]` block of
-/// text embeddings, writing one probability per label into `out`.
-pub fn score_into(
+/// Writes t·cos + b of one image embedding against each row of `texts`, a row-major
+/// `[labels × dim]` block of text embeddings, into `out` (one logit per label).
+pub fn logits_into(
     scorer: &Scorer,
     image: &[f32],
     texts: &[f32],
@@ -86,9 +86,21 @@ pub fn score_into(
             expected: labels,
         });
     }
-    for (p, text) in out.iter_mut().zip(texts.chunks_exact(dim)) {
-        *p = scorer.probability(image, text);
+    for (l, text) in out.iter_mut().zip(texts.chunks_exact(dim)) {
+        *l = scorer.logit(image, text);
     }
+    Ok(())
+}
+
+/// As [`logits_into`], then σ of each: one independent probability per label.
+pub fn score_into(
+    scorer: &Scorer,
+    image: &[f32],
+    texts: &[f32],
+    out: &mut [f32],
+) -> Result<(), Error> {
+    logits_into(scorer, image, texts, out)?;
+    out.iter_mut().for_each(|p| *p = sigmoid(*p));
     Ok(())
 }
 
