@@ -34,10 +34,23 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
     let format = image::guess_format(&bytes).map_err(|_| Error::NotImage {
         path: path.to_owned(),
     })?;
-    if format == ImageFormat::Jpeg {
-        return decode_jpeg(path, &bytes);
+    let img = if format == ImageFormat::Jpeg {
+        decode_jpeg(path, &bytes)?
+    } else {
+        decode_other(path, &bytes, format)?
+    };
+    if img.width() == 0 || img.height() == 0 {
+        return Err(Error::CorruptImage {
+            path: path.to_owned(),
+            msg: "image has no pixels".into(),
+        });
     }
-    let mut reader = ImageReader::with_format(std::io::Cursor::new(&bytes), format);
+    Ok(img)
+}
+
+/// Every format but JPEG, through the `image` crate's decoders with bounded memory.
+fn decode_other(path: &Path, bytes: &[u8], format: ImageFormat) -> Result<RgbImage> {
+    let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
     let mut limits = Limits::default();
     limits.max_image_width = Some(MAX_IMAGE_SIDE);
     limits.max_image_height = Some(MAX_IMAGE_SIDE);
@@ -57,12 +70,6 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
             msg: other.to_string(),
         },
     })?;
-    if img.width() == 0 || img.height() == 0 {
-        return Err(Error::CorruptImage {
-            path: path.to_owned(),
-            msg: "image has no pixels".into(),
-        });
-    }
     Ok(img.to_rgb8())
 }
 
@@ -83,12 +90,6 @@ fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
     }
     let header = mozjpeg::Decompress::new_mem(bytes).map_err(corrupt)?;
     let (w, h) = (header.width(), header.height());
-    if w == 0 || h == 0 {
-        return Err(Error::CorruptImage {
-            path: path.to_owned(),
-            msg: "image has no pixels".into(),
-        });
-    }
     let side = MAX_IMAGE_SIDE as usize;
     if w > side || h > side || (w * h * 3) as u64 > MAX_IMAGE_BYTES {
         return Err(Error::ImageTooLarge {

@@ -121,14 +121,19 @@ def lr_at(step, total, base, warmup=50):
 
 
 @torch.no_grad()
-def quick_zero_shot(model, tok, images, scene_list, batch=256):
-    """Top-1 zero-shot accuracy on single-object scenes, for progress checks."""
-    model.eval()
-    feats = torch.cat([
+def image_features(model, images: np.ndarray, batch: int = 512) -> torch.Tensor:
+    """The image tower's pooled output for uint8 NHWC images, in batches."""
+    return torch.cat([
         model.vision_model(pixel_values=to_pixels(images[i : i + batch])).pooler_output
         for i in range(0, len(images), batch)
     ])
-    feats = F.normalize(feats, dim=-1)
+
+
+@torch.no_grad()
+def quick_zero_shot(model, tok, images, scene_list, batch=256):
+    """Top-1 zero-shot accuracy on single-object scenes, for progress checks."""
+    model.eval()
+    feats = F.normalize(image_features(model, images, batch), dim=-1)
 
     def text(prompts):
         ids = torch.tensor([e.ids for e in tok.encode_batch(prompts)])
@@ -152,6 +157,13 @@ def quick_zero_shot(model, tok, images, scene_list, batch=256):
         "pair_held_out": (pred_pair == gold_pair)[held].float().mean().item(),
         "colour_held_out": (pred_colour == gold_colour)[held].float().mean().item(),
     }
+
+
+def draw_batch(rng, cap_ids, cap_n, size):
+    """Image indices and, for each, one of its captions' token ids, drawn at random."""
+    idx = rng.integers(0, len(cap_ids), size=size)
+    pick = torch.from_numpy((rng.random(size) * cap_n[idx].numpy()).astype(np.int64))
+    return idx, cap_ids[torch.from_numpy(idx), pick]
 
 
 def caption_ids(tok, scene_list):
@@ -279,9 +291,7 @@ def main(argv=None) -> int:
     for step in range(steps_c):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps_c, g["base"])
-        idx = rng.integers(0, len(all_x), size=bsz_sig)
-        pick = torch.from_numpy((rng.random(bsz_sig) * cap_n[idx].numpy()).astype(np.int64))
-        ids = cap_ids[torch.from_numpy(idx), pick]
+        idx, ids = draw_batch(rng, cap_ids, cap_n, bsz_sig)
         img = model.vision_model(pixel_values=to_pixels(all_x[idx])).pooler_output
         txt = model.text_model(input_ids=ids).pooler_output
         t_idx = torch.from_numpy(idx)
@@ -304,20 +314,14 @@ def main(argv=None) -> int:
     steps_d = min(3, args.lit_steps) if args.smoke else args.lit_steps
     if steps_d:
         model.eval()
-        with torch.no_grad():
-            feats = torch.cat([
-                model.vision_model(pixel_values=to_pixels(all_x[i : i + 512])).pooler_output
-                for i in range(0, len(all_x), 512)
-            ])
+        feats = image_features(model, all_x)
         model.text_model.train()
         bsz_lit = 16 if args.smoke else 1024
         opt = torch.optim.AdamW(text_params, lr=1e-3, weight_decay=1e-4)
         for step in range(steps_d):
             for g in opt.param_groups:
                 g["lr"] = lr_at(step, steps_d, 1e-3)
-            idx = rng.integers(0, len(all_x), size=bsz_lit)
-            pick = torch.from_numpy((rng.random(bsz_lit) * cap_n[idx].numpy()).astype(np.int64))
-            ids = cap_ids[torch.from_numpy(idx), pick]
+            idx, ids = draw_batch(rng, cap_ids, cap_n, bsz_lit)
             txt = model.text_model(input_ids=ids).pooler_output
             loss = sigmoid_loss(feats[torch.from_numpy(idx)], txt, ids, model.logit_scale, model.logit_bias)
             opt.zero_grad()
@@ -333,18 +337,22 @@ def main(argv=None) -> int:
     model.save_pretrained(args.out)
     torch.save(heads.state_dict(), os.path.join(args.out, "heads.pt"))
     steps = {"A": steps_a, "B": steps_b, "C": steps_c, "D": steps_d}
+    run = {
+        **steps,
+        "init": bool(args.init),
+        "grey_fraction_supervised": args.grey,
+        "stage_c": {"vision_lr": args.vision_lr, "aux_weight": args.aux_weight},
+    }
     info = {
         "seed": args.seed,
         "smoke": args.smoke,
         "steps": steps,
-        "runs": earlier_steps + [steps],
+        "runs": earlier_steps + [run],
         "batch": {"supervised": bsz_sup, "sigmoid": bsz_sig},
         "train_images": {"single_large": n_single, "mixed": n_mixed},
         "held_out_pairs": sorted(f"{c} {s}" for c, s in scenes.HELD_OUT),
         "training_seconds": round(earlier_seconds + time.time() - t0, 1),
         "threads": args.threads,
-        "stage_c": {"vision_lr": args.vision_lr, "aux_weight": args.aux_weight},
-        "grey_fraction_supervised": args.grey,
         "torch": torch.__version__,
         "history": history,
     }
