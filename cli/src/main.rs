@@ -9,8 +9,12 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
+use vlm_quantize::calibrate::Method;
 use vlm_quantize::eval::{evaluate, EvalReport};
-use vlm_quantize::{rank_labels, Fp32Siglip};
+use vlm_quantize::int8::Options;
+use vlm_quantize::pipeline::{quantize_model, Request};
+use vlm_quantize::writer::write_file;
+use vlm_quantize::{rank_labels, Artifact, Embedder, Fp32Siglip};
 
 /// Where the shipped demo model lives when neither --model nor VLM_MODEL says otherwise.
 const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo");
@@ -31,24 +35,102 @@ enum Command {
     /// Evaluate a model.
     #[command(subcommand)]
     Eval(EvalCommand),
+    /// Quantize a SigLIP model folder into one int8 artifact (.vlmq), with a report.
+    Quantize(QuantizeArgs),
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum MethodArg {
+    Minmax,
+    Percentile,
+    Mse,
+}
+
+#[derive(Args)]
+struct QuantizeArgs {
+    /// Model folder (config.json, vision.onnx, text.onnx, tokenizer.json).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// Calibration folder: images, and prompts.txt (one prompt per line) for the text tower.
+    #[arg(long, value_name = "DIR")]
+    calib: PathBuf,
+    /// How activation ranges are chosen.
+    #[arg(long, value_enum, default_value = "mse")]
+    method: MethodArg,
+    /// Percent of values kept by --method percentile.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f64,
+    /// SmoothQuant migration strength after each LayerNorm (0 disables).
+    #[arg(long, default_value_t = 0.5)]
+    smooth_alpha: f32,
+    /// Accuracy budget: median fp32-vs-int8 embedding cosine per tower.
+    #[arg(long, default_value_t = 0.999)]
+    min_cosine: f32,
+    /// Most layers kept in fp32 to meet the budget.
+    #[arg(long, default_value_t = 8)]
+    max_fallback: usize,
+    /// Comma-separated labels whose text embeddings the artifact stores.
+    #[arg(long, value_name = "A,B,C")]
+    labels: Option<String>,
+    /// File with one label per line, stored like --labels.
+    #[arg(long, value_name = "FILE")]
+    labels_file: Option<PathBuf>,
+    /// Prompt template for stored labels; {} is replaced by each label.
+    #[arg(long, default_value = "{}")]
+    template: String,
+    /// Zero-shot evaluation folder (eval.json): fp32 vs int8 accuracy in the report.
+    #[arg(long, value_name = "DIR")]
+    eval: Option<PathBuf>,
+    /// The artifact to write.
+    #[arg(long, value_name = "FILE")]
+    out: PathBuf,
+    /// Also write an HTML report (and its JSON beside it, same name, .json).
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
 struct ModelArg {
-    /// Model folder (config.json, vision.onnx, text.onnx, tokenizer.json).
+    /// Model: a folder (config.json, vision.onnx, text.onnx, tokenizer.json, run in fp32)
+    /// or an int8 artifact (.vlmq, run on the vlm runtime).
     /// Default: $VLM_MODEL, else the shipped demo model.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR|FILE")]
     model: Option<PathBuf>,
 }
 
+/// A loaded model of either kind.
+enum Loaded {
+    Fp32(Fp32Siglip),
+    Int8(Artifact),
+}
+
+impl Loaded {
+    fn embedder(&self) -> &dyn Embedder {
+        match self {
+            Loaded::Fp32(m) => m,
+            Loaded::Int8(a) => a,
+        }
+    }
+}
+
 impl ModelArg {
-    fn load(&self) -> Result<Fp32Siglip> {
-        let dir = match (&self.model, std::env::var_os("VLM_MODEL")) {
-            (Some(dir), _) => dir.clone(),
+    fn load(&self) -> Result<Loaded> {
+        let path = match (&self.model, std::env::var_os("VLM_MODEL")) {
+            (Some(p), _) => p.clone(),
             (None, Some(env)) => PathBuf::from(env),
             (None, None) => PathBuf::from(DEMO_MODEL),
         };
-        Fp32Siglip::load(&dir).with_context(|| format!("loading model {}", dir.display()))
+        let ctx = || format!("loading model {}", path.display());
+        if path.is_file() {
+            let a = Artifact::load(&path).with_context(ctx)?;
+            a.check_host_usable().with_context(ctx)?;
+            Ok(Loaded::Int8(a))
+        } else {
+            Ok(Loaded::Fp32(Fp32Siglip::load(&path).with_context(ctx)?))
+        }
     }
 }
 
@@ -93,6 +175,21 @@ struct EmbedArgs {
 
 #[derive(Subcommand)]
 enum EvalCommand {
+    /// How closely an int8 artifact reproduces its fp32 model: embedding cosines.
+    Fidelity {
+        /// The int8 artifact (.vlmq).
+        #[arg(long, value_name = "FILE")]
+        model: PathBuf,
+        /// The fp32 model folder it was quantized from.
+        #[arg(long, value_name = "DIR")]
+        reference: PathBuf,
+        /// Folder of images (and optionally prompts.txt) to compare on.
+        #[arg(long, value_name = "DIR")]
+        data: PathBuf,
+        /// Print JSON instead of a summary.
+        #[arg(long)]
+        json: bool,
+    },
     /// Zero-shot accuracy and retrieval recall on a data folder with eval.json.
     ZeroShot {
         #[command(flatten)]
@@ -143,7 +240,7 @@ struct ImageResult {
 }
 
 fn classify(args: ClassifyArgs) -> Result<()> {
-    let labels = read_labels(&args)?;
+    let stored_ok = args.labels.is_none() && args.labels_file.is_none();
     if !args.template.contains("{}") {
         bail!(
             "--template {:?} has no {{}} where the label goes",
@@ -156,11 +253,29 @@ fn classify(args: ClassifyArgs) -> Result<()> {
             bail!("{}: no such image file", image.display());
         }
     }
-    let model = args.model.load()?;
-    let label_embeddings = labels
-        .iter()
-        .map(|l| model.embed_text(&prompt(&args.template, l)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let loaded = args.model.load()?;
+    let model = loaded.embedder();
+    // An artifact quantized with --labels classifies with its stored label embeddings
+    // (no text tower run) when no labels are given here.
+    let stored = match &loaded {
+        Loaded::Int8(a) if stored_ok => a.model().labels().map(|l| {
+            let names: Vec<String> = (0..l.count).map(|i| l.name(i).to_string()).collect();
+            let embs: Vec<Vec<f32>> = (0..l.count).map(|i| l.embedding(i).to_vec()).collect();
+            (names, embs)
+        }),
+        _ => None,
+    };
+    let (labels, label_embeddings) = match stored {
+        Some(s) => s,
+        None => {
+            let labels = read_labels(&args)?;
+            let embs = labels
+                .iter()
+                .map(|l| model.embed_text(&prompt(&args.template, l)))
+                .collect::<Result<Vec<_>, _>>()?;
+            (labels, embs)
+        }
+    };
     let scorer = model.scorer();
     // All images are scored before anything is printed: a bad image leaves no partial output.
     let mut results = Vec::new();
@@ -201,7 +316,8 @@ fn embed(args: EmbedArgs) -> Result<()> {
     if args.images.is_empty() && args.texts.is_empty() {
         bail!("nothing to embed: pass --image FILE and/or --text TEXT");
     }
-    let model = args.model.load()?;
+    let loaded = args.model.load()?;
+    let model = loaded.embedder();
     let mut all = Vec::new();
     for image in &args.images {
         all.push(Embedding {
@@ -251,14 +367,72 @@ fn print_report(report: &EvalReport) {
     }
 }
 
-fn eval(cmd: EvalCommand) -> Result<()> {
-    let EvalCommand::ZeroShot { model, data, json } = cmd;
+fn fidelity(model: PathBuf, reference: PathBuf, data: PathBuf, json: bool) -> Result<()> {
     if !data.is_dir() {
         bail!("{}: no such data folder", data.display());
     }
-    let model = model.load()?;
+    let artifact =
+        Artifact::load(&model).with_context(|| format!("loading {}", model.display()))?;
+    let fp32 = Fp32Siglip::load(&reference)
+        .with_context(|| format!("loading reference model {}", reference.display()))?;
+    let images = vlm_quantize::pipeline::image_files(&data)?;
+    if images.is_empty() {
+        bail!("{}: no images in the data folder", data.display());
+    }
+    let prompts_file = data.join(vlm_quantize::pipeline::PROMPTS_FILE);
+    let prompts: Vec<String> = if prompts_file.is_file() {
+        std::fs::read_to_string(&prompts_file)
+            .with_context(|| format!("{}: cannot read", prompts_file.display()))?
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .map(String::from)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let bar = progress_bar(!json);
+    let f =
+        vlm_quantize::pipeline::fidelity(&artifact, &fp32, &images, &prompts, &mut |s, d, t| {
+            bar.set_length(t as u64);
+            bar.set_position(d as u64);
+            bar.set_message(s.to_string());
+        })?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&f)?);
+    } else {
+        println!(
+            "{:<8} {:>6} {:>10} {:>10} {:>10}",
+            "tower", "inputs", "median", "min", "mean"
+        );
+        for (name, c) in [("vision", &f.images), ("text", &f.texts)] {
+            println!(
+                "{:<8} {:>6} {:>10.6} {:>10.6} {:>10.6}",
+                name, c.count, c.median, c.min, c.mean
+            );
+        }
+        println!("text inputs: {}", f.text_inputs);
+    }
+    Ok(())
+}
+
+fn eval(cmd: EvalCommand) -> Result<()> {
+    let (model, data, json) = match cmd {
+        EvalCommand::ZeroShot { model, data, json } => (model, data, json),
+        EvalCommand::Fidelity {
+            model,
+            reference,
+            data,
+            json,
+        } => return fidelity(model, reference, data, json),
+    };
+    if !data.is_dir() {
+        bail!("{}: no such data folder", data.display());
+    }
+    let loaded = model.load()?;
     let interactive = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let report = evaluate(&model, &data, |done, total| {
+    let report = evaluate(loaded.embedder(), &data, |done, total| {
         if interactive && (done % 50 == 0 || done == total) {
             eprint!("\r{done}/{total} items");
             if done == total {
@@ -274,11 +448,116 @@ fn eval(cmd: EvalCommand) -> Result<()> {
     Ok(())
 }
 
+fn quantize(args: QuantizeArgs) -> Result<()> {
+    if !args.template.contains("{}") {
+        bail!(
+            "--template {:?} has no {{}} where the label goes",
+            args.template
+        );
+    }
+    if !(0.0..=1.0).contains(&args.smooth_alpha) {
+        bail!("--smooth-alpha {} is outside 0..=1", args.smooth_alpha);
+    }
+    if !(50.0..=100.0).contains(&args.percentile) {
+        bail!("--percentile {} is outside 50..=100", args.percentile);
+    }
+    if !(args.min_cosine > -1.0 && args.min_cosine <= 1.0) {
+        bail!("--min-cosine {} is outside (-1, 1]", args.min_cosine);
+    }
+    if !args.model.is_dir() {
+        bail!("{}: no such model folder", args.model.display());
+    }
+    if !args.calib.is_dir() {
+        bail!("{}: no such calibration folder", args.calib.display());
+    }
+    if let Some(dir) = args.out.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !dir.is_dir() {
+            bail!("{}: the output folder does not exist", dir.display());
+        }
+    }
+    let mut labels = Vec::new();
+    if let Some(list) = &args.labels {
+        labels.extend(
+            list.split(',')
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .map(String::from),
+        );
+    }
+    if let Some(file) = &args.labels_file {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("{}: cannot read labels file", file.display()))?;
+        labels.extend(
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                .map(String::from),
+        );
+    }
+    let labels: Vec<String> = labels.iter().map(|l| prompt(&args.template, l)).collect();
+    let request = Request {
+        model_dir: args.model.clone(),
+        calib_dir: args.calib.clone(),
+        options: Options {
+            method: match args.method {
+                MethodArg::Minmax => Method::MinMax,
+                MethodArg::Percentile => Method::Percentile(args.percentile / 100.0),
+                MethodArg::Mse => Method::Mse,
+            },
+            smooth_alpha: (args.smooth_alpha > 0.0).then_some(args.smooth_alpha),
+            min_cosine: args.min_cosine,
+            max_fallback: args.max_fallback,
+        },
+        labels,
+        prompts: Vec::new(),
+        eval_data: args.eval.clone(),
+    };
+    let bar = progress_bar(!args.json);
+    let (bytes, report) = quantize_model(&request, &mut |stage, done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(stage.to_string());
+    })
+    .with_context(|| format!("quantizing {}", args.model.display()))?;
+    bar.finish_and_clear();
+    // Reports first, artifact last: a failure leaves no artifact behind.
+    if let Some(html) = &args.report {
+        let json_path = html.with_extension("json");
+        write_file(
+            &json_path,
+            serde_json::to_string_pretty(&report)?.as_bytes(),
+        )?;
+        write_file(html, vlm_quantize::report::render_html(&report).as_bytes())?;
+    }
+    write_file(&args.out, bytes.as_bytes())?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", vlm_quantize::report::render_text(&report));
+        println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
+    }
+    Ok(())
+}
+
+/// A progress bar on stderr when it is a terminal; hidden otherwise (CI logs, pipes).
+fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
+    if !enabled || !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{msg:40} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Classify(a) => classify(a),
         Command::Embed(a) => embed(a),
         Command::Eval(e) => eval(e),
+        Command::Quantize(q) => quantize(q),
     }
 }
 

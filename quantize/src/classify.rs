@@ -25,15 +25,15 @@ pub fn rank_labels(
     }
     let flat: Vec<f32> = label_embeddings.iter().flatten().copied().collect();
     let mut logits = vec![0.0f32; labels.len()];
-    logits_into(scorer, image, &flat, &mut logits).map_err(|source| Error::Runtime {
+    logits_into(scorer, image, &flat, &mut logits).map_err(|error| Error::Runtime {
         what: "scoring labels",
-        source,
+        error,
     })?;
     // Probabilities saturate at 0 or 1 in f32; rank by the logit, which does not.
     let mut order = vec![0usize; labels.len()];
-    rank_into(&logits, &mut order).map_err(|source| Error::Runtime {
+    rank_into(&logits, &mut order).map_err(|error| Error::Runtime {
         what: "ranking labels",
-        source,
+        error,
     })?;
     Ok(order
         .into_iter()

@@ -15,6 +15,14 @@ pub enum Error {
     },
     #[error("{}: cannot load the ONNX model: {msg}", path.display())]
     Onnx { path: PathBuf, msg: String },
+    /// An ONNX tower that cannot be lowered to the runtime's ops; `node` is the first node
+    /// that could not be (name and op type), or "(model)" for the graph as a whole.
+    #[error("{}: cannot import node {node}: {msg}", path.display())]
+    Import {
+        path: PathBuf,
+        node: String,
+        msg: String,
+    },
     #[error("{}: cannot load the tokenizer: {msg}", path.display())]
     Tokenizer { path: PathBuf, msg: String },
     #[error("the model folder ships no tokenizer (config.json names none)")]
@@ -33,13 +41,24 @@ pub enum Error {
     NoLabels,
     #[error("{tower} tower: {msg}")]
     Inference { tower: &'static str, msg: String },
-    #[error("{what}: {source}")]
+    // Not `source`: the message already includes it, and a source would repeat it in
+    // the CLI's error chain.
+    #[error("{what}: {error}")]
     Runtime {
         what: &'static str,
-        source: vlm_runtime::Error,
+        error: vlm_runtime::Error,
     },
     #[error("{}: {msg}", path.display())]
     EvalData { path: PathBuf, msg: String },
+    #[error("{}: not a usable artifact: {error}", path.display())]
+    BadArtifact {
+        path: PathBuf,
+        error: vlm_runtime::FormatError,
+    },
+    #[error("calibration: {0}")]
+    Calibration(String),
+    #[error("cannot write the artifact: {0}")]
+    Artifact(String),
 }
 
 impl Error {

@@ -11,7 +11,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use vlm_runtime::score::cosine;
 
-use crate::{Error, Fp32Siglip, Result};
+use crate::{Embedder, Error, Result};
 
 pub const EVAL_FILE: &str = "eval.json";
 pub const EVAL_FORMAT: &str = "vlm-edge-zero-shot-eval";
@@ -94,7 +94,7 @@ fn image_path(dir: &Path, eval_file: &Path, rel: &str) -> Result<PathBuf> {
 }
 
 struct Embeddings<'m> {
-    model: &'m Fp32Siglip,
+    model: &'m dyn Embedder,
     images: HashMap<PathBuf, Vec<f32>>,
     texts: HashMap<String, Vec<f32>>,
 }
@@ -139,7 +139,7 @@ fn percent(hits: usize, total: usize) -> f64 {
 /// Runs every task and retrieval split of `data_dir/eval.json` on `model`.
 /// `progress` is called with (done, total) items.
 pub fn evaluate(
-    model: &Fp32Siglip,
+    model: &dyn Embedder,
     data_dir: &Path,
     mut progress: impl FnMut(usize, usize),
 ) -> Result<EvalReport> {

@@ -6,16 +6,25 @@
 //! with the runtime's sigmoid scoring, and the zero-shot evaluation. It is the truth the
 //! int8 pipeline (calibration, conversion, artifact writer) is measured against.
 
+pub mod calibrate;
 pub mod classify;
 pub mod error;
 pub mod eval;
+pub mod graph;
+pub mod import;
+pub mod int8;
+pub mod pipeline;
 pub mod preprocess;
 pub mod reference;
+pub mod report;
 pub mod resample;
+pub mod runner;
 pub mod tokenize;
+pub mod writer;
 
 pub use classify::{rank_labels, RankedLabel};
 pub use error::Error;
 pub use reference::Fp32Siglip;
+pub use runner::{Artifact, Embedder};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -175,9 +175,9 @@ pub fn pixel_values(img: &RgbImage, cfg: &PreprocessConfig) -> Result<Vec<f32>> 
     };
     let mut out = vec![0.0f32; 3 * w * h];
     norm.rgb8_to_chw(img.as_raw(), w, h, &mut out)
-        .map_err(|source| Error::Runtime {
+        .map_err(|error| Error::Runtime {
             what: "normalising pixels",
-            source,
+            error,
         })?;
     Ok(out)
 }

@@ -165,3 +165,17 @@ impl Fp32Siglip {
         run_single(&self.text, input, "text", self.config.embed_dim)
     }
 }
+
+impl crate::Embedder for Fp32Siglip {
+    fn scorer(&self) -> Scorer {
+        Fp32Siglip::scorer(self)
+    }
+
+    fn embed_image(&self, path: &Path) -> Result<Vec<f32>> {
+        Fp32Siglip::embed_image(self, path)
+    }
+
+    fn embed_text(&self, text: &str) -> Result<Vec<f32>> {
+        Fp32Siglip::embed_text(self, text)
+    }
+}

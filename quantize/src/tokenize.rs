@@ -22,10 +22,24 @@ impl TextEncoder {
                 path: path.to_owned(),
             });
         }
-        let mut tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
+        let tokenizer = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer {
             path: path.to_owned(),
             msg: e.to_string(),
         })?;
+        Self::with_rules(tokenizer, cfg, path)
+    }
+
+    /// A tokenizer from `tokenizer.json` bytes (as stored in an artifact); `path` names
+    /// their source in errors.
+    pub fn from_bytes(json: &[u8], cfg: &TextConfig, path: &Path) -> Result<Self> {
+        let tokenizer = Tokenizer::from_bytes(json).map_err(|e| Error::Tokenizer {
+            path: path.to_owned(),
+            msg: e.to_string(),
+        })?;
+        Self::with_rules(tokenizer, cfg, path)
+    }
+
+    fn with_rules(mut tokenizer: Tokenizer, cfg: &TextConfig, path: &Path) -> Result<Self> {
         let Padding::MaxLength = cfg.padding;
         let pad_token =
             tokenizer

@@ -4,15 +4,23 @@
 //! runs on a Linux board and on a Cortex-M microcontroller. It knows nothing of ONNX,
 //! files, Python or terminals: callers hand it slices and buffers they own.
 //!
-//! Today it holds what every path shares: turning embeddings into SigLIP's independent
-//! per-label probabilities and ranking them, and the normalisation step of image
-//! preprocessing. The artifact reader, memory plan, executor and kernels grow here.
+//! It holds the `.vlmq` artifact reader ([`Model::from_bytes`], zero-copy, validated
+//! once), the executor ([`Session`], over a caller-provided arena), the kernels, SigLIP's
+//! sigmoid scoring and the normalisation step of image preprocessing.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![forbid(unsafe_code)]
 
 pub mod error;
+pub mod exec;
+pub mod format;
+pub mod kernels;
+pub mod model;
+pub mod ops;
 pub mod preprocess;
 pub mod score;
 
 pub use error::Error;
+pub use exec::{Input, Observed, Observer, Session};
+pub use format::FormatError;
+pub use model::{Model, TowerKind};
 pub use score::{logits_into, rank_into, score_into, sigmoid, Scorer};

@@ -8,6 +8,8 @@ random-weight base-size models.
 
     python -m vlm_recipes.export --checkpoint path/to/siglip-base-patch16-224 --out DIR
     python -m vlm_recipes.export --random siglip-base-patch16-224 --out DIR
+    python -m vlm_recipes.export --random siglip-base-patch16-224 \
+        --random-config '{"vision": {"hidden_size": 96, "num_attention_heads": 6}}' --out DIR
 """
 
 from __future__ import annotations
@@ -163,11 +165,22 @@ def export_siglip(
     return doc
 
 
-def random_model(name: str, seed: int = 0) -> SiglipModel:
+def random_model(name: str, seed: int = 0, overrides: dict | None = None) -> SiglipModel:
+    """Random weights in a named architecture; `overrides` ({"vision": {...}, "text":
+    {...}}) replaces fields of its vision/text configs, to export differently shaped
+    towers (tests use it to check nothing assumes the base sizes)."""
     from .configs import BASE_CONFIGS
 
     torch.manual_seed(seed)
     cfg = BASE_CONFIGS[name]()
+    for side, fields in (overrides or {}).items():
+        if side not in ("vision", "text"):
+            raise ValueError(f"--random-config: unknown tower {side!r} (vision or text)")
+        sub = getattr(cfg, f"{side}_config")
+        for key, value in fields.items():
+            if not hasattr(sub, key):
+                raise ValueError(f"--random-config: {side} config has no field {key!r}")
+            setattr(sub, key, value)
     cfg._attn_implementation = "eager"
     model = SiglipModel(cfg).eval()
     with torch.no_grad():
@@ -199,10 +212,16 @@ def main(argv: list[str] | None = None) -> int:
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="local Hugging Face SigLIP checkpoint folder")
     src.add_argument("--random", help="random weights in a named base architecture")
+    ap.add_argument(
+        "--random-config",
+        help='with --random: JSON overrides of its configs, {"vision": {...}, "text": {...}}',
+    )
     ap.add_argument("--tokenizer", help="tokenizer.json to ship (default: the checkpoint's)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
+    if args.random_config and not args.random:
+        ap.error("--random-config needs --random")
     if args.checkpoint:
         model, kw = load_checkpoint(args.checkpoint)
         tok = args.tokenizer or os.path.join(args.checkpoint, "tokenizer.json")
@@ -210,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"note: {tok} not found; exporting without a tokenizer", file=sys.stderr)
             tok = None
     else:
-        model, kw, tok = random_model(args.random, args.seed), {}, args.tokenizer
+        overrides = json.loads(args.random_config) if args.random_config else None
+        model, kw, tok = random_model(args.random, args.seed, overrides), {}, args.tokenizer
     export_siglip(model, args.out, tokenizer_json=tok, **kw)
     print(f"exported to {args.out}")
     return 0

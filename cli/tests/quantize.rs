@@ -1,0 +1,254 @@
+//! `vlm quantize` on the shipped demo model, then the artifact used by `classify`, `eval`
+//! and `embed`; and bad input to both answered with one clear line, exit 2, no artifact.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+fn vlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vlm"))
+        .args(args)
+        .env_remove("VLM_MODEL")
+        .output()
+        .unwrap()
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("vlm-quantize-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} does not name {needle:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The acceptance budget of the int8 pipeline on the demo model (points).
+const MAX_TOP1_DROP: f64 = 1.0;
+const MAX_RECALL5_DROP: f64 = 1.0;
+/// Artifact size against the fp32 ONNX files.
+const MAX_SIZE_RATIO: f64 = 0.27;
+
+#[test]
+fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
+    let out = tmp("demo.vlmq");
+    let html = tmp("report.html");
+    let demo = root().join("models/demo");
+    let q = vlm(&[
+        "quantize",
+        "--model",
+        p(&demo),
+        "--calib",
+        p(&root().join("models/demo-calib")),
+        "--eval",
+        p(&root().join("models/demo-eval")),
+        "--labels",
+        "red circle,blue star,yellow triangle",
+        "--template",
+        "a {}",
+        "--out",
+        p(&out),
+        "--report",
+        p(&html),
+    ]);
+    let stdout = String::from_utf8_lossy(&q.stdout);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert!(stdout.contains("zero-shot"), "{stdout}");
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(html.with_extension("json")).unwrap())
+            .unwrap();
+
+    let ratio = report["sizes"]["ratio"].as_f64().unwrap();
+    assert!(
+        ratio <= MAX_SIZE_RATIO,
+        "artifact is {:.1} % of the ONNX",
+        100.0 * ratio
+    );
+    assert_eq!(
+        report["sizes"]["artifact_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    let zs = &report["zero_shot"];
+    let (fp, q8) = (&zs["fp32"], &zs["int8"]);
+    for (a, b) in fp["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(q8["tasks"].as_array().unwrap())
+    {
+        let drop = a["accuracy"].as_f64().unwrap() - b["accuracy"].as_f64().unwrap();
+        assert!(
+            drop <= MAX_TOP1_DROP,
+            "{}: int8 {drop:.2} points below fp32",
+            a["name"]
+        );
+    }
+    for (a, b) in fp["retrieval"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(q8["retrieval"].as_array().unwrap())
+    {
+        for dir in ["image_to_text", "text_to_image"] {
+            let drop = a[dir][1].as_f64().unwrap() - b[dir][1].as_f64().unwrap();
+            assert!(
+                drop <= MAX_RECALL5_DROP,
+                "{dir} R@5: int8 {drop:.2} points below fp32"
+            );
+        }
+    }
+
+    // The artifact runs on the runtime: eval reproduces the report's int8 figures.
+    let e = vlm(&[
+        "eval",
+        "zero-shot",
+        "--model",
+        p(&out),
+        "--data",
+        p(&root().join("models/demo-eval")),
+        "--json",
+    ]);
+    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+    let again: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
+    assert_eq!(again, *q8);
+
+    // Stored labels: classify with the image tower alone.
+    let red = root().join("models/demo/examples/red-circle.png");
+    let c = vlm(&["classify", p(&red), "--model", p(&out), "--json"]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(r[0]["labels"][0]["label"], "a red circle");
+    assert_eq!(r[0]["labels"].as_array().unwrap().len(), 3);
+
+    // Labels given at run time go through the int8 text tower and its stored tokenizer.
+    let c = vlm(&[
+        "classify",
+        p(&red),
+        "--model",
+        p(&out),
+        "--labels",
+        "blue star,red circle",
+        "--json",
+    ]);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    assert_eq!(r[0]["labels"][0]["label"], "red circle");
+
+    // Fidelity against the fp32 folder on the calibration images.
+    let f = vlm(&[
+        "eval",
+        "fidelity",
+        "--model",
+        p(&out),
+        "--reference",
+        p(&demo),
+        "--data",
+        p(&root().join("models/demo/examples")),
+        "--json",
+    ]);
+    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+    let f: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    assert!(f["images"]["min"].as_f64().unwrap() > 0.99, "{f}");
+
+    hostile_artifacts_are_refused(&out);
+}
+
+/// Damaged copies of a good artifact, each refused with one line naming the file.
+fn hostile_artifacts_are_refused(good: &Path) {
+    let bytes = std::fs::read(good).unwrap();
+    let red = root().join("models/demo/examples/red-circle.png");
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "truncated",
+            bytes[..bytes.len() / 2].to_vec(),
+            "header says the file is",
+        ),
+        ("empty", Vec::new(), "truncated"),
+        (
+            "magic",
+            [b"NOTVLMQ!".as_slice(), &bytes[8..]].concat(),
+            "wrong magic",
+        ),
+        (
+            "flipped",
+            {
+                let mut b = bytes.clone();
+                let i = b.len() - 100;
+                b[i] ^= 0x40;
+                b
+            },
+            "checksum",
+        ),
+    ];
+    for (name, data, needle) in cases {
+        let path = tmp(&format!("{name}.vlmq"));
+        std::fs::write(&path, data).unwrap();
+        let out = vlm(&["classify", p(&red), "--model", p(&path), "--labels", "a,b"]);
+        assert_clean_failure(&out, needle);
+        assert!(String::from_utf8_lossy(&out.stderr).contains(p(&path)));
+    }
+}
+
+#[test]
+fn quantize_refuses_bad_input_and_writes_nothing() {
+    let demo = root().join("models/demo");
+    let calib = root().join("models/demo-calib");
+    let out = tmp("never.vlmq");
+    let run = |model: &Path, calib: &Path, out: &Path| {
+        vlm(&[
+            "quantize",
+            "--model",
+            p(model),
+            "--calib",
+            p(calib),
+            "--out",
+            p(out),
+        ])
+    };
+    assert_clean_failure(&run(&tmp("no-such-model"), &calib, &out), "no-such-model");
+    assert_clean_failure(&run(&demo, &tmp("no-such-calib"), &out), "no-such-calib");
+    let empty = tmp("empty-calib");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_clean_failure(&run(&demo, &empty, &out), "no calibration images");
+    // A corrupt image in the calibration folder is named.
+    let bad = tmp("bad-calib");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    std::fs::write(bad.join("prompts.txt"), "a red circle\n").unwrap();
+    assert_clean_failure(&run(&demo, &bad, &out), "broken.png");
+    assert_clean_failure(
+        &run(&demo, &calib, &tmp("no-such-dir/out.vlmq")),
+        "output folder does not exist",
+    );
+    assert!(!out.exists(), "a failed run left {}", out.display());
+    let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}

@@ -1,0 +1,329 @@
+//! Calibration: the fp32 graph run on the runtime's own executor over a calibration set,
+//! with observers that record what each linear layer is fed; then the activation range
+//! each layer's static int8 quantization will use (min-max, percentile or MSE-optimal).
+
+use std::collections::HashMap;
+
+use vlm_runtime::kernels::scalar::MatRef;
+use vlm_runtime::ops::Op;
+use vlm_runtime::{Input, Observed, Observer};
+
+use crate::graph::{Graph, TowerInput};
+use crate::runner::single_tower;
+use crate::Result;
+
+/// How an activation range is chosen from what calibration saw.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Method {
+    /// The full observed range: no clipping, coarsest steps.
+    MinMax,
+    /// Clips the given fraction (e.g. 0.9999) of values in each tail pair.
+    Percentile(f64),
+    /// The range minimising expected squared error (clipping plus rounding) over the
+    /// observed histogram.
+    Mse,
+}
+
+impl Method {
+    pub fn name(&self) -> String {
+        match self {
+            Method::MinMax => "minmax".into(),
+            Method::Percentile(p) => format!("percentile({})", p * 100.0),
+            Method::Mse => "mse".into(),
+        }
+    }
+}
+
+/// One tower input for calibration or evaluation.
+#[derive(Debug, Clone)]
+pub enum Sample {
+    Pixels(Vec<f32>),
+    Tokens(Vec<u32>),
+}
+
+impl Sample {
+    pub fn input(&self) -> Input<'_> {
+        match self {
+            Sample::Pixels(p) => Input::Pixels(p),
+            Sample::Tokens(t) => Input::Tokens(t),
+        }
+    }
+}
+
+/// Per-column min and max of a linear layer's input.
+#[derive(Debug, Clone, Default)]
+pub struct ChannelRange {
+    pub min: Vec<f32>,
+    pub max: Vec<f32>,
+}
+
+impl ChannelRange {
+    fn update(&mut self, x: MatRef<'_>) {
+        if self.min.is_empty() {
+            self.min = vec![f32::INFINITY; x.cols];
+            self.max = vec![f32::NEG_INFINITY; x.cols];
+        }
+        for r in 0..x.rows {
+            for (c, &v) in x.row(r).iter().enumerate() {
+                if v.is_finite() {
+                    self.min[c] = self.min[c].min(v);
+                    self.max[c] = self.max[c].max(v);
+                }
+            }
+        }
+    }
+
+    /// The range over all columns, widened to include 0 (so 0 is exactly representable).
+    pub fn overall(&self) -> (f32, f32) {
+        let lo = self.min.iter().copied().fold(0.0f32, f32::min);
+        let hi = self.max.iter().copied().fold(0.0f32, f32::max);
+        (lo, hi)
+    }
+}
+
+struct RangeObserver<'a> {
+    ranges: &'a mut HashMap<usize, ChannelRange>,
+}
+
+impl Observer for RangeObserver<'_> {
+    fn observe(&mut self, node: usize, what: Observed, x: MatRef<'_>) {
+        if what == Observed::LinearInput {
+            self.ranges.entry(node).or_default().update(x);
+        }
+    }
+}
+
+/// Pass 1: per-column ranges of every linear layer's input (keyed by node index).
+pub fn channel_ranges(
+    graph: &Graph,
+    samples: &[Sample],
+    mut progress: impl FnMut(),
+) -> Result<HashMap<usize, ChannelRange>> {
+    let artifact = single_tower(graph)?;
+    let kind = tower_kind(graph);
+    let mut ranges = HashMap::new();
+    for s in samples {
+        let mut obs = RangeObserver {
+            ranges: &mut ranges,
+        };
+        artifact.run(kind, s.input(), Some(&mut obs))?;
+        progress();
+    }
+    Ok(ranges)
+}
+
+pub(crate) fn tower_kind(g: &Graph) -> vlm_runtime::TowerKind {
+    match g.input {
+        TowerInput::Pixels { .. } => vlm_runtime::TowerKind::Vision,
+        TowerInput::Tokens { .. } => vlm_runtime::TowerKind::Text,
+    }
+}
+
+const BINS: usize = 2048;
+
+/// A histogram of one layer's input over a fixed range.
+#[derive(Debug, Clone)]
+pub struct Histogram {
+    pub lo: f32,
+    pub hi: f32,
+    pub counts: Vec<u64>,
+}
+
+impl Histogram {
+    fn new(lo: f32, hi: f32) -> Self {
+        Self {
+            lo,
+            hi: if hi > lo { hi } else { lo + 1e-6 },
+            counts: vec![0; BINS],
+        }
+    }
+
+    fn add(&mut self, x: MatRef<'_>) {
+        let w = (self.hi - self.lo) / BINS as f32;
+        for r in 0..x.rows {
+            for &v in x.row(r) {
+                if v.is_finite() {
+                    let b = ((v - self.lo) / w) as isize;
+                    self.counts[b.clamp(0, BINS as isize - 1) as usize] += 1;
+                }
+            }
+        }
+    }
+
+    fn center(&self, b: usize) -> f64 {
+        let w = (self.hi - self.lo) as f64 / BINS as f64;
+        self.lo as f64 + (b as f64 + 0.5) * w
+    }
+
+    fn total(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// The value below which `q` of the mass lies.
+    fn quantile(&self, q: f64) -> f32 {
+        let target = q * self.total() as f64;
+        let mut acc = 0.0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            acc += c as f64;
+            if acc >= target {
+                return self.center(b) as f32;
+            }
+        }
+        self.hi
+    }
+
+    /// Expected squared error of quantizing the histogram's mass to 256 levels over
+    /// `[lo, hi]` (clipping outside, uniform rounding error inside).
+    fn error(&self, lo: f64, hi: f64) -> f64 {
+        let step = (hi - lo) / 255.0;
+        let round = step * step / 12.0;
+        let mut e = 0.0;
+        for (b, &c) in self.counts.iter().enumerate() {
+            if c == 0 {
+                continue;
+            }
+            let v = self.center(b);
+            let d = if v < lo {
+                (lo - v).powi(2)
+            } else if v > hi {
+                (v - hi).powi(2)
+            } else {
+                round
+            };
+            e += c as f64 * d;
+        }
+        e
+    }
+}
+
+struct HistObserver<'a> {
+    hists: &'a mut HashMap<usize, Histogram>,
+}
+
+impl Observer for HistObserver<'_> {
+    fn observe(&mut self, node: usize, what: Observed, x: MatRef<'_>) {
+        if what == Observed::LinearInput {
+            if let Some(h) = self.hists.get_mut(&node) {
+                h.add(x);
+            }
+        }
+    }
+}
+
+/// Pass 2 (percentile and MSE only): histograms of each linear input over its known
+/// range, then the chosen range per layer. Min-max needs no second pass.
+pub fn activation_ranges(
+    graph: &Graph,
+    samples: &[Sample],
+    ranges: &HashMap<usize, ChannelRange>,
+    method: Method,
+    mut progress: impl FnMut(),
+) -> Result<HashMap<usize, (f32, f32)>> {
+    let overall: HashMap<usize, (f32, f32)> =
+        ranges.iter().map(|(&n, r)| (n, r.overall())).collect();
+    if method == Method::MinMax {
+        return Ok(overall);
+    }
+    let mut hists: HashMap<usize, Histogram> = overall
+        .iter()
+        .map(|(&n, &(lo, hi))| (n, Histogram::new(lo, hi)))
+        .collect();
+    let artifact = single_tower(graph)?;
+    let kind = tower_kind(graph);
+    for s in samples {
+        let mut obs = HistObserver { hists: &mut hists };
+        artifact.run(kind, s.input(), Some(&mut obs))?;
+        progress();
+    }
+    Ok(hists
+        .into_iter()
+        .map(|(n, h)| {
+            let r = match method {
+                Method::Percentile(p) => {
+                    let tail = (1.0 - p).max(0.0);
+                    (h.quantile(tail).min(0.0), h.quantile(1.0 - tail).max(0.0))
+                }
+                _ => mse_range(&h),
+            };
+            (n, r)
+        })
+        .collect())
+}
+
+/// Searches clipping points on a grid of fractions of each side's full extent.
+fn mse_range(h: &Histogram) -> (f32, f32) {
+    let (lo0, hi0) = (h.lo.min(0.0) as f64, h.hi.max(0.0) as f64);
+    let steps = 40;
+    let frac = |i: usize| 0.2 + 0.8 * i as f64 / steps as f64;
+    let mut best = (h.error(lo0, hi0), lo0, hi0);
+    for i in 0..=steps {
+        for j in 0..=steps {
+            let (lo, hi) = (lo0 * frac(i), hi0 * frac(j));
+            if hi - lo <= 0.0 {
+                continue;
+            }
+            let e = h.error(lo, hi);
+            if e < best.0 {
+                best = (e, lo, hi);
+            }
+        }
+    }
+    (best.1 as f32, best.2 as f32)
+}
+
+/// The nodes whose input is quantized: linear layers and the patch embedding.
+pub fn linear_nodes(graph: &Graph) -> Vec<usize> {
+    graph
+        .nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n.op, Op::Linear { .. } | Op::PatchEmbed { .. }))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hist_of(values: &[f32]) -> Histogram {
+        let lo = values.iter().copied().fold(0.0f32, f32::min);
+        let hi = values.iter().copied().fold(0.0f32, f32::max);
+        let mut h = Histogram::new(lo, hi);
+        h.add(MatRef {
+            data: values,
+            rows: 1,
+            cols: values.len(),
+            stride: values.len(),
+        });
+        h
+    }
+
+    #[test]
+    fn mse_clips_a_lone_outlier_and_keeps_a_uniform_range() {
+        // 10k values in [-1, 1] and one at 100: the best range ignores the outlier.
+        let mut v: Vec<f32> = (0..10_000)
+            .map(|i| -1.0 + 2.0 * i as f32 / 9999.0)
+            .collect();
+        v.push(100.0);
+        let (lo, hi) = mse_range(&hist_of(&v));
+        assert!((1.0..30.0).contains(&hi), "hi {hi}");
+        assert!(lo <= -0.9, "lo {lo}");
+        // Uniform data with no outlier: keep (nearly) everything.
+        let u: Vec<f32> = (0..10_000)
+            .map(|i| -1.0 + 2.0 * i as f32 / 9999.0)
+            .collect();
+        let (lo, hi) = mse_range(&hist_of(&u));
+        assert!(hi > 0.9 && lo < -0.9, "{lo} {hi}");
+    }
+
+    #[test]
+    fn percentile_cuts_the_tails() {
+        let mut v: Vec<f32> = (0..100_000).map(|i| (i % 1000) as f32 / 1000.0).collect();
+        v.push(50.0);
+        let h = hist_of(&v);
+        let hi = h.quantile(1.0 - 1e-4);
+        assert!(hi < 1.1, "{hi}");
+    }
+}

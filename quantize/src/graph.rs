@@ -1,0 +1,185 @@
+//! A tower as the host holds it between import and writing: the runtime's ops
+//! ([`vlm_runtime::ops::Op`]) over owned buffers and tensors.
+//!
+//! Import produces it with fp32 weights; calibration runs it (written to an in-memory
+//! artifact) on the runtime's own executor; quantization rewrites its weights; the writer
+//! places its buffers in the arena and stores it.
+
+use vlm_runtime::ops::{Mat, Op};
+
+/// Which tower a graph is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowerKind {
+    Vision,
+    Text,
+}
+
+impl TowerKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            TowerKind::Vision => "vision",
+            TowerKind::Text => "text",
+        }
+    }
+}
+
+/// What a tower reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TowerInput {
+    /// `[channels, height, width]` f32 pixel values (batch 1).
+    Pixels {
+        channels: usize,
+        height: usize,
+        width: usize,
+    },
+    /// `len` token ids (i32 in the buffer).
+    Tokens { len: usize },
+}
+
+impl TowerInput {
+    /// Elements of the input buffer.
+    pub fn len(&self) -> usize {
+        match *self {
+            TowerInput::Pixels {
+                channels,
+                height,
+                width,
+            } => channels * height * width,
+            TowerInput::Tokens { len } => len,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    I8(Vec<i8>),
+}
+
+impl TensorData {
+    pub fn len(&self) -> usize {
+        match self {
+            TensorData::F32(v) => v.len(),
+            TensorData::I8(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            TensorData::F32(v) => Some(v),
+            TensorData::I8(_) => None,
+        }
+    }
+}
+
+/// A constant: weights, biases, tables, quantization scales.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tensor {
+    /// Where it came from (the ONNX initializer or node), for reports and errors.
+    pub name: String,
+    pub dims: Vec<usize>,
+    pub data: TensorData,
+}
+
+/// One op and the name of the ONNX node(s) it was lowered from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub name: String,
+    pub op: Op,
+}
+
+/// One tower, ready to be calibrated, quantized and written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Graph {
+    pub kind: TowerKind,
+    pub input: TowerInput,
+    /// The buffer the input is copied into.
+    pub input_buf: u32,
+    /// Each buffer's length in 4-byte elements (f32, or i32 token ids).
+    pub buffers: Vec<usize>,
+    pub tensors: Vec<Tensor>,
+    pub nodes: Vec<Node>,
+    /// The embedding: one row of the output, `[1, embed_dim]`.
+    pub output: Mat,
+}
+
+impl Graph {
+    pub fn new(kind: TowerKind, input: TowerInput) -> Self {
+        Self {
+            kind,
+            input,
+            input_buf: 0,
+            buffers: vec![input.len()],
+            tensors: Vec::new(),
+            nodes: Vec::new(),
+            output: Mat::dense(0, 0, 0),
+        }
+    }
+
+    /// A new buffer of `len` elements; returns its index.
+    pub fn add_buffer(&mut self, len: usize) -> u32 {
+        self.buffers.push(len);
+        (self.buffers.len() - 1) as u32
+    }
+
+    /// A new fp32 tensor; returns its index.
+    pub fn add_f32(&mut self, name: impl Into<String>, dims: Vec<usize>, data: Vec<f32>) -> u32 {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+        self.tensors.push(Tensor {
+            name: name.into(),
+            dims,
+            data: TensorData::F32(data),
+        });
+        (self.tensors.len() - 1) as u32
+    }
+
+    /// A new int8 tensor; returns its index.
+    pub fn add_i8(&mut self, name: impl Into<String>, dims: Vec<usize>, data: Vec<i8>) -> u32 {
+        debug_assert_eq!(dims.iter().product::<usize>(), data.len());
+        self.tensors.push(Tensor {
+            name: name.into(),
+            dims,
+            data: TensorData::I8(data),
+        });
+        (self.tensors.len() - 1) as u32
+    }
+
+    pub fn push(&mut self, name: impl Into<String>, op: Op) {
+        self.nodes.push(Node {
+            name: name.into(),
+            op,
+        });
+    }
+
+    pub fn tensor(&self, i: u32) -> &Tensor {
+        &self.tensors[i as usize]
+    }
+
+    pub fn tensor_mut(&mut self, i: u32) -> &mut Tensor {
+        &mut self.tensors[i as usize]
+    }
+
+    /// Multiply-accumulates of one run.
+    pub fn macs(&self) -> u64 {
+        self.nodes.iter().map(|n| n.op.macs()).sum()
+    }
+
+    /// Bytes of all constants.
+    pub fn weight_bytes(&self) -> usize {
+        self.tensors
+            .iter()
+            .map(|t| match &t.data {
+                TensorData::F32(v) => v.len() * 4,
+                TensorData::I8(v) => v.len(),
+            })
+            .sum()
+    }
+}

@@ -1,0 +1,641 @@
+//! int8 conversion of one tower: SmoothQuant-style migration of activation outliers into
+//! the weights after each LayerNorm, static activation ranges from calibration, weights
+//! symmetric per output channel, then a check against fp32 with a mixed-precision
+//! fallback for the most sensitive layers.
+
+use std::collections::{HashMap, HashSet};
+
+use serde::Serialize;
+use vlm_runtime::kernels::scalar::{quantize_one, MatRef};
+use vlm_runtime::ops::{Op, Weights};
+use vlm_runtime::score::cosine;
+use vlm_runtime::{Observed, Observer};
+
+use crate::calibrate::{
+    activation_ranges, channel_ranges, linear_nodes, tower_kind, ChannelRange, Method, Sample,
+};
+use crate::graph::{Graph, TensorData};
+use crate::runner::single_tower;
+use crate::Result;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Options {
+    pub method: Method,
+    /// SmoothQuant's migration strength α (0 = none, 1 = all onto the weights).
+    pub smooth_alpha: Option<f32>,
+    /// The accuracy budget: the median fp32-vs-int8 embedding cosine over the evaluation
+    /// samples must reach this, or the most sensitive layers fall back to fp32.
+    pub min_cosine: f32,
+    /// At most this many layers fall back.
+    pub max_fallback: usize,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            method: Method::Mse,
+            smooth_alpha: Some(0.5),
+            min_cosine: 0.999,
+            max_fallback: 8,
+        }
+    }
+}
+
+/// Summary statistics of embedding cosines.
+#[derive(Debug, Clone, Serialize)]
+pub struct CosineStats {
+    pub median: f32,
+    pub min: f32,
+    pub mean: f32,
+    pub count: usize,
+}
+
+impl CosineStats {
+    pub fn of(v: &[f32]) -> Self {
+        let mut s = v.to_vec();
+        s.sort_by(f32::total_cmp);
+        let n = s.len().max(1);
+        Self {
+            median: if s.is_empty() {
+                f32::NAN
+            } else if s.len() % 2 == 1 {
+                s[s.len() / 2]
+            } else {
+                0.5 * (s[s.len() / 2 - 1] + s[s.len() / 2])
+            },
+            min: s.first().copied().unwrap_or(f32::NAN),
+            mean: s.iter().sum::<f32>() / n as f32,
+            count: s.len(),
+        }
+    }
+}
+
+/// One op's line in the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerReport {
+    pub index: usize,
+    pub name: String,
+    pub kind: &'static str,
+    /// "int8", "fp32" (fallback) or "-" (no weights).
+    pub precision: &'static str,
+    /// SQNR of this op's output in the int8 tower against fp32, dB (error accumulated
+    /// from every op before it).
+    pub sqnr_db: f64,
+    /// SQNR of this layer alone quantized, on fp32 inputs (linear layers).
+    pub own_sqnr_db: Option<f64>,
+    /// The static activation range the layer's input is quantized over.
+    pub input_range: Option<(f32, f32)>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TowerReport {
+    pub tower: &'static str,
+    pub calibration_samples: usize,
+    pub evaluation_samples: usize,
+    pub macs: u64,
+    pub cosine: CosineStats,
+    /// Layers kept in fp32 to meet the budget (ONNX node names).
+    pub fallback: Vec<String>,
+    pub budget_met: bool,
+    pub layers: Vec<LayerReport>,
+}
+
+pub struct QuantizedTower {
+    pub graph: Graph,
+    pub report: TowerReport,
+}
+
+/// Progress callback: (stage, done, total).
+pub type Progress<'a> = &'a mut dyn FnMut(&str, usize, usize);
+
+/// Quantizes one fp32 tower.
+pub fn quantize_tower(
+    fp32: &Graph,
+    calib: &[Sample],
+    eval: &[Sample],
+    opts: &Options,
+    progress: Progress,
+) -> Result<QuantizedTower> {
+    let tower = fp32.kind.name();
+    let n = calib.len();
+    let mut done = 0;
+    let mut ranges = channel_ranges(fp32, calib, || {
+        done += 1;
+        progress(&format!("{tower}: calibration ranges"), done, n);
+    })?;
+    let mut smoothed = fp32.clone();
+    if let Some(alpha) = opts.smooth_alpha.filter(|a| *a > 0.0) {
+        smooth(&mut smoothed, &mut ranges, alpha);
+    }
+    let mut done = 0;
+    let act = activation_ranges(&smoothed, calib, &ranges, opts.method, || {
+        done += 1;
+        progress(&format!("{tower}: {} ranges", opts.method.name()), done, n);
+    })?;
+    let own = own_sqnr(
+        &smoothed,
+        &act,
+        calib.get(..calib.len().min(4)).unwrap_or(&[]),
+    )?;
+
+    // Smoothing changes LayerNorm outputs (not the function), so per-op errors are
+    // measured against the smoothed fp32 graph.
+    let reference = outputs(&smoothed, eval, &mut |d, t| {
+        progress(&format!("{tower}: fp32 reference"), d, t)
+    })?;
+    let mut fallback: HashSet<usize> = HashSet::new();
+    // Most sensitive first: the lowest SQNR of a layer quantized on its own.
+    let mut order: Vec<usize> = own.keys().copied().collect();
+    order.sort_by(|a, b| own[a].total_cmp(&own[b]));
+    loop {
+        let q = to_int8(&smoothed, &act, &fallback);
+        let (cos, layers) = compare(&q, &reference, eval, &mut |d, t| {
+            progress(&format!("{tower}: int8 check"), d, t)
+        })?;
+        let stats = CosineStats::of(&cos);
+        let met = stats.median >= opts.min_cosine || eval.is_empty();
+        if met || fallback.len() >= opts.max_fallback || fallback.len() == order.len() {
+            let report = TowerReport {
+                tower,
+                calibration_samples: calib.len(),
+                evaluation_samples: eval.len(),
+                macs: fp32.macs(),
+                cosine: stats,
+                fallback: order
+                    .iter()
+                    .filter(|i| fallback.contains(i))
+                    .map(|&i| q.nodes[i].name.clone())
+                    .collect(),
+                budget_met: met,
+                layers: q
+                    .nodes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, node)| LayerReport {
+                        index: i,
+                        name: node.name.clone(),
+                        kind: node.op.kind(),
+                        precision: match node.op {
+                            Op::Linear { weights, .. } | Op::PatchEmbed { weights, .. } => {
+                                match weights {
+                                    Weights::I8 { .. } => "int8",
+                                    Weights::F32 { .. } => "fp32",
+                                }
+                            }
+                            Op::Embedding { table_scale, .. } => {
+                                if table_scale.is_some() {
+                                    "int8"
+                                } else {
+                                    "fp32"
+                                }
+                            }
+                            _ => "-",
+                        },
+                        sqnr_db: layers.get(i).copied().unwrap_or(f64::NAN),
+                        own_sqnr_db: own.get(&i).copied(),
+                        input_range: act.get(&i).copied(),
+                    })
+                    .collect(),
+            };
+            return Ok(QuantizedTower { graph: q, report });
+        }
+        if let Some(&next) = order.iter().find(|i| !fallback.contains(i)) {
+            fallback.insert(next);
+        }
+    }
+}
+
+/// The buffers each node reads.
+fn consumers(g: &Graph, buf: u32) -> Vec<usize> {
+    g.nodes
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| crate::writer::op_reads(&n.op).contains(&buf))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// SmoothQuant: for each LayerNorm read only by linear layers, divide its output channel
+/// `j` by `s_j = a_j^α / w_j^(1−α)` (folded into gamma and beta) and multiply column `j`
+/// of every reader's weights by it. The fp32 function is unchanged; the activation's
+/// outlier channels shrink so one per-tensor int8 scale fits them all.
+fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) {
+    for l in 0..g.nodes.len() {
+        let Op::LayerNorm {
+            gamma, beta, out, ..
+        } = g.nodes[l].op
+        else {
+            continue;
+        };
+        let readers = consumers(g, out.buf);
+        let cols = out.cols as usize;
+        let all_linear = !readers.is_empty()
+            && readers.iter().all(|&r| {
+                matches!(g.nodes[r].op, Op::Linear { x, weights: Weights::F32 { .. }, .. }
+                    if x.cols == out.cols && ranges.contains_key(&r))
+            });
+        if !all_linear {
+            continue;
+        }
+        let mut a = vec![0.0f32; cols];
+        let mut w = vec![0.0f32; cols];
+        for &r in &readers {
+            let cr = &ranges[&r];
+            for (a, (lo, hi)) in a.iter_mut().zip(cr.min.iter().zip(&cr.max)) {
+                *a = a.max(lo.abs()).max(hi.abs());
+            }
+            if let Op::Linear {
+                weights: Weights::F32 { w: wt },
+                ..
+            } = g.nodes[r].op
+            {
+                let data = g.tensor(wt).data.as_f32().unwrap_or(&[]);
+                for row in data.chunks(cols) {
+                    for (w, v) in w.iter_mut().zip(row) {
+                        *w = w.max(v.abs());
+                    }
+                }
+            }
+        }
+        let s: Vec<f32> = (0..cols)
+            .map(|j| {
+                if a[j] > 0.0 && w[j] > 0.0 {
+                    (a[j].powf(alpha) / w[j].powf(1.0 - alpha)).clamp(1e-4, 1e4)
+                } else {
+                    1.0
+                }
+            })
+            .collect();
+        for t in [gamma, beta] {
+            if let TensorData::F32(v) = &mut g.tensor_mut(t).data {
+                v.iter_mut().zip(&s).for_each(|(x, s)| *x /= s);
+            }
+        }
+        for &r in &readers {
+            if let Op::Linear {
+                weights: Weights::F32 { w: wt },
+                ..
+            } = g.nodes[r].op
+            {
+                if let TensorData::F32(v) = &mut g.tensor_mut(wt).data {
+                    for row in v.chunks_mut(cols) {
+                        row.iter_mut().zip(&s).for_each(|(x, s)| *x *= s);
+                    }
+                }
+            }
+            if let Some(cr) = ranges.get_mut(&r) {
+                for ((lo, hi), s) in cr.min.iter_mut().zip(cr.max.iter_mut()).zip(&s) {
+                    *lo /= s;
+                    *hi /= s;
+                }
+            }
+        }
+    }
+}
+
+/// Symmetric per-row int8: scale = max|row| / 127.
+pub fn quantize_rows(w: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(w.len());
+    let mut scales = Vec::with_capacity(w.len() / cols.max(1));
+    for row in w.chunks(cols.max(1)) {
+        let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        scales.push(s);
+        q.extend(
+            row.iter()
+                .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
+        );
+    }
+    (q, scales)
+}
+
+/// The u8 scale and zero point of a range that contains 0.
+pub fn activation_params(lo: f32, hi: f32) -> (f32, i32) {
+    let (lo, hi) = (lo.min(0.0), hi.max(0.0));
+    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, 255.0) as i32;
+    (scale, zero)
+}
+
+/// The graph with int8 weights on every linear layer not in `fallback`, and an int8
+/// token-embedding table.
+fn to_int8(g: &Graph, act: &HashMap<usize, (f32, f32)>, fallback: &HashSet<usize>) -> Graph {
+    let mut q = g.clone();
+    for i in 0..q.nodes.len() {
+        let name = q.nodes[i].name.clone();
+        match q.nodes[i].op {
+            Op::Linear {
+                weights: Weights::F32 { w },
+                ..
+            }
+            | Op::PatchEmbed {
+                weights: Weights::F32 { w },
+                ..
+            } if !fallback.contains(&i) => {
+                let Some(&(lo, hi)) = act.get(&i) else {
+                    continue;
+                };
+                let t = q.tensor(w).clone();
+                let cols = t.dims[1];
+                let (qw, scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), cols);
+                let rows = scales.len();
+                let wi = q.add_i8(t.name.clone(), t.dims.clone(), qw);
+                let si = q.add_f32(format!("{name}.w_scale"), vec![rows], scales);
+                let (x_scale, x_zero) = activation_params(lo, hi);
+                let new = Weights::I8 {
+                    w: wi,
+                    w_scale: si,
+                    x_scale,
+                    x_zero,
+                };
+                match &mut q.nodes[i].op {
+                    Op::Linear { weights, .. } | Op::PatchEmbed { weights, .. } => *weights = new,
+                    _ => {}
+                }
+            }
+            Op::Embedding {
+                table,
+                table_scale: None,
+                ..
+            } => {
+                let t = q.tensor(table).clone();
+                let (qt, scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), t.dims[1]);
+                let rows = scales.len();
+                let ti = q.add_i8(t.name.clone(), t.dims.clone(), qt);
+                let si = q.add_f32(format!("{name}.row_scale"), vec![rows], scales);
+                if let Op::Embedding {
+                    table, table_scale, ..
+                } = &mut q.nodes[i].op
+                {
+                    *table = ti;
+                    *table_scale = Some(si);
+                }
+            }
+            _ => {}
+        }
+    }
+    drop_unused_tensors(&mut q);
+    q
+}
+
+/// Removes tensors no op refers to any more (the fp32 weights int8 replaced).
+fn drop_unused_tensors(g: &mut Graph) {
+    let mut used = vec![false; g.tensors.len()];
+    let mark = |i: u32, used: &mut Vec<bool>| used[i as usize] = true;
+    for n in &g.nodes {
+        for t in op_tensors(&n.op) {
+            mark(t, &mut used);
+        }
+    }
+    let mut remap = vec![u32::MAX; g.tensors.len()];
+    let mut kept = Vec::new();
+    for (i, t) in std::mem::take(&mut g.tensors).into_iter().enumerate() {
+        if used[i] {
+            remap[i] = kept.len() as u32;
+            kept.push(t);
+        }
+    }
+    g.tensors = kept;
+    for n in &mut g.nodes {
+        remap_tensors(&mut n.op, &remap);
+    }
+}
+
+fn op_tensors(op: &Op) -> Vec<u32> {
+    let w = |w: Weights| match w {
+        Weights::F32 { w } => vec![w],
+        Weights::I8 { w, w_scale, .. } => vec![w, w_scale],
+    };
+    match *op {
+        Op::PatchEmbed { weights, add, .. } => [w(weights), vec![add]].concat(),
+        Op::Embedding {
+            table,
+            table_scale,
+            add,
+            ..
+        } => [vec![table, add], table_scale.into_iter().collect()].concat(),
+        Op::LayerNorm { gamma, beta, .. } => vec![gamma, beta],
+        Op::Linear { weights, bias, .. } => [w(weights), bias.into_iter().collect()].concat(),
+        Op::Attention {
+            q: vlm_runtime::ops::Query::Const { tensor, .. },
+            ..
+        } => vec![tensor],
+        _ => vec![],
+    }
+}
+
+fn remap_tensors(op: &mut Op, m: &[u32]) {
+    let r = |i: &mut u32| *i = m[*i as usize];
+    let rw = |w: &mut Weights| match w {
+        Weights::F32 { w } => r(w),
+        Weights::I8 { w, w_scale, .. } => {
+            r(w);
+            r(w_scale);
+        }
+    };
+    match op {
+        Op::PatchEmbed { weights, add, .. } => {
+            rw(weights);
+            r(add);
+        }
+        Op::Embedding {
+            table,
+            table_scale,
+            add,
+            ..
+        } => {
+            r(table);
+            r(add);
+            if let Some(s) = table_scale {
+                r(s);
+            }
+        }
+        Op::LayerNorm { gamma, beta, .. } => {
+            r(gamma);
+            r(beta);
+        }
+        Op::Linear { weights, bias, .. } => {
+            rw(weights);
+            if let Some(b) = bias {
+                r(b);
+            }
+        }
+        Op::Attention {
+            q: vlm_runtime::ops::Query::Const { tensor, .. },
+            ..
+        } => r(tensor),
+        _ => {}
+    }
+}
+
+/// Copies of every op's output on one run.
+struct Capture {
+    outputs: HashMap<usize, Vec<f32>>,
+}
+
+impl Observer for Capture {
+    fn observe(&mut self, node: usize, what: Observed, x: MatRef<'_>) {
+        if what == Observed::Output {
+            let mut v = Vec::with_capacity(x.rows * x.cols);
+            for r in 0..x.rows {
+                v.extend_from_slice(x.row(r));
+            }
+            self.outputs.insert(node, v);
+        }
+    }
+}
+
+type RunOutputs = Vec<(Vec<f32>, HashMap<usize, Vec<f32>>)>;
+
+/// The embedding and every op's output for each sample.
+fn outputs(
+    g: &Graph,
+    samples: &[Sample],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<RunOutputs> {
+    let a = single_tower(g)?;
+    let kind = tower_kind(g);
+    let mut out = Vec::new();
+    for (i, s) in samples.iter().enumerate() {
+        let mut cap = Capture {
+            outputs: HashMap::new(),
+        };
+        let emb = a.run(kind, s.input(), Some(&mut cap))?;
+        out.push((emb, cap.outputs));
+        progress(i + 1, samples.len());
+    }
+    Ok(out)
+}
+
+/// Embedding cosines and per-op SQNR (dB) of `q` against the fp32 reference outputs.
+fn compare(
+    q: &Graph,
+    reference: &RunOutputs,
+    samples: &[Sample],
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<(Vec<f32>, Vec<f64>)> {
+    let a = single_tower(q)?;
+    let kind = tower_kind(q);
+    let mut signal = vec![0.0f64; q.nodes.len()];
+    let mut noise = vec![0.0f64; q.nodes.len()];
+    let mut cos = Vec::new();
+    for (i, (s, (ref_emb, ref_out))) in samples.iter().zip(reference).enumerate() {
+        let mut cap = Capture {
+            outputs: HashMap::new(),
+        };
+        let emb = a.run(kind, s.input(), Some(&mut cap))?;
+        cos.push(cosine(&emb, ref_emb));
+        for (node, got) in cap.outputs {
+            if let Some(want) = ref_out.get(&node) {
+                for (g, w) in got.iter().zip(want) {
+                    signal[node] += (*w as f64).powi(2);
+                    noise[node] += (*g as f64 - *w as f64).powi(2);
+                }
+            }
+        }
+        progress(i + 1, samples.len());
+    }
+    let sqnr = signal
+        .iter()
+        .zip(&noise)
+        .map(|(s, n)| sqnr_db(*s, *n))
+        .collect();
+    Ok((cos, sqnr))
+}
+
+pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
+    if noise <= 0.0 {
+        f64::INFINITY
+    } else {
+        10.0 * (signal / noise).log10()
+    }
+}
+
+/// Each linear layer's error when it alone is quantized, on its fp32 inputs (a few rows
+/// per sample): the sensitivity that orders the fallback.
+struct OwnError<'g> {
+    graph: &'g Graph,
+    act: &'g HashMap<usize, (f32, f32)>,
+    quantized: HashMap<usize, (Vec<i8>, Vec<f32>)>,
+    signal: HashMap<usize, f64>,
+    noise: HashMap<usize, f64>,
+}
+
+impl Observer for OwnError<'_> {
+    fn observe(&mut self, node: usize, what: Observed, x: MatRef<'_>) {
+        if what != Observed::LinearInput {
+            return;
+        }
+        let (Some(&(lo, hi)), Some(op)) = (self.act.get(&node), self.graph.nodes.get(node)) else {
+            return;
+        };
+        let (Op::Linear {
+            weights: Weights::F32 { w },
+            ..
+        }
+        | Op::PatchEmbed {
+            weights: Weights::F32 { w },
+            ..
+        }) = op.op
+        else {
+            return;
+        };
+        let t = self.graph.tensor(w);
+        let k = t.dims[1];
+        let wf = t.data.as_f32().unwrap_or(&[]);
+        let (qw, ws) = self
+            .quantized
+            .entry(node)
+            .or_insert_with(|| quantize_rows(wf, k));
+        let (xs, xz) = activation_params(lo, hi);
+        let inv = 1.0 / xs;
+        let step = (x.rows / 16).max(1);
+        let (mut sig, mut noi) = (0.0f64, 0.0f64);
+        for r in (0..x.rows).step_by(step) {
+            let row = x.row(r);
+            let xq: Vec<f32> = row
+                .iter()
+                .map(|&v| (quantize_one(v, inv, xz) as i32 - xz) as f32 * xs)
+                .collect();
+            for (o, (wrow, qrow)) in wf.chunks(k).zip(qw.chunks(k)).enumerate() {
+                let y: f64 = row
+                    .iter()
+                    .zip(wrow)
+                    .map(|(a, b)| (*a as f64) * (*b as f64))
+                    .sum();
+                let yq: f64 = xq
+                    .iter()
+                    .zip(qrow)
+                    .map(|(a, b)| (*a as f64) * (*b as f64 * ws[o] as f64))
+                    .sum();
+                sig += y * y;
+                noi += (y - yq).powi(2);
+            }
+        }
+        *self.signal.entry(node).or_default() += sig;
+        *self.noise.entry(node).or_default() += noi;
+    }
+}
+
+fn own_sqnr(
+    g: &Graph,
+    act: &HashMap<usize, (f32, f32)>,
+    samples: &[Sample],
+) -> Result<HashMap<usize, f64>> {
+    let a = single_tower(g)?;
+    let kind = tower_kind(g);
+    let mut obs = OwnError {
+        graph: g,
+        act,
+        quantized: HashMap::new(),
+        signal: HashMap::new(),
+        noise: HashMap::new(),
+    };
+    for s in samples {
+        a.run(kind, s.input(), Some(&mut obs))?;
+    }
+    Ok(linear_nodes(g)
+        .into_iter()
+        .filter_map(|n| Some((n, sqnr_db(*obs.signal.get(&n)?, *obs.noise.get(&n)?))))
+        .collect())
+}

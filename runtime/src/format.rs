@@ -1,0 +1,226 @@
+//! The `.vlmq` artifact's container: header, section table, section kinds, limits.
+//!
+//! `runtime/FORMAT.md` is the specification; this file is its reader-side constants and
+//! the low-level checks (bounds, alignment, checksums). Everything is little-endian and
+//! every section starts on a 64-byte boundary so tensors can be used in place.
+
+/// The first eight bytes. The `\r\n` and `\x1a` catch text-mode transfers (as PNG does).
+pub const MAGIC: [u8; 8] = *b"VLMQ\r\n\x1a\n";
+/// The format version this reader understands.
+pub const VERSION: u32 = 1;
+pub const HEADER_SIZE: usize = 64;
+pub const SECTION_ENTRY_SIZE: usize = 32;
+pub const TENSOR_ENTRY_SIZE: usize = 48;
+pub const ALIGN: usize = 64;
+
+/// Limits that keep a hostile file from asking for absurd work or memory.
+pub const MAX_SECTIONS: usize = 64;
+pub const MAX_TENSORS: usize = 1 << 16;
+pub const MAX_RANK: usize = 4;
+pub const MAX_DIM: usize = 1 << 24;
+pub const MAX_BUFFERS: usize = 1 << 14;
+pub const MAX_OPS: usize = 1 << 16;
+/// 4 GiB: offsets in the plan are u32 byte offsets.
+pub const MAX_ARENA: usize = u32::MAX as usize;
+/// The most inputs an int8 layer may have: its i32 accumulator cannot then overflow
+/// whatever the weights and activations (|q − zero| ≤ 255, |w| ≤ 128).
+pub const MAX_I8_DEPTH: usize = i32::MAX as usize / (255 * 128);
+
+/// Section kinds (the `kind` word of a section-table entry).
+pub mod section {
+    pub const META: u32 = 1;
+    pub const TENSORS: u32 = 2;
+    pub const DATA: u32 = 3;
+    pub const STRINGS: u32 = 4;
+    pub const TOWER: u32 = 5;
+    pub const TOKENIZER: u32 = 6;
+    pub const LABELS: u32 = 7;
+    pub const CONFIG_JSON: u32 = 8;
+}
+
+/// Tensor element types.
+pub mod dtype {
+    pub const F32: u32 = 1;
+    pub const I8: u32 = 2;
+}
+
+/// Tower kinds (first word of a TOWER section).
+pub mod tower {
+    pub const VISION: u32 = 1;
+    pub const TEXT: u32 = 2;
+}
+
+/// Number of u32 words in the META section.
+pub const META_WORDS: usize = 24;
+
+/// Why an artifact was refused. Every variant names the part of the file at fault.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("artifact is truncated: {what} runs past the end")]
+    Truncated { what: &'static str },
+    #[error("not a vlm-edge artifact (wrong magic bytes)")]
+    BadMagic,
+    #[error(
+        "artifact format version {found} is not supported (this runtime reads version {supported})"
+    )]
+    Version { found: u32, supported: u32 },
+    #[error("artifact header says the file is {stated} bytes, but it is {actual}")]
+    FileSize { stated: u64, actual: usize },
+    #[error("checksum mismatch in {what}: the artifact is corrupt")]
+    Checksum { what: &'static str },
+    #[error("section {index} (kind {kind}) is out of bounds or misaligned")]
+    SectionBounds { index: usize, kind: u32 },
+    #[error("artifact has no {what} section")]
+    MissingSection { what: &'static str },
+    #[error("artifact has a second {what} section")]
+    DuplicateSection { what: &'static str },
+    #[error("invalid {field} in the artifact")]
+    BadField { field: &'static str },
+    #[error("tensor {index} is invalid: {why}")]
+    BadTensor { index: usize, why: &'static str },
+    #[error("{tower} tower, op {index}: {why}")]
+    BadOp {
+        tower: &'static str,
+        index: usize,
+        why: &'static str,
+    },
+    #[error("{what} exceeds the limit of {limit}")]
+    TooLarge { what: &'static str, limit: usize },
+    #[error("artifact bytes are not 4-byte aligned in memory; load them into aligned memory")]
+    Misaligned,
+}
+
+/// Little-endian readers over a byte slice, with bounds checks.
+pub(crate) fn u32_at(bytes: &[u8], at: usize, what: &'static str) -> Result<u32, FormatError> {
+    let b = at
+        .checked_add(4)
+        .and_then(|end| bytes.get(at..end))
+        .ok_or(FormatError::Truncated { what })?;
+    Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+pub(crate) fn u64_at(bytes: &[u8], at: usize, what: &'static str) -> Result<u64, FormatError> {
+    let lo = u32_at(bytes, at, what)? as u64;
+    let hi = u32_at(bytes, at + 4, what)? as u64;
+    Ok(lo | (hi << 32))
+}
+
+/// CRC-32 (IEEE), the checksum of every section.
+pub fn crc32(bytes: &[u8]) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(bytes);
+    h.finalize()
+}
+
+/// A section-table entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SectionEntry {
+    pub kind: u32,
+    pub offset: usize,
+    pub size: usize,
+    pub crc: u32,
+}
+
+/// Checks the header and section table and returns the entries (at most
+/// [`MAX_SECTIONS`], in a fixed array: the reader does not allocate).
+pub(crate) fn read_sections(
+    bytes: &[u8],
+) -> Result<([SectionEntry; MAX_SECTIONS], usize), FormatError> {
+    if bytes.len() < HEADER_SIZE {
+        if bytes.len() >= 8 && bytes[..8] != MAGIC {
+            return Err(FormatError::BadMagic);
+        }
+        return Err(FormatError::Truncated { what: "header" });
+    }
+    if bytes[..8] != MAGIC {
+        return Err(FormatError::BadMagic);
+    }
+    let version = u32_at(bytes, 8, "header")?;
+    if version != VERSION {
+        return Err(FormatError::Version {
+            found: version,
+            supported: VERSION,
+        });
+    }
+    if crc32(&bytes[..36]) != u32_at(bytes, 36, "header")? {
+        return Err(FormatError::Checksum { what: "header" });
+    }
+    if u32_at(bytes, 12, "header")? as usize != HEADER_SIZE {
+        return Err(FormatError::BadField {
+            field: "header size",
+        });
+    }
+    let stated = u64_at(bytes, 16, "header")?;
+    if stated != bytes.len() as u64 {
+        return Err(FormatError::FileSize {
+            stated,
+            actual: bytes.len(),
+        });
+    }
+    let count = u32_at(bytes, 24, "header")? as usize;
+    if count > MAX_SECTIONS {
+        return Err(FormatError::TooLarge {
+            what: "section count",
+            limit: MAX_SECTIONS,
+        });
+    }
+    let table_end = HEADER_SIZE + count * SECTION_ENTRY_SIZE;
+    let table = bytes
+        .get(HEADER_SIZE..table_end)
+        .ok_or(FormatError::Truncated {
+            what: "section table",
+        })?;
+    if crc32(table) != u32_at(bytes, 32, "header")? {
+        return Err(FormatError::Checksum {
+            what: "section table",
+        });
+    }
+    let mut out = [SectionEntry {
+        kind: 0,
+        offset: 0,
+        size: 0,
+        crc: 0,
+    }; MAX_SECTIONS];
+    for (i, slot) in out.iter_mut().enumerate().take(count) {
+        let at = HEADER_SIZE + i * SECTION_ENTRY_SIZE;
+        let kind = u32_at(bytes, at, "section table")?;
+        let offset = u64_at(bytes, at + 8, "section table")?;
+        let size = u64_at(bytes, at + 16, "section table")?;
+        let crc = u32_at(bytes, at + 24, "section table")?;
+        let bad = FormatError::SectionBounds { index: i, kind };
+        let offset = usize::try_from(offset).map_err(|_| bad)?;
+        let size = usize::try_from(size).map_err(|_| bad)?;
+        let end = offset.checked_add(size).ok_or(bad)?;
+        if offset % ALIGN != 0 || offset < table_end || end > bytes.len() {
+            return Err(bad);
+        }
+        if crc32(&bytes[offset..end]) != crc {
+            return Err(FormatError::Checksum { what: "a section" });
+        }
+        *slot = SectionEntry {
+            kind,
+            offset,
+            size,
+            crc,
+        };
+    }
+    Ok((out, count))
+}
+
+/// The `len` bytes at `at` of a section, or a truncation error naming it.
+pub(crate) fn slice<'a>(
+    bytes: &'a [u8],
+    at: usize,
+    len: usize,
+    what: &'static str,
+) -> Result<&'a [u8], FormatError> {
+    at.checked_add(len)
+        .and_then(|end| bytes.get(at..end))
+        .ok_or(FormatError::Truncated { what })
+}
+
+/// A name stored in the STRINGS section.
+pub(crate) fn string(strings: &[u8], off: u32, len: u32) -> Result<&str, FormatError> {
+    let b = slice(strings, off as usize, len as usize, "string")?;
+    core::str::from_utf8(b).map_err(|_| FormatError::BadField { field: "string" })
+}
