@@ -16,6 +16,8 @@ use vlm_quantize::pipeline::{quantize_model, Request};
 use vlm_quantize::writer::write_file;
 use vlm_quantize::{rank_labels, Artifact, Embedder, Fp32Siglip};
 
+mod bench;
+
 /// Where the shipped demo model lives when neither --model nor VLM_MODEL says otherwise.
 const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo");
 
@@ -37,6 +39,8 @@ enum Command {
     Eval(EvalCommand),
     /// Quantize a SigLIP model folder into one int8 artifact (.vlmq), with a report.
     Quantize(QuantizeArgs),
+    /// Time a tower: latency, GMAC/s, and the fraction of the CPU's int8 peak it reaches.
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -558,6 +562,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Embed(a) => embed(a),
         Command::Eval(e) => eval(e),
         Command::Quantize(q) => quantize(q),
+        Command::Bench(b) => bench::bench(b),
     }
 }
 

@@ -58,13 +58,15 @@ impl TowerInput {
 pub enum TensorData {
     F32(Vec<f32>),
     I8(Vec<i8>),
+    /// int8 `[out, in]` weights in the runtime's GEMM panel layout.
+    I8Panels(Vec<i8>),
 }
 
 impl TensorData {
     pub fn len(&self) -> usize {
         match self {
             TensorData::F32(v) => v.len(),
-            TensorData::I8(v) => v.len(),
+            TensorData::I8(v) | TensorData::I8Panels(v) => v.len(),
         }
     }
 
@@ -75,7 +77,7 @@ impl TensorData {
     pub fn as_f32(&self) -> Option<&[f32]> {
         match self {
             TensorData::F32(v) => Some(v),
-            TensorData::I8(_) => None,
+            TensorData::I8(_) | TensorData::I8Panels(_) => None,
         }
     }
 }
@@ -152,6 +154,29 @@ impl Graph {
         (self.tensors.len() - 1) as u32
     }
 
+    /// A new panel-packed int8 weight tensor from row-major `[rows, cols]` values.
+    pub fn add_i8_panels(
+        &mut self,
+        name: impl Into<String>,
+        rows: usize,
+        cols: usize,
+        row_major: &[i8],
+    ) -> u32 {
+        use vlm_runtime::format::{packed_index, packed_len};
+        let mut data = vec![0i8; packed_len(rows, cols)];
+        for o in 0..rows {
+            for k in 0..cols {
+                data[packed_index(o, k, cols)] = row_major[o * cols + k];
+            }
+        }
+        self.tensors.push(Tensor {
+            name: name.into(),
+            dims: vec![rows, cols],
+            data: TensorData::I8Panels(data),
+        });
+        (self.tensors.len() - 1) as u32
+    }
+
     pub fn push(&mut self, name: impl Into<String>, op: Op) {
         self.nodes.push(Node {
             name: name.into(),
@@ -178,7 +203,7 @@ impl Graph {
             .iter()
             .map(|t| match &t.data {
                 TensorData::F32(v) => v.len() * 4,
-                TensorData::I8(v) => v.len(),
+                TensorData::I8(v) | TensorData::I8Panels(v) => v.len(),
             })
             .sum()
     }

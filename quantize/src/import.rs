@@ -2897,11 +2897,9 @@ mod tests {
             f32s("b", &[8], ramp(8, 0.1)),
         ]);
         let mut nodes = vec![
-            node("Gather", "/emb/Gather", &["ids", "table"], &["tok"]),
+            node("Gather", "/emb/Gather", &["table", "ids"], &["tok"]),
             node("Add", "/emb/Add", &["tok", "pos"], &["h"]),
         ];
-        // Gather(table, ids): the table is the data.
-        nodes[0].input = vec!["table".into(), "ids".into()];
         nodes.extend(body);
         nodes.push(with_int(
             node("Gather", "/pool/Gather", &["y", "last"], &["out"]),
@@ -3039,21 +3037,21 @@ mod tests {
 
     #[test]
     fn attention_masks_are_refused() {
-        let body = vec![
+        let mut transpose = node("Transpose", "/k/Transpose", &["h"], &["kt"]);
+        transpose.attribute.push(pb::AttributeProto {
+            name: "perm".into(),
+            r#type: 7,
+            ints: vec![0, 2, 1],
+            ..Default::default()
+        });
+        let mut body = vec![
             node("MatMul", "/q/MatMul", &["h", "w"], &["q"]),
-            with_int(node("Transpose", "/k/T", &["h"], &["kt"]), "none", 0),
+            transpose,
             node("MatMul", "/attn/MatMul", &["q", "kt"], &["s"]),
             node("Add", "/attn/Add", &["s", "mask"], &["sm"]),
             node("Softmax", "/attn/Softmax", &["sm"], &["p"]),
             node("MatMul", "/attn/MatMul_1", &["p", "h"], &["y"]),
         ];
-        let mut body = body;
-        body[1].attribute = vec![pb::AttributeProto {
-            name: "perm".into(),
-            r#type: 7,
-            ints: vec![0, 2, 1],
-            ..Default::default()
-        }];
         let mask = f32s("mask", &[1, 4, 4], vec![0.0; 16]);
         let f = failure(&text_model(body.clone(), vec![mask]));
         assert_eq!(f.node, "/attn/Add (Add)");

@@ -336,20 +336,51 @@ fn to_int8(g: &Graph, act: &HashMap<usize, (f32, f32)>, fallback: &HashSet<usize
                     continue;
                 };
                 let t = q.tensor(w).clone();
-                let cols = t.dims[1];
+                let (rows, cols) = (t.dims[0], t.dims[1]);
                 let (qw, scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), cols);
-                let rows = scales.len();
-                let wi = q.add_i8(t.name.clone(), t.dims.clone(), qw);
-                let si = q.add_f32(format!("{name}.w_scale"), vec![rows], scales);
                 let (x_scale, x_zero) = activation_params(lo, hi);
+                // The kernels sum q·w with q in 0..=255; the zero point's share,
+                // x_scale·w_scale·x_zero·Σw, is a constant per output: folded into the
+                // bias (or the patch embedding's add table) here, once.
+                let correction: Vec<f32> = qw
+                    .chunks(cols)
+                    .zip(&scales)
+                    .map(|(row, s)| {
+                        x_scale * s * x_zero as f32 * row.iter().map(|&v| v as i32).sum::<i32>() as f32
+                    })
+                    .collect();
+                let wi = q.add_i8_panels(t.name.clone(), rows, cols, &qw);
+                let si = q.add_f32(format!("{name}.w_scale"), vec![rows], scales);
                 let new = Weights::I8 {
                     w: wi,
                     w_scale: si,
                     x_scale,
                     x_zero,
                 };
-                match &mut q.nodes[i].op {
-                    Op::Linear { weights, .. } | Op::PatchEmbed { weights, .. } => *weights = new,
+                match q.nodes[i].op {
+                    Op::Linear { bias, .. } => {
+                        let mut b = match bias {
+                            Some(b) => q.tensor(b).data.as_f32().unwrap_or(&[]).to_vec(),
+                            None => vec![0.0; rows],
+                        };
+                        b.iter_mut().zip(&correction).for_each(|(b, c)| *b -= c);
+                        let bi = q.add_f32(format!("{name}.bias"), vec![rows], b);
+                        if let Op::Linear { weights, bias, .. } = &mut q.nodes[i].op {
+                            *weights = new;
+                            *bias = Some(bi);
+                        }
+                    }
+                    Op::PatchEmbed { add, .. } => {
+                        let mut a = q.tensor(add).data.as_f32().unwrap_or(&[]).to_vec();
+                        for row in a.chunks_mut(rows) {
+                            row.iter_mut().zip(&correction).for_each(|(b, c)| *b -= c);
+                        }
+                        let ai = q.add_f32(format!("{name}.add"), vec![a.len() / rows, rows], a);
+                        if let Op::PatchEmbed { weights, add, .. } = &mut q.nodes[i].op {
+                            *weights = new;
+                            *add = ai;
+                        }
+                    }
                     _ => {}
                 }
             }

@@ -284,6 +284,10 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
                     data.extend_from_slice(bytemuck::cast_slice(v));
                     (dtype::I8, v.len())
                 }
+                TensorData::I8Panels(v) => {
+                    data.extend_from_slice(bytemuck::cast_slice(v));
+                    (dtype::I8_PANELS, v.len())
+                }
             };
             if t.dims.len() > format::MAX_RANK {
                 return Err(Error::Artifact(format!(

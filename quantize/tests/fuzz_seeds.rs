@@ -63,7 +63,7 @@ fn f32_weights(g: &mut Graph, rng: &mut Rng, name: &str, out: usize, inp: usize)
 
 fn i8_weights(g: &mut Graph, rng: &mut Rng, name: &str, out: usize, inp: usize) -> Weights {
     Weights::I8 {
-        w: g.add_i8(name, vec![out, inp], rng.i8s(out * inp)),
+        w: g.add_i8_panels(name, out, inp, &rng.i8s(out * inp)),
         w_scale: g.add_f32(format!("{name}.scale"), vec![out], rng.scales(out)),
         x_scale: 0.02,
         x_zero: 128,
@@ -393,7 +393,7 @@ fn deepest_int8_layer(depth: usize) -> Graph {
             width: depth,
         },
     );
-    let w = g.add_i8("w", vec![1, depth], vec![-128; depth]);
+    let w = g.add_i8_panels("w", 1, depth, &vec![-128; depth]);
     let w_scale = g.add_f32("w.scale", vec![1], vec![1.0]);
     let out = g.add_buffer(1);
     g.push(

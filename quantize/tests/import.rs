@@ -224,11 +224,13 @@ fn check_text(g: &Graph, cfg: &ModelConfig) {
 
 fn check_numerics(dir: &Path, vision: &Graph, text: &Graph, pixels: &[Vec<f32>], ids: &[Vec<i64>]) {
     let reference = Fp32Siglip::load(dir).unwrap();
+    let mut worst = (1.0f32, 1.0f32);
     for p in pixels {
         let want = reference.embed_pixels(p.clone()).unwrap();
         let got = run_f32(vision, p).unwrap();
         let cos = cosine(&got, &want);
         assert!(cos >= MIN_COSINE, "vision cosine {cos}");
+        worst.0 = worst.0.min(cos);
     }
     for i in ids {
         let want = reference.embed_ids(i).unwrap();
@@ -236,7 +238,14 @@ fn check_numerics(dir: &Path, vision: &Graph, text: &Graph, pixels: &[Vec<f32>],
         let got = run_f32(text, &as_f).unwrap();
         let cos = cosine(&got, &want);
         assert!(cos >= MIN_COSINE, "text cosine {cos} for {i:?}");
+        worst.1 = worst.1.min(cos);
     }
+    eprintln!(
+        "{}: worst cosine to tract: vision {}, text {}",
+        dir.display(),
+        worst.0,
+        worst.1
+    );
 }
 
 /// Deterministic pseudo-random values.

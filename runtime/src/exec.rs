@@ -8,6 +8,7 @@ use core::ops::Range;
 
 use crate::format::{FormatError, ALIGN};
 use crate::kernels::scalar::{self as k, MatMut, MatRef};
+use crate::kernels::Isa;
 use crate::model::{Model, Tower, TowerKind};
 use crate::ops::{Mat, Op, Query, Weights};
 use crate::Error;
@@ -33,9 +34,9 @@ fn align(n: usize) -> usize {
 
 /// Scratch bytes an op needs beyond its buffers (the memory plan reserves the largest).
 ///
-/// Saturating: the reader calls this on ops from the file before they are known to be
-/// small, and an overflow must come out as "too large for the arena", never wrap to a
-/// small size (nor panic).
+/// Saturating: ops come from untrusted files, and even a validated one can need more
+/// than a 32-bit usize holds (a buffer may hold 2^30 floats); an overflow must come out
+/// as "too large for the arena", never wrap to a small size (nor panic).
 pub fn scratch_bytes(op: &Op) -> usize {
     match *op {
         Op::PatchEmbed {
@@ -49,7 +50,10 @@ pub fn scratch_bytes(op: &Op) -> usize {
                 .saturating_mul(channels as usize)
                 .saturating_mul((patch as usize).saturating_pow(2));
             align(n.saturating_mul(4)).saturating_add(match weights {
-                Weights::I8 { .. } => align(n),
+                Weights::I8 { .. } => align(
+                    (out.rows as usize)
+                        .saturating_mul(k::q_stride((channels as usize).saturating_mul((patch as usize).saturating_pow(2)))),
+                ),
                 Weights::F32 { .. } => 0,
             })
         }
@@ -57,8 +61,10 @@ pub fn scratch_bytes(op: &Op) -> usize {
             x,
             weights: Weights::I8 { .. },
             ..
-        } => align((x.rows as usize).saturating_mul(x.cols as usize)),
-        Op::Attention { k, .. } => align((k.rows as usize).saturating_mul(4)),
+        } => align((x.rows as usize).saturating_mul(k::q_stride(x.cols as usize))),
+        Op::Attention { k, head_dim, .. } => align(
+            Isa::attention_scratch_floats(head_dim as usize, k.rows as usize).saturating_mul(4),
+        ),
         _ => 0,
     }
 }
@@ -76,11 +82,18 @@ pub enum Input<'i> {
 pub struct Session<'m, 'a> {
     model: Model<'m>,
     arena: &'a mut [u8],
+    isa: Isa,
+    threads: usize,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
     /// `arena` must hold at least `model.arena_size()` bytes; it need not be aligned.
     pub fn new(model: &Model<'m>, arena: &'a mut [u8]) -> Result<Self, Error> {
+        Self::with_isa(model, arena, Isa::detect())
+    }
+
+    /// A session on chosen kernels (an unsupported ISA falls back to scalar).
+    pub fn with_isa(model: &Model<'m>, arena: &'a mut [u8], isa: Isa) -> Result<Self, Error> {
         let need = model.arena_size();
         if arena.len() < need {
             return Err(Error::ArenaTooSmall {
@@ -93,11 +106,25 @@ impl<'m, 'a> Session<'m, 'a> {
         Ok(Self {
             model: *model,
             arena,
+            isa: if isa.supported() { isa } else { Isa::Scalar },
+            threads: 1,
         })
     }
 
     pub fn model(&self) -> &Model<'m> {
         &self.model
+    }
+
+    /// Splits the large GEMMs across `n` threads (std only; 1, the default, spawns none
+    /// and allocates nothing).
+    #[cfg(feature = "std")]
+    pub fn set_threads(&mut self, n: usize) {
+        self.threads = n.max(1);
+    }
+
+    /// The kernels this session runs.
+    pub fn isa(&self) -> Isa {
+        self.isa
     }
 
     /// The image embedding (not normalised) of `[C, H, W]` pixel values.
@@ -183,6 +210,8 @@ impl<'m, 'a> Session<'m, 'a> {
         mut obs: Option<&mut dyn Observer>,
     ) -> Result<(), Error> {
         let model = self.model;
+        let isa = self.isa;
+        let threads = self.threads;
         let bad = || bad_op(t.kind, index);
         let out_mat = op.output();
         let scratch = t.scratch_at..t.scratch_at + scratch_bytes(op);
@@ -221,6 +250,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     o.observe(index, Observed::LinearInput, x);
                 }
                 linear(
+                    (isa, threads),
                     &model,
                     x,
                     weights,
@@ -301,7 +331,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     Some(b) => Some(f32s(b)?),
                     None => None,
                 };
-                linear(&model, x, weights, bias, act, &mut out, scratch).ok_or_else(bad)?;
+                linear((isa, threads), &model, x, weights, bias, act, &mut out, scratch).ok_or_else(bad)?;
             }
             Op::Attention {
                 q,
@@ -326,7 +356,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 };
                 let (km, v) = (read(km)?, read(v)?);
                 let scores: &mut [f32] = cast_mut(scratch)?;
-                k::attention(
+                isa.attention(
                     q,
                     km,
                     v,
@@ -351,7 +381,9 @@ impl<'m, 'a> Session<'m, 'a> {
 }
 
 /// A linear layer in whichever precision its weights are; `None` on a missing tensor.
+#[allow(clippy::too_many_arguments)]
 fn linear(
+    (isa, threads): (Isa, usize),
     model: &Model,
     x: MatRef,
     weights: Weights,
@@ -362,7 +394,7 @@ fn linear(
 ) -> Option<()> {
     match weights {
         Weights::F32 { w } => {
-            k::linear_f32(x, model.tensor(w)?.f32s(), bias, act, out.reborrow());
+            isa.gemm_f32(x, model.tensor(w)?.f32s(), bias, act, out.reborrow());
         }
         Weights::I8 {
             w,
@@ -370,19 +402,22 @@ fn linear(
             x_scale,
             x_zero,
         } => {
-            let q = scratch.get_mut(..x.rows * x.cols)?;
-            k::quantize_u8(x, x_scale, x_zero, q);
-            k::linear_u8i8(
-                q,
-                x.cols,
-                x_zero,
+            let q = scratch.get_mut(..x.rows * k::q_stride(x.cols))?;
+            isa.quantize_u8(x, x_scale, x_zero, q);
+            let ep = k::Epilogue {
                 x_scale,
-                model.tensor(w)?.i8s(),
-                model.tensor(w_scale)?.f32s(),
+                w_scale: model.tensor(w_scale)?.f32s(),
                 bias,
                 act,
-                out.reborrow(),
-            );
+            };
+            let w = model.tensor(w)?.i8s();
+            #[cfg(feature = "std")]
+            isa.gemm_u8i8_threads(threads, q, x.cols, w, &ep, out.reborrow());
+            #[cfg(not(feature = "std"))]
+            {
+                let _ = threads;
+                isa.gemm_u8i8(q, x.cols, w, &ep, out.reborrow());
+            }
         }
     }
     Some(())

@@ -26,6 +26,26 @@ pub const MAX_ARENA: usize = u32::MAX as usize;
 /// whatever the weights and activations (|q − zero| ≤ 255, |w| ≤ 128).
 pub const MAX_I8_DEPTH: usize = i32::MAX as usize / (255 * 128);
 
+/// Output channels per weight panel, and inputs per group: the layout every int8 GEMM
+/// kernel reads (a 64-byte AVX-512 register, four 16-byte NEON registers, one `sdot`
+/// or `vpdpbusd` group of 4).
+pub const PANEL_N: usize = 16;
+pub const PANEL_K: usize = 4;
+
+/// Bytes of a `[rows, cols]` panel-packed int8 tensor (both sides padded with zeros).
+pub const fn packed_len(rows: usize, cols: usize) -> usize {
+    rows.div_ceil(PANEL_N) * PANEL_N * cols.div_ceil(PANEL_K) * PANEL_K
+}
+
+/// Where weight `(o, k)` of a `[rows, cols]` panel-packed tensor lives:
+/// panel `o / 16`, then group `k / 4`, then 16 outputs × 4 inputs.
+#[inline]
+pub const fn packed_index(o: usize, k: usize, cols: usize) -> usize {
+    ((o / PANEL_N) * cols.div_ceil(PANEL_K) + k / PANEL_K) * (PANEL_N * PANEL_K)
+        + (o % PANEL_N) * PANEL_K
+        + k % PANEL_K
+}
+
 /// Section kinds (the `kind` word of a section-table entry).
 pub mod section {
     pub const META: u32 = 1;
@@ -42,6 +62,8 @@ pub mod section {
 pub mod dtype {
     pub const F32: u32 = 1;
     pub const I8: u32 = 2;
+    /// int8 `[out, in]` weights in GEMM panels: see [`super::packed_index`].
+    pub const I8_PANELS: u32 = 3;
 }
 
 /// Tower kinds (first word of a TOWER section).

@@ -169,6 +169,8 @@ pub struct Tower<'a> {
 pub enum DType {
     F32,
     I8,
+    /// int8 `[out, in]` weights in GEMM panels (`format::packed_index`).
+    I8Panels,
 }
 
 /// A constant, in place in the artifact.
@@ -194,13 +196,13 @@ impl<'a> TensorRef<'a> {
     pub fn f32s(&self) -> &'a [f32] {
         match self.dtype {
             DType::F32 => bytemuck::try_cast_slice(self.bytes).unwrap_or(&[]),
-            DType::I8 => &[],
+            DType::I8 | DType::I8Panels => &[],
         }
     }
 
     pub fn i8s(&self) -> &'a [i8] {
         match self.dtype {
-            DType::I8 => bytemuck::cast_slice(self.bytes),
+            DType::I8 | DType::I8Panels => bytemuck::cast_slice(self.bytes),
             DType::F32 => &[],
         }
     }
@@ -348,6 +350,7 @@ impl<'a> Model<'a> {
         let dtype = match w(0)? {
             dtype::F32 => DType::F32,
             dtype::I8 => DType::I8,
+            dtype::I8_PANELS => DType::I8Panels,
             _ => return Err(bad("unknown element type")),
         };
         let rank = w(1)? as usize;
@@ -365,14 +368,24 @@ impl<'a> Model<'a> {
         }
         let offset = format::u64_at(t, at + 24, "tensor table")?;
         let nbytes = format::u64_at(t, at + 32, "tensor table")?;
-        let elem = match dtype {
-            DType::F32 => 4,
-            DType::I8 => 1,
+        let expected = match dtype {
+            DType::F32 => len.checked_mul(4),
+            DType::I8 => Some(len),
+            DType::I8Panels if rank == 2 => {
+                // Padding can at most double a dimension (plus a panel): no overflow
+                // within MAX_DIM² on 64-bit; checked anyway for 32-bit targets.
+                dims[0]
+                    .div_ceil(format::PANEL_N)
+                    .checked_mul(format::PANEL_N)
+                    .and_then(|r| r.checked_mul(dims[1].div_ceil(format::PANEL_K)))
+                    .and_then(|r| r.checked_mul(format::PANEL_K))
+            }
+            DType::I8Panels => return Err(bad("panel-packed weights must have rank 2")),
         };
         // try_from: on a 32-bit target `as` would drop the high word and let a size
         // that disagrees with the shape through.
         let nbytes = usize::try_from(nbytes).map_err(|_| bad("size overflows"))?;
-        if len.checked_mul(elem) != Some(nbytes) {
+        if expected != Some(nbytes) {
             return Err(bad("byte size does not match its shape"));
         }
         if offset % ALIGN as u64 != 0 {
@@ -511,6 +524,7 @@ impl<'a> Model<'a> {
             return Err(bad_field("tower output"));
         }
         let mut at = 0usize;
+        let mut arena_need = t.arena_bytes.max(scratch_at);
         for index in 0..t.op_count {
             let bad = |why| FormatError::BadOp {
                 tower: tname,
@@ -520,12 +534,13 @@ impl<'a> Model<'a> {
             let (op, used) = Op::decode(&t.ops[at..])?;
             at += used;
             self.validate_op(&t, &op).map_err(bad)?;
+            // Scratch is what *this* runtime's kernels need, not what the writer's did:
+            // an artifact stays valid when kernels change.
             let need = scratch_at
                 .checked_add(crate::exec::scratch_bytes(&op))
+                .filter(|&n| n <= MAX_ARENA)
                 .ok_or(bad("scratch overflows"))?;
-            if need > t.arena_bytes {
-                return Err(bad("arena too small for its scratch"));
-            }
+            arena_need = arena_need.max(need);
             t.names
                 .get(2 * index..2 * index + 2)
                 .and_then(|w| string(self.strings, w[0], w[1]).ok())
@@ -534,6 +549,7 @@ impl<'a> Model<'a> {
         if at != t.ops.len() {
             return Err(bad_field("tower op words"));
         }
+        t.arena_bytes = arena_need;
         Ok(t)
     }
 
@@ -569,7 +585,7 @@ impl<'a> Model<'a> {
                 x_scale,
                 x_zero,
             } => {
-                if !dims_ok(w, DType::I8) {
+                if !dims_ok(w, DType::I8Panels) {
                     return Err("int8 weights do not match the layer's shape");
                 }
                 if cols > MAX_I8_DEPTH {

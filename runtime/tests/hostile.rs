@@ -122,6 +122,18 @@ impl Art {
         (t, t + 4 * (TOWER_HEADER_WORDS + 2 * buffers + 2 * ops))
     }
 
+    /// Byte offset of the vision tower's op `index`.
+    fn vision_op(&self, index: usize) -> usize {
+        let (t, first) = self.vision();
+        let end = t + self.u64(Self::entry(self.section(section::TOWER, Some(1)).0) + 16) as usize;
+        let words: &[u32] = bytemuck::cast_slice(&self.bytes()[first..end]);
+        let mut at = 0;
+        for _ in 0..index {
+            at += Op::decode(&words[at..]).unwrap().1;
+        }
+        first + 4 * at
+    }
+
     /// What FORMAT.md's checksums and file size must say about the current bytes, in its
     /// order: sections, then the table, then the header (which covers the table's CRC).
     /// Entries that point outside the file keep their old CRC (the reader refuses them
@@ -392,10 +404,10 @@ fn absurd_shapes_are_refused() {
         let t0 = art.tensor(0);
         let tensor = |why| FormatError::BadTensor { index: 0, why };
         for (what, at, v, why) in [
-            ("dtype", 0, 3, "unknown element type"),
+            ("dtype", 0, 99, "unknown element type"),
             ("rank", 4, 5, "rank above 4"),
             ("dimension", 8, (1 << 24) + 1, "dimension too large"),
-            ("dimension", 8, 3, "byte size does not match its shape"),
+            ("dimension", 8, 33, "byte size does not match its shape"),
             ("data offset", 24, 1, "data is not 64-byte aligned"),
             (
                 "data offset",
@@ -446,51 +458,17 @@ fn absurd_shapes_are_refused() {
             limit: 1 << 16,
         };
         let truncated = FormatError::Truncated { what: "tower" };
+        let field = |field| FormatError::BadField { field };
         for (what, word, v, want) in [
             ("buffer count", 8, (1 << 14) + 1, too_large),
             ("op count", 9, (1 << 16) + 1, too_large),
             ("op words", 11, u32::MAX, truncated),
             ("buffer count", 8, 1 << 14, truncated),
-            (
-                "arena",
-                10,
-                0,
-                FormatError::BadField {
-                    field: "buffer placement",
-                },
-            ),
-            (
-                "kind",
-                0,
-                7,
-                FormatError::BadField {
-                    field: "tower kind",
-                },
-            ),
-            (
-                "input buffer",
-                2,
-                1 << 14,
-                FormatError::BadField {
-                    field: "tower input buffer",
-                },
-            ),
-            (
-                "output columns",
-                6,
-                9,
-                FormatError::BadField {
-                    field: "tower output",
-                },
-            ),
-            (
-                "output rows",
-                5,
-                2,
-                FormatError::BadField {
-                    field: "tower output",
-                },
-            ),
+            ("arena", 10, 0, field("buffer placement")),
+            ("kind", 0, 7, field("tower kind")),
+            ("input buffer", 2, 1 << 14, field("tower input buffer")),
+            ("output columns", 6, 9, field("tower output")),
+            ("output rows", 5, 2, field("tower output")),
         ] {
             let a = sealed(&|a| a.set_u32(tw + 4 * word, v));
             expect(&a, want, &format!("{name}: tower {what}"));
@@ -582,6 +560,27 @@ fn ops_that_leave_their_operands_are_refused() {
         }
     });
     bad_op(&a, "2^32-pixel patches over an empty grid");
+}
+
+/// An empty window (no columns) spans no elements, so it once fitted any buffer with any
+/// row count, and the in-place activation then indexed row r at r·stride of an empty
+/// slice. The fuzzer's first find (`fuzz/regressions/empty-window-rows.vlmq`).
+#[test]
+fn empty_windows_are_refused() {
+    for (name, art) in seeds() {
+        if !name.starts_with("vision") {
+            continue;
+        }
+        // The seeds' vision op 6 is the in-place GELU: opcode, x (5), activation.
+        let op = art.vision_op(6);
+        assert_eq!(art.u32(op), 7, "{name}: op 6 is not the activation");
+        for (rows, cols) in [(4100, 0), (0, 16), (0, 0)] {
+            let mut a = art.clone();
+            a.set_u32(op + 4 * 3, rows);
+            a.set_u32(op + 4 * 4, cols);
+            bad_op(&a.resealed(), &format!("{name}: {rows} × {cols} window"));
+        }
+    }
 }
 
 /// Byte flips and interesting words at random places, checksums recomputed, never panic.

@@ -1,3 +1,264 @@
-//! Kernels. `scalar` is the reference every other implementation is tested against.
+//! Kernels, one file per ISA × op × type × tile, all behind [`Isa`]: the dispatch is this
+//! one `match`, chosen once per session. `scalar` is the reference every other kernel is
+//! tested against (`tests/kernels.rs`): integer results bit for bit, floats within the
+//! tolerance written beside the test.
+//!
+//! Choice: with `std`, the best ISA the running CPU has (and `VLM_KERNELS=<name>` forces
+//! one, for A/B runs on one binary); without `std`, what the build targets.
 
 pub mod scalar;
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_dotprod_gemm_u8i8_4x16;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_i8mm_gemm_u8i8_8x8;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_neon_gemm_u8i8_4x8;
+
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx2_gemm_u8i8_2x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx2_peak;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx512_attention_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx512_gemm_f32_4x4;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx512_math;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx512vnni_gemm_u8i8_8x32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx512vnni_peak;
+
+use scalar::{Epilogue, MatMut, MatRef};
+
+/// An instruction-set level with its own kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Isa {
+    Scalar,
+    /// x86-64 with AVX2 (and FMA): int8 through exact 16-bit widening.
+    X86Avx2,
+    /// x86-64 with AVX-512 (F, BW, VL) and VNNI: `vpdpbusd`.
+    X86Avx512Vnni,
+    /// AArch64 baseline NEON: int8 through exact 16-bit products.
+    ArmNeon,
+    /// AArch64 with the dot product extension (Armv8.2+): `sdot`.
+    ArmDotprod,
+    /// AArch64 with the int8 matrix multiply extension (Armv8.6+): `usmmla`.
+    ArmI8mm,
+}
+
+/// Every ISA, best first.
+pub const ALL: [Isa; 6] = [
+    Isa::X86Avx512Vnni,
+    Isa::X86Avx2,
+    Isa::ArmI8mm,
+    Isa::ArmDotprod,
+    Isa::ArmNeon,
+    Isa::Scalar,
+];
+
+impl Isa {
+    pub fn name(self) -> &'static str {
+        match self {
+            Isa::Scalar => "scalar",
+            Isa::X86Avx2 => "x86-avx2",
+            Isa::X86Avx512Vnni => "x86-avx512vnni",
+            Isa::ArmNeon => "aarch64-neon",
+            Isa::ArmDotprod => "aarch64-dotprod",
+            Isa::ArmI8mm => "aarch64-i8mm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Isa> {
+        ALL.into_iter().find(|i| i.name() == name)
+    }
+
+    /// Whether the running CPU can execute this ISA's kernels.
+    pub fn supported(self) -> bool {
+        match self {
+            Isa::Scalar => true,
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Isa::X86Avx2 => {
+                std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Isa::X86Avx512Vnni => {
+                std::is_x86_feature_detected!("avx512f")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512vnni")
+                    && std::is_x86_feature_detected!("fma")
+            }
+            #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+            Isa::X86Avx2 => cfg!(all(target_feature = "avx2", target_feature = "fma")),
+            #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+            Isa::X86Avx512Vnni => cfg!(all(
+                target_feature = "avx512f",
+                target_feature = "avx512bw",
+                target_feature = "avx512vl",
+                target_feature = "avx512vnni",
+                target_feature = "fma"
+            )),
+            #[cfg(not(target_arch = "x86_64"))]
+            Isa::X86Avx2 | Isa::X86Avx512Vnni => false,
+            // NEON is in every AArch64 application target (the Arm kernels are built
+            // only there); the soft-float embedded targets lack it.
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon => true,
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", feature = "std"))]
+            Isa::ArmDotprod => std::arch::is_aarch64_feature_detected!("dotprod"),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", feature = "std"))]
+            Isa::ArmI8mm => std::arch::is_aarch64_feature_detected!("i8mm"),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "std")))]
+            Isa::ArmDotprod => cfg!(target_feature = "dotprod"),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon", not(feature = "std")))]
+            Isa::ArmI8mm => cfg!(target_feature = "i8mm"),
+            #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm => false,
+        }
+    }
+
+    /// The best supported ISA, unless `VLM_KERNELS` names another supported one.
+    pub fn detect() -> Isa {
+        #[cfg(feature = "std")]
+        if let Some(forced) = std::env::var("VLM_KERNELS")
+            .ok()
+            .and_then(|n| Isa::from_name(&n))
+            .filter(|i| i.supported())
+        {
+            return forced;
+        }
+        ALL.into_iter()
+            .find(|i| i.supported())
+            .unwrap_or(Isa::Scalar)
+    }
+
+    /// `out = epilogue(q · Wᵀ)`: `q` is `out.rows` rows of `scalar::q_stride(k)` bytes,
+    /// `w` panel-packed int8 `[out.cols, k]`. Callers pass only supported ISAs.
+    pub fn gemm_u8i8(self, q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512vnni_gemm_u8i8_8x32::gemm(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => x86_avx2_gemm_u8i8_2x16::gemm(q, k, w, ep, out),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmI8mm if self.supported() => aarch64_i8mm_gemm_u8i8_8x8::gemm(q, k, w, ep, out),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmDotprod if self.supported() => {
+                aarch64_dotprod_gemm_u8i8_4x16::gemm(q, k, w, ep, out)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon if self.supported() => aarch64_neon_gemm_u8i8_4x8::gemm(q, k, w, ep, out),
+            _ => scalar::gemm_u8i8(q, k, w, ep, out),
+        }
+    }
+
+    /// `out = act(x · Wᵀ + bias)` in fp32, `W` row-major `[out.cols, x.cols]`.
+    pub fn gemm_f32(
+        self,
+        x: MatRef,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        act: crate::ops::Activation,
+        out: MatMut,
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_gemm_f32_4x4::gemm(x, w, bias, act, out)
+            }
+            _ => scalar::linear_f32(x, w, bias, act, out),
+        }
+    }
+
+    /// [`Isa::gemm_u8i8`] with the rows split across `threads` scoped threads (std only:
+    /// a Jetson or a Pi has 4–12 cores; a microcontroller has one).
+    #[cfg(feature = "std")]
+    pub fn gemm_u8i8_threads(
+        self,
+        threads: usize,
+        q: &[u8],
+        k: usize,
+        w: &[i8],
+        ep: &Epilogue,
+        out: MatMut,
+    ) {
+        // Below a few rows per thread the spawn costs more than it saves.
+        let threads = threads.min(out.rows / 8).max(1);
+        if threads == 1 {
+            return self.gemm_u8i8(q, k, w, ep, out);
+        }
+        let per = out.rows.div_ceil(threads);
+        let qs = scalar::q_stride(k);
+        std::thread::scope(|s| {
+            let (mut data, mut q, mut left) = (out.data, q, out.rows);
+            while left > 0 {
+                let rows = per.min(left);
+                let split = if rows == left { data.len() } else { rows * out.stride };
+                let (head, tail) = data.split_at_mut(split);
+                let (qh, qt) = q.split_at(rows * qs);
+                let m = MatMut {
+                    data: head,
+                    rows,
+                    cols: out.cols,
+                    stride: out.stride,
+                };
+                s.spawn(move || self.gemm_u8i8(qh, k, w, ep, m));
+                (data, q, left) = (tail, qt, left - rows);
+            }
+        });
+    }
+
+    /// Scratch floats [`Isa::attention`] needs for `nk` keys (the most any ISA needs, so
+    /// one artifact's plan serves every CPU).
+    pub const fn attention_scratch_floats(head_dim: usize, nk: usize) -> usize {
+        // The AVX-512 kernel's transposed keys and score block; the scalar one needs nk.
+        head_dim.saturating_mul(nk).saturating_add(nk.saturating_mul(4))
+    }
+
+    /// Multi-head attention (see [`scalar::attention`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        self,
+        q: MatRef,
+        k: MatRef,
+        v: MatRef,
+        heads: usize,
+        head_dim: usize,
+        scale: f32,
+        out: MatMut,
+        scratch: &mut [f32],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => x86_avx512_attention_f32::attention(
+                q, k, v, heads, head_dim, scale, out, scratch,
+            ),
+            _ => scalar::attention(q, k, v, heads, head_dim, scale, out, scratch),
+        }
+    }
+
+    /// Quantizes activations to u8 (see [`scalar::quantize_u8`]).
+    pub fn quantize_u8(self, x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_math::quantize_u8(x, scale, zero, q)
+            }
+            _ => scalar::quantize_u8(x, scale, zero, q),
+        }
+    }
+}

@@ -1,6 +1,7 @@
 //! The scalar reference kernels: the definition every SIMD kernel must reproduce (bit for
 //! bit for the integer ones).
 
+use crate::format::{PANEL_K, PANEL_N};
 use crate::ops::Activation;
 
 /// A read-only row-major window: element `(r, c)` is `data[r * stride + c]`.
@@ -84,17 +85,27 @@ pub fn linear_f32(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation, m
     }
 }
 
-/// `q = clamp(round_half_even(x / scale) + zero, 0, 255)`, written densely `[rows, cols]`.
+/// `q = clamp(round_half_even(x · (1/scale)) + zero, 0, 255)`, rows of
+/// [`q_stride`]`(cols)` bytes (the padding is never read against a non-zero weight).
 /// Round-half-to-even is what SIMD conversion instructions do by default, so every ISA
 /// can match this bit for bit.
 pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
     let inv = 1.0 / scale;
+    let stride = q_stride(x.cols);
     for r in 0..x.rows {
-        let qr = &mut q[r * x.cols..(r + 1) * x.cols];
+        let qr = &mut q[r * stride..r * stride + x.cols];
         for (d, &v) in qr.iter_mut().zip(x.row(r)) {
             *d = quantize_one(v, inv, zero);
         }
     }
+}
+
+/// Bytes per row of quantized activations: `k` rounded up to the kernels' group of 4.
+/// Saturating, as `exec::scratch_bytes` (which sizes scratch with it) must be.
+#[inline]
+pub const fn q_stride(k: usize) -> usize {
+    k.div_ceil(crate::format::PANEL_K)
+        .saturating_mul(crate::format::PANEL_K)
 }
 
 #[inline]
@@ -111,32 +122,51 @@ pub fn quantize_one(v: f32, inv_scale: f32, zero: i32) -> u8 {
 }
 
 /// The int8 GEMM with requantisation to f32:
-/// `out[r][o] = act(x_scale·w_scale[o]·Σ_k (q[r][k] − zero)·w[o][k] + bias[o])`.
-#[allow(clippy::too_many_arguments)]
-pub fn linear_u8i8(
-    q: &[u8],
-    k: usize,
-    zero: i32,
-    x_scale: f32,
-    w: &[i8],
-    w_scale: &[f32],
-    bias: Option<&[f32]>,
-    act: Activation,
-    mut out: MatMut,
-) {
+/// `out[r][o] = act(x_scale·w_scale[o]·Σ_k q[r][k]·w[o][k] + bias[o])`, `q` rows of
+/// [`q_stride`]`(k)` bytes, `w` in GEMM panels (`format::packed_index`). The activations'
+/// zero point is folded into `bias` at quantize time, so every ISA computes the same
+/// exact integer sum of u8 × i8 products (what x86's `vpdpbusd` and Arm's
+/// `usdot`/`usmmla` do natively).
+pub fn gemm_u8i8(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
+    let qs = q_stride(k);
+    let k4 = qs / PANEL_K;
     for r in 0..out.rows {
-        let qr = &q[r * k..(r + 1) * k];
-        let cols = out.cols;
+        let qr = &q[r * qs..(r + 1) * qs];
         let yr = out.row_mut(r);
-        for o in 0..cols {
-            let wr = &w[o * k..(o + 1) * k];
-            let acc: i32 = qr
-                .iter()
-                .zip(wr)
-                .map(|(&a, &b)| (a as i32 - zero) * b as i32)
-                .sum();
-            yr[o] = requantize(acc, x_scale * w_scale[o], bias.map_or(0.0, |b| b[o]), act);
+        for (o, y) in yr.iter_mut().enumerate() {
+            let panel = &w[(o / PANEL_N) * k4 * PANEL_N * PANEL_K..];
+            let lane = (o % PANEL_N) * PANEL_K;
+            let mut acc = 0i32;
+            for g in 0..k4 {
+                let wg = &panel[g * PANEL_N * PANEL_K + lane..][..PANEL_K];
+                let qg = &qr[g * PANEL_K..][..PANEL_K];
+                for j in 0..PANEL_K {
+                    acc += qg[j] as i32 * wg[j] as i32;
+                }
+            }
+            *y = ep.apply(acc, o);
         }
+    }
+}
+
+/// What happens to a GEMM's i32 accumulators: scale, bias, activation.
+#[derive(Clone, Copy)]
+pub struct Epilogue<'a> {
+    pub x_scale: f32,
+    pub w_scale: &'a [f32],
+    pub bias: Option<&'a [f32]>,
+    pub act: Activation,
+}
+
+impl Epilogue<'_> {
+    #[inline]
+    pub fn apply(&self, acc: i32, o: usize) -> f32 {
+        requantize(
+            acc,
+            self.x_scale * self.w_scale[o],
+            self.bias.map_or(0.0, |b| b[o]),
+            self.act,
+        )
     }
 }
 

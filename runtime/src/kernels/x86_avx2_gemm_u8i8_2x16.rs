@@ -1,0 +1,88 @@
+//! int8 GEMM for AVX2: tiles of 2 activation rows × 16 outputs (one weight panel).
+//! AVX2's `vpmaddubsw` saturates u8·i8 pairs at 16 bits, which would break bit-exactness,
+//! so both sides are widened to i16 and multiplied with `vpmaddwd` (exact, i32 sums).
+
+use core::arch::x86_64::*;
+
+use super::scalar::{q_stride, Epilogue, MatMut};
+use crate::format::{PANEL_K, PANEL_N};
+
+const MR: usize = 2;
+const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
+
+pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
+    let qs = q_stride(k);
+    let k4 = qs / PANEL_K;
+    let panels = out.cols.div_ceil(PANEL_N);
+    assert!(q.len() >= out.rows * qs);
+    assert!(w.len() >= panels * k4 * PANEL_GROUP_BYTES);
+    assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
+    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    // SAFETY: AVX2 support was checked by the dispatcher; bounds asserted above.
+    unsafe { gemm_impl(q, qs, k4, w, ep, out) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
+    let panels = out.cols.div_ceil(PANEL_N);
+    let mut m = 0;
+    while m < out.rows {
+        let mr = (out.rows - m).min(MR);
+        for p in 0..panels {
+            if mr == 2 {
+                tile::<2>(q, qs, k4, w, m, p, ep, &mut out);
+            } else {
+                tile::<1>(q, qs, k4, w, m, p, ep, &mut out);
+            }
+        }
+        m += mr;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize>(
+    q: &[u8],
+    qs: usize,
+    k4: usize,
+    w: &[i8],
+    m: usize,
+    p: usize,
+    ep: &Epilogue,
+    out: &mut MatMut,
+) {
+    // acc[r][j]: outputs 4j..4j+4, two partial sums each (inputs 0–1 and 2–3 of a group).
+    let mut acc = [[_mm256_setzero_si256(); 4]; R];
+    let qp = q.as_ptr().add(m * qs);
+    let wp = w.as_ptr().add(p * k4 * PANEL_GROUP_BYTES);
+    for g in 0..k4 {
+        let gp = wp.add(g * PANEL_GROUP_BYTES);
+        let mut wv = [_mm256_setzero_si256(); 4];
+        for (j, v) in wv.iter_mut().enumerate() {
+            *v = _mm256_cvtepi8_epi16(_mm_loadu_si128(gp.add(16 * j) as *const __m128i));
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x4 = (qp.add(r * qs + g * PANEL_K) as *const u32).read_unaligned();
+            let x = _mm256_cvtepu8_epi16(_mm_set1_epi32(x4 as i32));
+            for j in 0..4 {
+                acc_r[j] = _mm256_add_epi32(acc_r[j], _mm256_madd_epi16(wv[j], x));
+            }
+        }
+    }
+    let o0 = p * PANEL_N;
+    let valid = (out.cols - o0).min(PANEL_N);
+    for (r, acc_r) in acc.iter().enumerate() {
+        // Pairwise sums put outputs in lane order (0,1,4,5 | 2,3,6,7); the 64-bit
+        // permute restores 0..8.
+        let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[0], acc_r[1]));
+        let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[2], acc_r[3]));
+        let mut sums = [0i32; PANEL_N];
+        _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, lo);
+        _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, hi);
+        let row = out.data.as_mut_ptr().add((m + r) * out.stride + o0);
+        for (j, &s) in sums.iter().enumerate().take(valid) {
+            *row.add(j) = ep.apply(s, o0 + j);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Multi-head attention for AVX-512 (fp32): per head, keys are transposed once into
+//! scratch so score rows are 16-wide FMAs with broadcast queries (no horizontal sums),
+//! softmax uses the vectorised exp, and P·V accumulates 4 query rows at a time.
+//! Within a float tolerance of `scalar::attention`.
+
+use core::arch::x86_64::*;
+
+use super::scalar::{MatMut, MatRef};
+use super::x86_avx512_math::exp2_nonpositive;
+
+/// Query rows per block.
+const QB: usize = 4;
+
+/// Scratch floats this kernel needs: the transposed keys of one head and a block of
+/// score rows.
+pub const fn scratch_floats(head_dim: usize, nk: usize) -> usize {
+    head_dim.saturating_mul(nk).saturating_add(QB.saturating_mul(nk))
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn attention(
+    q: MatRef,
+    k: MatRef,
+    v: MatRef,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    out: MatMut,
+    scratch: &mut [f32],
+) {
+    let nk = k.rows;
+    let width = heads * head_dim;
+    assert!(scratch.len() >= scratch_floats(head_dim, nk));
+    assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
+    assert!(v.rows == nk && out.rows == q.rows);
+    for m in [&q, &k, &v] {
+        assert!(m.rows == 0 || m.data.len() >= (m.rows - 1) * m.stride + m.cols);
+    }
+    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
+    unsafe { attention_impl(q, k, v, heads, head_dim, scale, out, scratch) }
+}
+
+#[target_feature(enable = "avx512f,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn attention_impl(
+    q: MatRef,
+    k: MatRef,
+    v: MatRef,
+    heads: usize,
+    dh: usize,
+    scale: f32,
+    out: MatMut,
+    scratch: &mut [f32],
+) {
+    let nk = k.rows;
+    let (kt, scores) = scratch.split_at_mut(dh * nk);
+    let log2e = _mm512_set1_ps(core::f32::consts::LOG2_E);
+    for h in 0..heads {
+        let c0 = h * dh;
+        for j in 0..nk {
+            let row = k.data.as_ptr().add(j * k.stride + c0);
+            for d in 0..dh {
+                *kt.get_unchecked_mut(d * nk + j) = *row.add(d);
+            }
+        }
+        let mut i0 = 0;
+        while i0 < q.rows {
+            let rb = (q.rows - i0).min(QB);
+            // Scores: s[r][j] = scale · q[i0+r] · k[j], 16 keys at a time.
+            let mut j = 0;
+            while j < nk {
+                let n = (nk - j).min(16);
+                let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                let mut acc = [_mm512_setzero_ps(); QB];
+                for d in 0..dh {
+                    let kv = _mm512_maskz_loadu_ps(mask, kt.as_ptr().add(d * nk + j));
+                    for (r, a) in acc.iter_mut().enumerate().take(rb) {
+                        let qv = _mm512_set1_ps(*q.data.as_ptr().add((i0 + r) * q.stride + c0 + d));
+                        *a = _mm512_fmadd_ps(qv, kv, *a);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate().take(rb) {
+                    _mm512_mask_storeu_ps(
+                        scores.as_mut_ptr().add(r * nk + j),
+                        mask,
+                        _mm512_mul_ps(*a, _mm512_set1_ps(scale)),
+                    );
+                }
+                j += n;
+            }
+            // Softmax of each score row.
+            for r in 0..rb {
+                let s = scores.as_mut_ptr().add(r * nk);
+                let mut mx = f32::NEG_INFINITY;
+                for j in 0..nk {
+                    mx = mx.max(*s.add(j));
+                }
+                let vmax = _mm512_set1_ps(mx);
+                let mut sum = _mm512_setzero_ps();
+                let mut j = 0;
+                while j < nk {
+                    let n = (nk - j).min(16);
+                    let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                    let x = _mm512_maskz_loadu_ps(mask, s.add(j));
+                    let e = exp2_nonpositive(_mm512_mul_ps(_mm512_sub_ps(x, vmax), log2e));
+                    let e = _mm512_maskz_mov_ps(mask, e);
+                    _mm512_mask_storeu_ps(s.add(j), mask, e);
+                    sum = _mm512_add_ps(sum, e);
+                    j += n;
+                }
+                let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+                let mut j = 0;
+                while j < nk {
+                    let n = (nk - j).min(16);
+                    let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                    let x = _mm512_maskz_loadu_ps(mask, s.add(j));
+                    _mm512_mask_storeu_ps(s.add(j), mask, _mm512_mul_ps(x, inv));
+                    j += n;
+                }
+            }
+            // out[i0+r][c0..c0+dh] = Σ_j p[r][j] · v[j][c0..c0+dh], 16 columns at a time.
+            let mut c = 0;
+            while c < dh {
+                let n = (dh - c).min(16);
+                let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                let mut acc = [_mm512_setzero_ps(); QB];
+                for j in 0..nk {
+                    let vv = _mm512_maskz_loadu_ps(mask, v.data.as_ptr().add(j * v.stride + c0 + c));
+                    for (r, a) in acc.iter_mut().enumerate().take(rb) {
+                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*scores.as_ptr().add(r * nk + j)), vv, *a);
+                    }
+                }
+                for (r, a) in acc.iter().enumerate().take(rb) {
+                    _mm512_mask_storeu_ps(
+                        out.data.as_ptr().add((i0 + r) * out.stride + c0 + c) as *mut f32,
+                        mask,
+                        *a,
+                    );
+                }
+                c += n;
+            }
+            i0 += rb;
+        }
+    }
+}

@@ -1,0 +1,109 @@
+//! int8 GEMM for AVX-512 VNNI: tiles of 8 activation rows × 32 outputs (two weight
+//! panels), 16 `vpdpbusd` per group of 4 inputs into 16 zmm accumulators. u8 × i8 is
+//! what `vpdpbusd` multiplies, so no zero-point or sign fix-up is needed in the loop
+//! (see `scalar::gemm_u8i8`).
+
+use core::arch::x86_64::*;
+
+use super::scalar::{activate, q_stride, Epilogue, MatMut};
+use super::x86_avx512_math::gelu_tanh;
+use crate::format::{PANEL_K, PANEL_N};
+use crate::ops::Activation;
+
+const MR: usize = 8;
+const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
+
+pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
+    let qs = q_stride(k);
+    let k4 = qs / PANEL_K;
+    let panels = out.cols.div_ceil(PANEL_N);
+    // The bounds every pointer below relies on (the model validated them already; a
+    // wrong caller panics here rather than reading out of bounds).
+    assert!(q.len() >= out.rows * qs);
+    assert!(w.len() >= panels * k4 * PANEL_GROUP_BYTES);
+    assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
+    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    // SAFETY: AVX-512 VNNI support was checked by the dispatcher; bounds asserted above.
+    unsafe { gemm_impl(q, qs, k4, w, ep, out) }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
+    let panels = out.cols.div_ceil(PANEL_N);
+    let mut m = 0;
+    while m < out.rows {
+        let mr = (out.rows - m).min(MR);
+        let mut p = 0;
+        while p < panels {
+            let nb = (panels - p).min(2);
+            macro_rules! go {
+                ($($r:literal),*) => {
+                    match (mr, nb) {
+                        $(($r, 2) => tile::<$r, 2>(q, qs, k4, w, m, p, ep, &mut out),
+                          ($r, _) => tile::<$r, 1>(q, qs, k4, w, m, p, ep, &mut out),)*
+                        _ => unreachable!(),
+                    }
+                };
+            }
+            go!(1, 2, 3, 4, 5, 6, 7, 8);
+            p += nb;
+        }
+        m += mr;
+    }
+}
+
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile<const R: usize, const NB: usize>(
+    q: &[u8],
+    qs: usize,
+    k4: usize,
+    w: &[i8],
+    m: usize,
+    p: usize,
+    ep: &Epilogue,
+    out: &mut MatMut,
+) {
+    let mut acc = [[_mm512_setzero_si512(); NB]; R];
+    let qp = q.as_ptr().add(m * qs);
+    let panel_bytes = k4 * PANEL_GROUP_BYTES;
+    let wp = w.as_ptr().add(p * panel_bytes);
+    for g in 0..k4 {
+        let mut wv = [_mm512_setzero_si512(); NB];
+        for (b, v) in wv.iter_mut().enumerate() {
+            *v = _mm512_loadu_si512(wp.add(b * panel_bytes + g * PANEL_GROUP_BYTES) as *const _);
+        }
+        for (r, acc_r) in acc.iter_mut().enumerate() {
+            let x = _mm512_set1_epi32((qp.add(r * qs + g * PANEL_K) as *const i32).read_unaligned());
+            for b in 0..NB {
+                acc_r[b] = _mm512_dpbusd_epi32(acc_r[b], x, wv[b]);
+            }
+        }
+    }
+    let xs = _mm512_set1_ps(ep.x_scale);
+    for (r, acc_r) in acc.iter().enumerate() {
+        let row = out.data.as_mut_ptr().add((m + r) * out.stride);
+        for (b, a) in acc_r.iter().enumerate() {
+            let o0 = (p + b) * PANEL_N;
+            let valid = (out.cols - o0).min(PANEL_N);
+            let mask: __mmask16 = if valid == PANEL_N { 0xFFFF } else { (1u16 << valid) - 1 };
+            // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings.
+            let scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0)));
+            let bias = match ep.bias {
+                Some(bv) => _mm512_maskz_loadu_ps(mask, bv.as_ptr().add(o0)),
+                None => _mm512_setzero_ps(),
+            };
+            let mut y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(*a), scale), bias);
+            if ep.act == Activation::GeluTanh {
+                y = gelu_tanh(y);
+            }
+            _mm512_mask_storeu_ps(row.add(o0), mask, y);
+            if ep.act == Activation::GeluErf {
+                for o in o0..o0 + valid {
+                    *row.add(o) = activate(*row.add(o), Activation::GeluErf);
+                }
+            }
+        }
+    }
+}

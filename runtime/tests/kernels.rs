@@ -1,0 +1,205 @@
+//! The kernel battery: every ISA this CPU supports against the scalar reference, on
+//! random shapes (odd sizes, inputs not a multiple of the group, outputs not a multiple
+//! of the panel) and edge values (0, 255, −128, 127, NaN, ±∞). A new kernel joins by
+//! being listed in `kernels::ALL`.
+
+use proptest::prelude::*;
+use vlm_runtime::format::{packed_index, packed_len};
+use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef};
+use vlm_runtime::kernels::{Isa, ALL};
+use vlm_runtime::ops::Activation;
+
+/// Vectorised GELU approximates tanh through exp: absolute error allowed per output,
+/// relative to its size.
+const GELU_TOLERANCE: f32 = 2e-6;
+
+fn others() -> Vec<Isa> {
+    ALL.into_iter()
+        .filter(|i| *i != Isa::Scalar && i.supported())
+        .collect()
+}
+
+fn pack(w: &[i8], n: usize, k: usize) -> Vec<i8> {
+    let mut p = vec![0i8; packed_len(n, k)];
+    for o in 0..n {
+        for j in 0..k {
+            p[packed_index(o, j, k)] = w[o * k + j];
+        }
+    }
+    p
+}
+
+fn run(isa: Isa, q: &[u8], k: usize, w: &[i8], ep: &Epilogue, rows: usize, n: usize, stride: usize) -> Vec<f32> {
+    let mut out = vec![f32::NAN; rows.saturating_sub(1) * stride + n];
+    isa.gemm_u8i8(
+        q,
+        k,
+        w,
+        ep,
+        MatMut {
+            data: &mut out,
+            rows,
+            cols: n,
+            stride,
+        },
+    );
+    out
+}
+
+fn edge_u8() -> impl Strategy<Value = u8> {
+    prop_oneof![Just(0u8), Just(255u8), any::<u8>()]
+}
+
+fn edge_i8() -> impl Strategy<Value = i8> {
+    prop_oneof![Just(-128i8), Just(127i8), Just(-127i8), any::<i8>()]
+}
+
+fn case() -> impl Strategy<Value = (usize, usize, usize, usize, Vec<u8>, Vec<i8>)> {
+    (1usize..20, 1usize..300, 1usize..70, 0usize..5).prop_flat_map(|(rows, k, n, pad)| {
+        (
+            Just(rows),
+            Just(k),
+            Just(n),
+            Just(n + pad),
+            prop::collection::vec(edge_u8(), rows * q_stride(k)),
+            prop::collection::vec(edge_i8(), n * k),
+        )
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// Integer results bit for bit: with unit scale and no bias the output *is* the
+    /// accumulator (exact in f32 below 2^24, which these sizes stay under).
+    #[test]
+    fn gemm_accumulators_equal_the_reference((rows, k, n, stride, q, w) in case()) {
+        let wp = pack(&w, n, k);
+        let ones = vec![1.0f32; n];
+        let ep = Epilogue { x_scale: 1.0, w_scale: &ones, bias: None, act: Activation::None };
+        let want = run(Isa::Scalar, &q, k, &wp, &ep, rows, n, stride);
+        for isa in others() {
+            let got = run(isa, &q, k, &wp, &ep, rows, n, stride);
+            for r in 0..rows {
+                for o in 0..n {
+                    let i = r * stride + o;
+                    prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} at ({}, {})", isa.name(), r, o);
+                }
+            }
+        }
+    }
+
+    /// The epilogue (scale, bias) is one formula on every ISA: bit for bit too; GELU is
+    /// approximated, within GELU_TOLERANCE.
+    #[test]
+    fn gemm_epilogue_matches((rows, k, n, stride, q, w) in case(),
+                             xs in 1e-4f32..1.0, seed in any::<u64>(), gelu in any::<bool>()) {
+        let wp = pack(&w, n, k);
+        let mut s = seed;
+        let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
+        let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + next().abs() * 1e-2).collect();
+        let bias: Vec<f32> = (0..n).map(|_| next() * 4.0).collect();
+        let act = if gelu { Activation::GeluTanh } else { Activation::None };
+        let ep = Epilogue { x_scale: xs, w_scale: &w_scale, bias: Some(&bias), act };
+        let want = run(Isa::Scalar, &q, k, &wp, &ep, rows, n, stride);
+        for isa in others() {
+            let got = run(isa, &q, k, &wp, &ep, rows, n, stride);
+            for r in 0..rows {
+                for o in 0..n {
+                    let i = r * stride + o;
+                    if gelu {
+                        prop_assert!((got[i] - want[i]).abs() <= GELU_TOLERANCE * (1.0 + want[i].abs()),
+                            "{} at ({}, {}): {} vs {}", isa.name(), r, o, got[i], want[i]);
+                    } else {
+                        prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} at ({}, {})", isa.name(), r, o);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Activation quantization: identical bytes, NaN and infinities included.
+    #[test]
+    fn quantize_equals_the_reference(rows in 1usize..6, cols in 1usize..100, scale in 1e-3f32..10.0,
+                                     zero in 0i32..=255, vals in prop::collection::vec(
+                                         prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY),
+                                                     Just(0.5f32), Just(-0.5f32), -1e3f32..1e3], 600)) {
+        let x = MatRef { data: &vals[..rows * cols], rows, cols, stride: cols };
+        let mut want = vec![0u8; rows * q_stride(cols)];
+        scalar::quantize_u8(x, scale, zero, &mut want);
+        for isa in others() {
+            let mut got = vec![0u8; rows * q_stride(cols)];
+            isa.quantize_u8(x, scale, zero, &mut got);
+            for r in 0..rows {
+                let row = r * q_stride(cols)..r * q_stride(cols) + cols;
+                prop_assert_eq!(&got[row.clone()], &want[row], "{}", isa.name());
+            }
+        }
+    }
+}
+
+#[test]
+fn this_cpu_runs_more_than_the_reference() {
+    eprintln!(
+        "kernels on this CPU: {:?} (chosen: {})",
+        ALL.into_iter().filter(|i| i.supported()).map(Isa::name).collect::<Vec<_>>(),
+        Isa::detect().name()
+    );
+}
+
+/// fp32 GEMM: a different summation order, so a tolerance relative to the sum of
+/// absolute products.
+const F32_TOLERANCE: f32 = 1e-5;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    #[test]
+    fn gemm_f32_matches(rows in 1usize..9, k in 1usize..200, n in 1usize..20, gelu in any::<bool>(),
+                        vals in prop::collection::vec(-2.0f32..2.0, 9 * 200 + 20 * 200 + 20)) {
+        let x = &vals[..rows * k];
+        let w = &vals[rows * k..rows * k + n * k];
+        let bias = &vals[rows * k + n * k..rows * k + n * k + n];
+        let act = if gelu { Activation::GeluTanh } else { Activation::None };
+        let xr = MatRef { data: x, rows, cols: k, stride: k };
+        let mut want = vec![0.0f32; rows * n];
+        scalar::linear_f32(xr, w, Some(bias), act, MatMut { data: &mut want, rows, cols: n, stride: n });
+        for isa in others() {
+            let mut got = vec![0.0f32; rows * n];
+            isa.gemm_f32(xr, w, Some(bias), act, MatMut { data: &mut got, rows, cols: n, stride: n });
+            for i in 0..rows * n {
+                let scale = 1.0 + 4.0 * k as f32;
+                prop_assert!((got[i] - want[i]).abs() <= F32_TOLERANCE * scale, "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+}
+
+/// Attention: the vectorised exp and another summation order.
+const ATTENTION_TOLERANCE: f32 = 1e-5;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    #[test]
+    fn attention_matches(nq in 1usize..10, nk in 1usize..40, heads in 1usize..4, dh in 1usize..40,
+                         extra in 0usize..3, scale in 0.05f32..1.0,
+                         vals in prop::collection::vec(-3.0f32..3.0, 3 * 40 * 130)) {
+        let w = heads * dh;
+        let stride = w + extra;
+        let q = MatRef { data: &vals[..nq * stride], rows: nq, cols: w, stride };
+        let k = MatRef { data: &vals[1000..1000 + nk * stride], rows: nk, cols: w, stride };
+        let v = MatRef { data: &vals[7000..7000 + nk * stride], rows: nk, cols: w, stride };
+        let mut scratch = vec![0.0f32; Isa::attention_scratch_floats(dh, nk)];
+        let mut want = vec![0.0f32; nq * w];
+        scalar::attention(q, k, v, heads, dh, scale, MatMut { data: &mut want, rows: nq, cols: w, stride: w }, &mut scratch);
+        for isa in others() {
+            let mut got = vec![0.0f32; nq * w];
+            isa.attention(q, k, v, heads, dh, scale, MatMut { data: &mut got, rows: nq, cols: w, stride: w }, &mut scratch);
+            for i in 0..nq * w {
+                prop_assert!((got[i] - want[i]).abs() <= ATTENTION_TOLERANCE * (1.0 + want[i].abs()),
+                    "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+}
