@@ -41,6 +41,10 @@ fi
 qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
 rustup target add "$target" >/dev/null
 echo "$($qemu --version | head -n1); $(aarch64-linux-gnu-gcc --version | head -n1)"
+cpus=$($qemu -cpu help)
+for cpu in cortex-a76 max; do
+  grep -qw -- "$cpu" <<<"$cpus" || { echo "$qemu has no -cpu $cpu: a newer QEMU is needed (Debian 12's 7.2 has it)" >&2; exit 1; }
+done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross}"
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"

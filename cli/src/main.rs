@@ -103,6 +103,9 @@ struct ModelArg {
     /// Default: $VLM_MODEL, else the shipped demo model.
     #[arg(long, value_name = "DIR|FILE")]
     model: Option<PathBuf>,
+    /// Threads for an int8 artifact's large matrix multiplies (default: all cores).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
 }
 
 /// A loaded model of either kind.
@@ -131,6 +134,9 @@ impl ModelArg {
         if path.is_file() {
             let a = Artifact::load(&path).with_context(ctx)?;
             a.check_host_usable().with_context(ctx)?;
+            a.set_threads(self.threads.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, |n| n.get())
+            }));
             Ok(Loaded::Int8(a))
         } else {
             Ok(Loaded::Fp32(Fp32Siglip::load(&path).with_context(ctx)?))

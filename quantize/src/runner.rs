@@ -31,6 +31,7 @@ pub struct Artifact {
     config: Option<ModelConfig>,
     tokenizer: Option<TextEncoder>,
     arena: RefCell<Vec<u8>>,
+    threads: std::cell::Cell<usize>,
 }
 
 /// Anything that turns images and texts into SigLIP embeddings: the fp32 ONNX folder
@@ -84,6 +85,7 @@ impl Artifact {
             config,
             tokenizer,
             arena,
+            threads: std::cell::Cell::new(1),
         })
     }
 
@@ -97,6 +99,12 @@ impl Artifact {
 
     pub fn source(&self) -> &Path {
         &self.source
+    }
+
+    /// Splits the large GEMMs across `n` threads (results do not change: rows are split,
+    /// each computed exactly as on one thread).
+    pub fn set_threads(&self, n: usize) {
+        self.threads.set(n.max(1));
     }
 
     pub fn has_tower(&self, kind: TowerKind) -> bool {
@@ -116,6 +124,7 @@ impl Artifact {
             what: "starting a session",
             error,
         })?;
+        session.set_threads(self.threads.get());
         let mut out = vec![0.0f32; model.meta.embed_dim];
         session
             .run(kind, input, &mut out, observer)

@@ -314,7 +314,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 ..
             } => {
                 let x = read(x)?;
-                k::layer_norm(x, f32s(gamma)?, f32s(beta)?, eps, out.reborrow());
+                isa.layer_norm(x, f32s(gamma)?, f32s(beta)?, eps, out.reborrow());
             }
             Op::Linear {
                 x,

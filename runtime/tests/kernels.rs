@@ -203,3 +203,27 @@ proptest! {
         }
     }
 }
+
+/// Layer norm: another summation order.
+const LAYER_NORM_TOLERANCE: f32 = 1e-5;
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    #[test]
+    fn layer_norm_matches(rows in 1usize..5, cols in 1usize..300, eps in 1e-7f32..1e-3,
+                          vals in prop::collection::vec(-50.0f32..50.0, 5 * 300 + 600)) {
+        let x = MatRef { data: &vals[..rows * cols], rows, cols, stride: cols };
+        let (g, b) = (&vals[1500..1500 + cols], &vals[1800..1800 + cols]);
+        let mut want = vec![0.0f32; rows * cols];
+        scalar::layer_norm(x, g, b, eps, MatMut { data: &mut want, rows, cols, stride: cols });
+        for isa in others() {
+            let mut got = vec![0.0f32; rows * cols];
+            isa.layer_norm(x, g, b, eps, MatMut { data: &mut got, rows, cols, stride: cols });
+            for i in 0..rows * cols {
+                prop_assert!((got[i] - want[i]).abs() <= LAYER_NORM_TOLERANCE * (1.0 + want[i].abs()) * 50.0,
+                    "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+}

@@ -32,6 +32,9 @@ pub mod x86_avx512_attention_f32;
 pub mod x86_avx512_gemm_f32_4x4;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx512_layernorm_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx512_math;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -248,6 +251,17 @@ impl Isa {
                 q, k, v, heads, head_dim, scale, out, scratch,
             ),
             _ => scalar::attention(q, k, v, heads, head_dim, scale, out, scratch),
+        }
+    }
+
+    /// Row-wise layer norm (see [`scalar::layer_norm`]).
+    pub fn layer_norm(self, x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_layernorm_f32::layer_norm(x, gamma, beta, eps, out)
+            }
+            _ => scalar::layer_norm(x, gamma, beta, eps, out),
         }
     }
 

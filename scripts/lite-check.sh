@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# vlm-lite, the runtime-only device binary, end to end on x86 and on aarch64 under QEMU:
+#   - builds it for the host and for aarch64-unknown-linux-gnu (profile release-lite)
+#     and fails if the stripped aarch64 binary is over 2 MiB: it is what a board ships;
+#   - quantizes the demo model with labels, runs the binary on the committed PPM fixtures
+#     on x86, `qemu -cpu cortex-a76` (dotprod) and `qemu -cpu max` (i8mm), checks the top
+#     label of each, and fails unless each aarch64 image embedding has cosine >= 0.99999
+#     with the x86 one: the same artifact must mean the same thing on every ISA.
+# The kernels are whatever `Isa::detect()` picks on each CPU (VLM_KERNELS forces one);
+# the ISA each run used is printed. The fixtures are committed PPMs (made once from
+# models/demo/examples with Pillow), so this needs no Python.
+#
+# Builds into its own target directory, <target>/lite, so it never waits on the lock of
+# the host build. Uses target/release/vlm (or $VLM) to quantize, building it if missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+target=aarch64-unknown-linux-gnu
+sysroot=/usr/aarch64-linux-gnu
+max_bytes=$((2 * 1024 * 1024))
+min_cosine=0.99999
+main_target=${CARGO_TARGET_DIR:-$PWD/target}
+lite_target=$main_target/lite
+work=$lite_target/check
+start=$SECONDS
+
+step "tools"
+missing=()
+command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null \
+  || missing+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
+command -v aarch64-linux-gnu-strip >/dev/null || missing+=(binutils-aarch64-linux-gnu)
+[[ -e $sysroot/lib/crt1.o ]] || missing+=(libc6-dev-arm64-cross)
+if ((${#missing[@]})); then
+  echo "missing ${missing[*]}: apt-get install ${missing[*]} (or run scripts/cross-test.sh, which installs them)" >&2
+  exit 1
+fi
+qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
+rustup target add "$target" >/dev/null 2>&1
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"
+mkdir -p "$work"
+
+step "build vlm-lite (release-lite) for the host and $target"
+t=$SECONDS
+build=(cargo build --quiet --manifest-path targets/vlm-lite/Cargo.toml --profile release-lite
+  --target-dir "$lite_target")
+"${build[@]}"
+"${build[@]}" --target "$target"
+host_bin=$lite_target/release-lite/vlm-lite
+arm_bin=$work/vlm-lite-aarch64
+aarch64-linux-gnu-strip -o "$arm_bin" "$lite_target/$target/release-lite/vlm-lite"
+size=$(stat -c %s "$arm_bin")
+echo "built in $((SECONDS - t)) s"
+echo "aarch64 stripped size: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB; limit $max_bytes)"
+if ((size > max_bytes)); then
+  echo "vlm-lite for $target is $size bytes, over the $max_bytes-byte budget" >&2
+  exit 1
+fi
+
+step "quantize the demo model with labels"
+vlm=${VLM:-$main_target/release/vlm}
+if [[ ! -x $vlm ]]; then
+  cargo build --quiet --release --workspace
+fi
+artifact=$work/demo.vlmq
+"$vlm" quantize --model models/demo --calib models/demo-calib \
+  --labels "red circle,blue star,yellow triangle" --template "a {}" --out "$artifact" >/dev/null
+echo "$artifact ($(stat -c %s "$artifact") bytes)"
+
+step "errors are one line and exit status 2"
+set +e
+"$host_bin" "$artifact" Cargo.toml 2>"$work/err.txt" >/dev/null
+rc=$?
+set -e
+if [[ $rc != 2 || $(wc -l <"$work/err.txt") != 1 ]] || ! grep -q '^vlm-lite: error: Cargo.toml: ' "$work/err.txt"; then
+  echo "a bad PPM should give one 'vlm-lite: error: Cargo.toml: ...' line and status 2; got $rc:" >&2
+  cat "$work/err.txt" >&2
+  exit 1
+fi
+cat "$work/err.txt"
+
+# cosine A B: of two `[x, y, ...]` embedding lines, in double precision.
+cosine() {
+  paste -d' ' <(tr -d '[] \n' <"$1" | tr ',' '\n') <(tr -d '[] \n' <"$2" | tr ',' '\n') \
+    | awk 'NF != 2 { bad = 1 } { d += $1 * $2; na += $1 * $1; nb += $2 * $2; n++ }
+           END { if (bad || n == 0 || na == 0 || nb == 0) { print "nan"; exit }
+                 printf "%.9f\n", d / sqrt(na * nb) }'
+}
+
+fixtures=(red-circle:"a red circle" two-blue-stars:"a blue star")
+runs=(x86 cortex-a76 max)
+failed=0
+for run in "${runs[@]}"; do
+  case $run in
+    x86) cmd=("$host_bin") ;;
+    *) cmd=("$qemu" -cpu "$run" -L "$sysroot" "$arm_bin") ;;
+  esac
+  step "run: $run"
+  for f in "${fixtures[@]}"; do
+    name=${f%%:*} want=${f#*:}
+    ppm=targets/vlm-lite/fixtures/$name.ppm
+    out=$work/$run-$name
+    t=$SECONDS
+    if ! "${cmd[@]}" "$artifact" "$ppm" 2>"$out.err" >"$out.txt" \
+      || ! "${cmd[@]}" "$artifact" "$ppm" --embedding 2>>"$out.err" >"$out.emb"; then
+      echo "vlm-lite failed on $run with $ppm:" >&2
+      cat "$out.err" >&2
+      exit 1
+    fi
+    isa=$(sed -n 's/^vlm-lite: isa \([^,]*\),.*/\1/p' "$out.err" | head -n1)
+    top=$(head -n1 "$out.txt" | sed 's/^[0-9.]*  //')
+    printf '%-15s isa %-16s top: %s (%s)' "$name" "$isa" "$(head -n1 "$out.txt")" "$((SECONDS - t)) s"
+    if [[ $top != "$want" ]]; then
+      printf '  FAIL: want "%s"' "$want"
+      failed=1
+    fi
+    if [[ $run != x86 ]]; then
+      c=$(cosine "$work/x86-$name.emb" "$out.emb")
+      printf '  cosine vs x86 %s' "$c"
+      cmp -s "$work/x86-$name.emb" "$out.emb" && printf ' (bit-identical)'
+      if ! awk -v c="$c" -v m="$min_cosine" 'BEGIN { exit !(c ~ /^[0-9]+(\.[0-9]+)?$/ && c + 0 >= m) }'; then
+        printf '  FAIL: want >= %s' "$min_cosine"
+        failed=1
+      fi
+    fi
+    echo
+  done
+done
+
+if ((failed)); then
+  echo "vlm-lite check failed (outputs in $work)" >&2
+  exit 1
+fi
+step "vlm-lite checks passed in $((SECONDS - start)) s (aarch64 binary $size bytes)"
