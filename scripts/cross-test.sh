@@ -41,13 +41,17 @@ fi
 qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
 rustup target add "$target" >/dev/null
 echo "$($qemu --version | head -n1); $(aarch64-linux-gnu-gcc --version | head -n1)"
-cpus=$($qemu -cpu help)
+cpus=$($qemu -cpu help || true) # it exits 1 after listing
 for cpu in cortex-a76 max; do
-  grep -qw -- "$cpu" <<<"$cpus" || { echo "$qemu has no -cpu $cpu: a newer QEMU is needed (Debian 12's 7.2 has it)" >&2; exit 1; }
+  if ! grep -qw -- "$cpu" <<<"$cpus"; then
+    echo "$qemu has no -cpu $cpu: a newer QEMU is needed (Debian 12's 7.2 has it)" >&2
+    exit 1
+  fi
 done
 
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target/cross}"
-export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"
+: "${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:=aarch64-linux-gnu-gcc}"
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER
 cargo_test=(cargo test --quiet --manifest-path runtime/Cargo.toml --target "$target" --features std)
 # Doc tests do not run for a foreign target; these are the unit and integration tests.
 all_targets=(--lib --tests)
@@ -87,7 +91,7 @@ for cpu in cortex-a76 max; do
   on_cpu "$cpu" "${cargo_test[@]}" "${all_targets[@]}"
   line=$(kernels_line "$cpu")
   echo "$cpu: $line ($((SECONDS - t)) s)"
-  if [[ $line != *"(chosen: $want)"* ]] || { [[ -n $unwanted ]] && [[ $line == *"\"$unwanted\""* ]]; }; then
+  if [[ $line != *"(chosen: $want)"* || (-n $unwanted && $line == *"\"$unwanted\""*) ]]; then
     echo "qemu -cpu $cpu should choose $want${unwanted:+ and not support $unwanted}" >&2
     exit 1
   fi

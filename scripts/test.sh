@@ -2,14 +2,29 @@
 # The whole test suite, from a fresh machine: toolchain targets, the recipe's Python
 # environment, formatting and lints, the no_std build for a Cortex-M target, the recipe
 # in smoke mode (train a few steps, export, golden file), the recipe's own tests, and
-# every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime).
+# every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime and
+# the int8 pipeline on them), the runtime's tests on aarch64 under qemu (dotprod and
+# i8mm CPUs), the runtime-only aarch64 binary, and a bounded fuzz run of the artifact
+# reader.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
+step "system packages (cross compilers, qemu)"
+need=()
+command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
+[ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-dev-arm64-cross)
+command -v c++ >/dev/null || need+=(g++)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
 step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf >/dev/null
+rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-linux-gnu >/dev/null
 
 step "recipe python environment"
 py="$(scripts/setup-python.sh)"
@@ -37,3 +52,12 @@ step "recipe tests (pytest)"
 
 step "rust tests"
 cargo test --workspace --quiet
+
+step "runtime tests on aarch64 under qemu (cortex-a76: dotprod; max: i8mm)"
+scripts/cross-test.sh
+
+step "runtime-only aarch64 binary: size, and the same answer as x86"
+scripts/lite-check.sh
+
+step "fuzz the artifact reader (${VLM_FUZZ_SECONDS:-60} s)"
+scripts/fuzz.sh

@@ -154,8 +154,11 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// `run(iters)` of a `kernels::x86_*_peak` module: the multiply-accumulates it did.
+type PeakLoop = fn(u64) -> u64;
+
 /// The register-only multiply-accumulate loop matching an ISA's GEMM kernel, if any.
-fn peak_loop(isa: Isa) -> Option<(fn(u64) -> u64, &'static str)> {
+fn peak_loop(isa: Isa) -> Option<(PeakLoop, &'static str)> {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::X86Avx512Vnni => Some((
@@ -174,7 +177,7 @@ fn peak_loop(isa: Isa) -> Option<(fn(u64) -> u64, &'static str)> {
 /// Best MAC/s of `f` on `threads` threads at once. The best of many short trials: a
 /// ceiling is what the core does when nothing else runs on it, and on a shared machine
 /// a short window is likelier to be such a moment than a long one.
-fn measure_peak(f: fn(u64) -> u64, threads: usize) -> f64 {
+fn measure_peak(f: PeakLoop, threads: usize) -> f64 {
     const TRIAL: f64 = 0.02;
     let mut iters = 1u64 << 12;
     loop {
@@ -236,11 +239,14 @@ impl Rng {
     }
 }
 
+/// (M, K, N) of a GEMM: `[M, K]` activations by `[N, K]` weights.
+type Shape = (usize, usize, usize);
+
 /// Times `isa`'s int8 GEMM alone on an `m × k` by `[n, k]` problem; per-call duration.
 fn time_gemm(
     isa: Isa,
     threads: usize,
-    (m, k, n): (usize, usize, usize),
+    (m, k, n): Shape,
     warmup: usize,
     runs: usize,
 ) -> Result<Duration> {
@@ -288,8 +294,8 @@ fn time_gemm(
 
 /// Each distinct (M, K, N) of the tower's int8 linear layers, in order of first use,
 /// with how many layers have it.
-fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<((usize, usize, usize), usize)> {
-    let mut shapes: Vec<((usize, usize, usize), usize)> = Vec::new();
+fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<(Shape, usize)> {
+    let mut shapes: Vec<(Shape, usize)> = Vec::new();
     for op in ops {
         let shape = match op {
             Op::Linear {

@@ -134,9 +134,10 @@ impl ModelArg {
         if path.is_file() {
             let a = Artifact::load(&path).with_context(ctx)?;
             a.check_host_usable().with_context(ctx)?;
-            a.set_threads(self.threads.unwrap_or_else(|| {
-                std::thread::available_parallelism().map_or(1, |n| n.get())
-            }));
+            a.set_threads(
+                self.threads
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            );
             Ok(Loaded::Int8(a))
         } else {
             Ok(Loaded::Fp32(Fp32Siglip::load(&path).with_context(ctx)?))

@@ -130,7 +130,11 @@ fn bench_on_a_missing_model_is_one_error_line() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
     assert!(out.stdout.is_empty());
-    assert_eq!(stderr.trim_end().lines().count(), 1, "not one line: {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
     assert!(stderr.starts_with("vlm: error: "), "{stderr}");
     assert!(stderr.contains("vlm-bench-no-such-model.vlmq"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

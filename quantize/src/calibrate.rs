@@ -317,7 +317,9 @@ mod tests {
         assert!(lo > 0.9 * h.lo && lo < -4.0, "lo {lo} of {}", h.lo);
         assert!(h.error(lo as f64, hi as f64) <= h.error(h.lo as f64, h.hi as f64));
         // Uniform data: nothing to clip.
-        let u: Vec<f32> = (0..10_000).map(|i| -1.0 + 2.0 * i as f32 / 9999.0).collect();
+        let u: Vec<f32> = (0..10_000)
+            .map(|i| -1.0 + 2.0 * i as f32 / 9999.0)
+            .collect();
         let (lo, hi) = mse_range(&hist_of(&u));
         assert!(hi > 0.95 && lo < -0.95, "{lo} {hi}");
     }

@@ -346,7 +346,10 @@ fn to_int8(g: &Graph, act: &HashMap<usize, (f32, f32)>, fallback: &HashSet<usize
                     .chunks(cols)
                     .zip(&scales)
                     .map(|(row, s)| {
-                        x_scale * s * x_zero as f32 * row.iter().map(|&v| v as i32).sum::<i32>() as f32
+                        x_scale
+                            * s
+                            * x_zero as f32
+                            * row.iter().map(|&v| v as i32).sum::<i32>() as f32
                     })
                     .collect();
                 let wi = q.add_i8_panels(t.name.clone(), rows, cols, &qw);

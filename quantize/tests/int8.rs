@@ -37,3 +37,108 @@ fn demo_model_quantizes_within_budget() {
     );
     assert_eq!(bytes.len() as u64, report.sizes.artifact_bytes);
 }
+
+/// An unreachable budget: the most sensitive layers fall back to fp32 (as many as
+/// allowed), the report names them and says the budget was missed, and the artifact
+/// holds those layers in fp32 and still runs.
+#[test]
+fn missed_budget_keeps_the_most_sensitive_layers_in_fp32() {
+    use vlm_quantize::Artifact;
+    use vlm_runtime::ops::{Op, Weights};
+    use vlm_runtime::TowerKind;
+
+    let req = Request {
+        model_dir: root().join("models/demo"),
+        calib_dir: root().join("models/demo-calib"),
+        options: Options {
+            min_cosine: 1.0 + 1e-6,
+            max_fallback: 2,
+            ..Options::default()
+        },
+        labels: vec![],
+        prompts: vec![],
+        eval_data: None,
+    };
+    let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
+    let artifact = Artifact::from_bytes(bytes, Path::new("fallback")).unwrap();
+    for (t, kind) in report
+        .towers
+        .iter()
+        .zip([TowerKind::Vision, TowerKind::Text])
+    {
+        assert!(!t.budget_met);
+        assert_eq!(t.fallback.len(), 2, "{}: {:?}", t.tower, t.fallback);
+        let model = artifact.model();
+        let tower = model.tower(kind).unwrap();
+        let fp32: Vec<String> = tower
+            .ops(model)
+            .filter(|(_, op)| {
+                matches!(
+                    op,
+                    Op::Linear {
+                        weights: Weights::F32 { .. },
+                        ..
+                    } | Op::PatchEmbed {
+                        weights: Weights::F32 { .. },
+                        ..
+                    }
+                )
+            })
+            .map(|(name, _)| name.to_string())
+            .collect();
+        let mut want = t.fallback.clone();
+        want.sort();
+        let mut got = fp32;
+        got.sort();
+        assert_eq!(got, want, "{}", t.tower);
+        for l in &t.layers {
+            let expect = if t.fallback.contains(&l.name) {
+                "fp32"
+            } else {
+                l.precision
+            };
+            assert_eq!(l.precision, expect);
+        }
+    }
+    let pixels = vec![0.1f32; 3 * 64 * 64];
+    assert!(artifact
+        .embed_pixels(&pixels)
+        .unwrap()
+        .iter()
+        .all(|v| v.is_finite()));
+}
+
+/// Every range method quantizes the demo within the default budget.
+#[test]
+fn every_calibration_method_meets_the_budget() {
+    use vlm_quantize::calibrate::Method;
+    for method in [Method::MinMax, Method::Percentile(0.9999), Method::Mse] {
+        let req = Request {
+            model_dir: root().join("models/demo"),
+            calib_dir: root().join("models/demo-calib"),
+            options: Options {
+                method,
+                ..Options::default()
+            },
+            labels: vec![],
+            prompts: vec![],
+            eval_data: None,
+        };
+        let (_, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
+        for t in &report.towers {
+            eprintln!(
+                "{} {}: median cosine {}",
+                method.name(),
+                t.tower,
+                t.cosine.median
+            );
+            assert!(
+                t.cosine.median >= 0.995,
+                "{} {}: {}",
+                method.name(),
+                t.tower,
+                t.cosine.median
+            );
+        }
+    }
+}

@@ -20,9 +20,11 @@ fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("VLM_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let venv = std::env::var_os("VLM_VENV").map(PathBuf::from).or_else(|| {
-        std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vlm-edge/venv"))
-    })?;
+    let venv = std::env::var_os("VLM_VENV")
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vlm-edge/venv"))
+        })?;
     let p = venv.join("bin/python");
     p.exists().then_some(p)
 }
@@ -33,7 +35,11 @@ fn recipe(py: &Path, args: &[&str]) {
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/recipes"))
         .output()
         .expect("running the recipe's python");
-    assert!(out.status.success(), "{args:?}:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?}:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Exports `arch` (with overrides) and writes two photo sets: one to calibrate on, one
@@ -49,7 +55,12 @@ fn setup(tag: &str, overrides: Option<&str>, side: u32) -> Option<(PathBuf, Path
     };
     let root = std::env::temp_dir().join(format!("vlm-int8-{tag}-{}", std::process::id()));
     let (model, calib, check) = (root.join("model"), root.join("calib"), root.join("check"));
-    let mut args = vec!["-m", "vlm_recipes.export", "--random", "siglip-base-patch16-224"];
+    let mut args = vec![
+        "-m",
+        "vlm_recipes.export",
+        "--random",
+        "siglip-base-patch16-224",
+    ];
     if let Some(o) = overrides {
         args.extend(["--random-config", o]);
     }
@@ -59,7 +70,18 @@ fn setup(tag: &str, overrides: Option<&str>, side: u32) -> Option<(PathBuf, Path
     for (dir, seed) in [(&calib, "1"), (&check, "2")] {
         recipe(
             &py,
-            &["-m", "vlm_recipes.photos", "--out", dir.to_str().unwrap(), "--count", "20", "--seed", seed, "--side", &side],
+            &[
+                "-m",
+                "vlm_recipes.photos",
+                "--out",
+                dir.to_str().unwrap(),
+                "--count",
+                "20",
+                "--seed",
+                seed,
+                "--side",
+                &side,
+            ],
         );
     }
     Some((model, calib, check))
@@ -75,16 +97,31 @@ fn run(tag: &str, model: &Path, calib: &Path, check: &Path) -> (f32, f32) {
         eval_data: None,
     };
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
-    assert!(report.sizes.ratio <= 0.27, "{tag}: artifact {:.3} of the ONNX", report.sizes.ratio);
+    assert!(
+        report.sizes.ratio <= 0.27,
+        "{tag}: artifact {:.3} of the ONNX",
+        report.sizes.ratio
+    );
     let artifact = Artifact::from_bytes(bytes, Path::new(tag)).unwrap();
     let fp32 = Fp32Siglip::load(model).unwrap();
-    let f = fidelity(&artifact, &fp32, &image_files(check).unwrap(), &[], &mut |_, _, _| {}).unwrap();
+    let f = fidelity(
+        &artifact,
+        &fp32,
+        &image_files(check).unwrap(),
+        &[],
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     eprintln!(
         "{tag}: images {:?}, texts {:?}, size ratio {:.4}, fallback {:?}",
         f.images,
         f.texts,
         report.sizes.ratio,
-        report.towers.iter().map(|t| &t.fallback).collect::<Vec<_>>()
+        report
+            .towers
+            .iter()
+            .map(|t| &t.fallback)
+            .collect::<Vec<_>>()
     );
     assert_eq!(f.images.count, 20);
     (f.images.median, f.texts.median)

@@ -50,10 +50,9 @@ pub fn scratch_bytes(op: &Op) -> usize {
                 .saturating_mul(channels as usize)
                 .saturating_mul((patch as usize).saturating_pow(2));
             align(n.saturating_mul(4)).saturating_add(match weights {
-                Weights::I8 { .. } => align(
-                    (out.rows as usize)
-                        .saturating_mul(k::q_stride((channels as usize).saturating_mul((patch as usize).saturating_pow(2)))),
-                ),
+                Weights::I8 { .. } => align((out.rows as usize).saturating_mul(k::q_stride(
+                    (channels as usize).saturating_mul((patch as usize).saturating_pow(2)),
+                ))),
                 Weights::F32 { .. } => 0,
             })
         }
@@ -331,7 +330,17 @@ impl<'m, 'a> Session<'m, 'a> {
                     Some(b) => Some(f32s(b)?),
                     None => None,
                 };
-                linear((isa, threads), &model, x, weights, bias, act, &mut out, scratch).ok_or_else(bad)?;
+                linear(
+                    (isa, threads),
+                    &model,
+                    x,
+                    weights,
+                    bias,
+                    act,
+                    &mut out,
+                    scratch,
+                )
+                .ok_or_else(bad)?;
             }
             Op::Attention {
                 q,

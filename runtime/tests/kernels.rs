@@ -29,7 +29,17 @@ fn pack(w: &[i8], n: usize, k: usize) -> Vec<i8> {
     p
 }
 
-fn run(isa: Isa, q: &[u8], k: usize, w: &[i8], ep: &Epilogue, rows: usize, n: usize, stride: usize) -> Vec<f32> {
+#[allow(clippy::too_many_arguments)]
+fn run(
+    isa: Isa,
+    q: &[u8],
+    k: usize,
+    w: &[i8],
+    ep: &Epilogue,
+    rows: usize,
+    n: usize,
+    stride: usize,
+) -> Vec<f32> {
     let mut out = vec![f32::NAN; rows.saturating_sub(1) * stride + n];
     isa.gemm_u8i8(
         q,
@@ -142,7 +152,10 @@ proptest! {
 fn this_cpu_runs_more_than_the_reference() {
     eprintln!(
         "kernels on this CPU: {:?} (chosen: {})",
-        ALL.into_iter().filter(|i| i.supported()).map(Isa::name).collect::<Vec<_>>(),
+        ALL.into_iter()
+            .filter(|i| i.supported())
+            .map(Isa::name)
+            .collect::<Vec<_>>(),
         Isa::detect().name()
     );
 }

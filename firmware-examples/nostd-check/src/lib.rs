@@ -21,6 +21,34 @@ pub fn best_label<const DIM: usize, const LABELS: usize>(
     Ok((best, probs[best]))
 }
 
+/// The whole device path from an artifact in flash: validate it in place, run the vision
+/// tower over a caller-provided arena (a `static mut`-free `&mut [u8]`), score against
+/// the label embeddings stored at quantize time. Returns the best label's index and
+/// probability.
+pub fn classify_in_flash(
+    artifact: &[u8],
+    arena: &mut [u8],
+    pixels: &[f32],
+    embedding: &mut [f32],
+) -> Result<(usize, f32), Error> {
+    let model = vlm_runtime::Model::from_bytes(artifact)?;
+    let mut session = vlm_runtime::Session::new(&model, arena)?;
+    session.encode_image(pixels, embedding)?;
+    let labels = model.labels().ok_or(Error::NoLabels)?;
+    let scorer = model.scorer();
+    let mut best = (0usize, f32::NEG_INFINITY);
+    for i in 0..labels.count {
+        let p = scorer.probability(embedding, labels.embedding(i));
+        if p > best.1 {
+            best = (i, p);
+        }
+    }
+    if labels.count == 0 {
+        return Err(Error::NoLabels);
+    }
+    Ok(best)
+}
+
 /// Touches the architecture's no_std conventions too, so they stay no_std.
 pub fn default_resample() -> vlm_models::siglip::Resample {
     vlm_models::siglip::Resample::Bicubic

@@ -210,7 +210,11 @@ impl Isa {
             let (mut data, mut q, mut left) = (out.data, q, out.rows);
             while left > 0 {
                 let rows = per.min(left);
-                let split = if rows == left { data.len() } else { rows * out.stride };
+                let split = if rows == left {
+                    data.len()
+                } else {
+                    rows * out.stride
+                };
                 let (head, tail) = data.split_at_mut(split);
                 let (qh, qt) = q.split_at(rows * qs);
                 let m = MatMut {
@@ -229,7 +233,9 @@ impl Isa {
     /// one artifact's plan serves every CPU).
     pub const fn attention_scratch_floats(head_dim: usize, nk: usize) -> usize {
         // The AVX-512 kernel's transposed keys and score block; the scalar one needs nk.
-        head_dim.saturating_mul(nk).saturating_add(nk.saturating_mul(4))
+        head_dim
+            .saturating_mul(nk)
+            .saturating_add(nk.saturating_mul(4))
     }
 
     /// Multi-head attention (see [`scalar::attention`]).
@@ -247,9 +253,9 @@ impl Isa {
     ) {
         match self {
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx512Vnni if self.supported() => x86_avx512_attention_f32::attention(
-                q, k, v, heads, head_dim, scale, out, scratch,
-            ),
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_attention_f32::attention(q, k, v, heads, head_dim, scale, out, scratch)
+            }
             _ => scalar::attention(q, k, v, heads, head_dim, scale, out, scratch),
         }
     }

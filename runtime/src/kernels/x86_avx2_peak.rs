@@ -42,3 +42,13 @@ unsafe fn chains(iters: u64) -> i32 {
     _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, total);
     lanes.iter().fold(0, |s, &x| s.wrapping_add(x))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_the_macs_it_does() {
+        if super::Isa::X86Avx2.supported() {
+            assert_eq!(super::run(3), 3 * 14 * 16);
+        }
+    }
+}

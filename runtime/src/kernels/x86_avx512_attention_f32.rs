@@ -14,7 +14,9 @@ const QB: usize = 4;
 /// Scratch floats this kernel needs: the transposed keys of one head and a block of
 /// score rows.
 pub const fn scratch_floats(head_dim: usize, nk: usize) -> usize {
-    head_dim.saturating_mul(nk).saturating_add(QB.saturating_mul(nk))
+    head_dim
+        .saturating_mul(nk)
+        .saturating_add(QB.saturating_mul(nk))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -126,9 +128,14 @@ unsafe fn attention_impl(
                 let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
                 let mut acc = [_mm512_setzero_ps(); QB];
                 for j in 0..nk {
-                    let vv = _mm512_maskz_loadu_ps(mask, v.data.as_ptr().add(j * v.stride + c0 + c));
+                    let vv =
+                        _mm512_maskz_loadu_ps(mask, v.data.as_ptr().add(j * v.stride + c0 + c));
                     for (r, a) in acc.iter_mut().enumerate().take(rb) {
-                        *a = _mm512_fmadd_ps(_mm512_set1_ps(*scores.as_ptr().add(r * nk + j)), vv, *a);
+                        *a = _mm512_fmadd_ps(
+                            _mm512_set1_ps(*scores.as_ptr().add(r * nk + j)),
+                            vv,
+                            *a,
+                        );
                     }
                 }
                 for (r, a) in acc.iter().enumerate().take(rb) {

@@ -37,19 +37,20 @@ unsafe fn gemm_impl(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation,
                 for (j, v) in wv.iter_mut().enumerate().take(nr) {
                     *v = _mm512_maskz_loadu_ps(mask, w.as_ptr().add((o + j) * k + c));
                 }
-                for i in 0..mr {
-                    let xv = _mm512_maskz_loadu_ps(mask, x.data.as_ptr().add((r + i) * x.stride + c));
-                    for j in 0..nr {
-                        acc[i][j] = _mm512_fmadd_ps(xv, wv[j], acc[i][j]);
+                for (i, acc_i) in acc.iter_mut().enumerate().take(mr) {
+                    let xv =
+                        _mm512_maskz_loadu_ps(mask, x.data.as_ptr().add((r + i) * x.stride + c));
+                    for (a, w) in acc_i.iter_mut().zip(&wv).take(nr) {
+                        *a = _mm512_fmadd_ps(xv, *w, *a);
                     }
                 }
                 c += n;
             }
-            for i in 0..mr {
+            for (i, acc_i) in acc.iter().enumerate().take(mr) {
                 let row = out.data.as_mut_ptr().add((r + i) * out.stride);
-                for j in 0..nr {
+                for (j, a) in acc_i.iter().enumerate().take(nr) {
                     let b = bias.map_or(0.0, |b| b[o + j]);
-                    let v = _mm512_reduce_add_ps(acc[i][j]) + b;
+                    let v = _mm512_reduce_add_ps(*a) + b;
                     *row.add(o + j) = match act {
                         Activation::GeluTanh => {
                             let y = gelu_tanh(_mm512_set1_ps(v));

@@ -42,9 +42,12 @@ unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: us
     }
 }
 
-/// 2^t for t ≤ 0 (the only range GELU needs): split into an integer and a fraction in
+/// 2^t for t ≤ 0 (the only range GELU and softmax need): split into an integer and a fraction in
 /// [−0.5, 0.5], a degree-7 polynomial for the fraction (relative error < 1e-8), the
 /// integer added to the exponent. Flushes to 0 below 2^−126.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn exp2_nonpositive(t: __m512) -> __m512 {
@@ -54,7 +57,7 @@ pub unsafe fn exp2_nonpositive(t: __m512) -> __m512 {
     // ln2^k / k!
     const C: [f32; 8] = [
         1.0,
-        0.693_147_2,
+        core::f32::consts::LN_2,
         0.240_226_5,
         0.055_504_11,
         0.009_618_129,
@@ -66,25 +69,40 @@ pub unsafe fn exp2_nonpositive(t: __m512) -> __m512 {
     for &c in C[..7].iter().rev() {
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
     }
-    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)));
+    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(
+        _mm512_cvtps_epi32(n),
+        _mm512_set1_epi32(127),
+    ));
     _mm512_mul_ps(p, _mm512_castsi512_ps(e))
 }
 
 /// GELU-tanh of 16 lanes: 0.5·x·(1 + tanh(u)), tanh(u) = sign(u)·(1 − e)/(1 + e) with
 /// e = exp(−2|u|) ∈ (0, 1], so nothing overflows for any input.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_tanh(x: __m512) -> __m512 {
     const C: f32 = 0.797_884_6; // √(2/π)
     let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
-    let u = _mm512_mul_ps(_mm512_set1_ps(C), _mm512_fmadd_ps(_mm512_set1_ps(0.044715), x3, x));
+    let u = _mm512_mul_ps(
+        _mm512_set1_ps(C),
+        _mm512_fmadd_ps(_mm512_set1_ps(0.044715), x3, x),
+    );
     let au = _mm512_abs_ps(u);
     // exp(−2|u|) = 2^(−2·log2(e)·|u|)
-    let e = exp2_nonpositive(_mm512_mul_ps(au, _mm512_set1_ps(-2.885_390_1)));
+    let e = exp2_nonpositive(_mm512_mul_ps(
+        au,
+        _mm512_set1_ps(-2.0 * core::f32::consts::LOG2_E),
+    ));
     let one = _mm512_set1_ps(1.0);
     let th = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
     // Give tanh the sign of u.
     let sign = _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32(i32::MIN));
     let th = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(th), sign));
-    _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5), x), _mm512_add_ps(one, th))
+    _mm512_mul_ps(
+        _mm512_mul_ps(_mm512_set1_ps(0.5), x),
+        _mm512_add_ps(one, th),
+    )
 }

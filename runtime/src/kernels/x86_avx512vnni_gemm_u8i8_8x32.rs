@@ -75,7 +75,8 @@ unsafe fn tile<const R: usize, const NB: usize>(
             *v = _mm512_loadu_si512(wp.add(b * panel_bytes + g * PANEL_GROUP_BYTES) as *const _);
         }
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let x = _mm512_set1_epi32((qp.add(r * qs + g * PANEL_K) as *const i32).read_unaligned());
+            let x =
+                _mm512_set1_epi32((qp.add(r * qs + g * PANEL_K) as *const i32).read_unaligned());
             for b in 0..NB {
                 acc_r[b] = _mm512_dpbusd_epi32(acc_r[b], x, wv[b]);
             }
@@ -87,7 +88,11 @@ unsafe fn tile<const R: usize, const NB: usize>(
         for (b, a) in acc_r.iter().enumerate() {
             let o0 = (p + b) * PANEL_N;
             let valid = (out.cols - o0).min(PANEL_N);
-            let mask: __mmask16 = if valid == PANEL_N { 0xFFFF } else { (1u16 << valid) - 1 };
+            let mask: __mmask16 = if valid == PANEL_N {
+                0xFFFF
+            } else {
+                (1u16 << valid) - 1
+            };
             // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings.
             let scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0)));
             let bias = match ep.bias {

@@ -40,3 +40,13 @@ unsafe fn chains(iters: u64) -> i32 {
     }
     _mm512_reduce_add_epi32(total)
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_the_macs_it_does() {
+        if super::Isa::X86Avx512Vnni.supported() {
+            assert_eq!(super::run(3), 3 * 16 * 64);
+        }
+    }
+}

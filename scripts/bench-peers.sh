@@ -1,0 +1,115 @@
+#!/usr/bin/env bash
+# vlm's int8 vision tower against its peers on this machine: onnxruntime int8 (dynamic
+# quantization), onnxruntime fp32 and tract fp32, on 1 and 2 threads, all on the same
+# base-size SigLIP (random weights: speed does not depend on them) and the same input.
+# Prints a table, then the same table in markdown for BENCHMARKS.md.
+#
+#   BENCH_RUNS     timed runs per row (default 10)
+#   BENCH_WARMUP   untimed runs first (default 3)
+#   BENCH_THREADS  thread counts, space-separated (default "1 2")
+#   BENCH_KEEP     a folder to keep the model, artifacts and JSON in (default: a temp
+#                  folder, removed at exit)
+#   VLM_PYTHON     the recipe's Python (default: scripts/setup-python.sh makes it)
+#   VLM_BIN        a built `vlm` to use (default: build target/release/vlm)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root="$(pwd)"
+runs="${BENCH_RUNS:-10}"
+warmup="${BENCH_WARMUP:-3}"
+threads="${BENCH_THREADS:-1 2}"
+say() { printf '==> %s\n' "$*" >&2; }
+
+py="${VLM_PYTHON:-$(scripts/setup-python.sh)}"
+if [ -n "${BENCH_KEEP:-}" ]; then
+  mkdir -p "$BENCH_KEEP"
+  work="$(cd "$BENCH_KEEP" && pwd)"
+else
+  work="$(mktemp -d)"
+  trap 'rm -rf "$work"' EXIT
+fi
+
+vlm="${VLM_BIN:-}"
+if [ -z "$vlm" ]; then
+  say "building vlm (release)"
+  # The whole workspace, as every other build here does: building one package
+  # re-resolves features and rebuilds tract.
+  cargo build --workspace --release --quiet
+  vlm="$root/target/release/vlm"
+fi
+
+recipes() { (cd "$root/models/recipes" && "$py" -m "$@"); }
+
+if [ ! -f "$work/model/config.json" ]; then
+  say "exporting SigLIP base (patch16, 224) with random weights"
+  recipes vlm_recipes.export --random siglip-base-patch16-224 --out "$work/model" >&2
+fi
+if [ ! -d "$work/calib" ]; then
+  say "writing calibration photos"
+  recipes vlm_recipes.photos --out "$work/calib" --count 16 --seed 1 --side 224 >&2
+fi
+if [ ! -f "$work/model.vlmq" ]; then
+  say "vlm quantize"
+  "$vlm" quantize --model "$work/model" --calib "$work/calib" --out "$work/model.vlmq" \
+    --json >"$work/quantize.json"
+fi
+if [ ! -f "$work/vision.int8.onnx" ]; then
+  # Dynamic quantization: int8 weights (QInt8, one scale per tensor: ORT's default),
+  # uint8 activations quantized per run (DynamicQuantizeLinear always makes uint8). That
+  # is U8S8, the format ORT recommends for x86-64; with VNNI it does not saturate, so
+  # reduce_range stays off.
+  say "onnxruntime quantize_dynamic (U8S8)"
+  "$py" - "$work/model/vision.onnx" "$work/vision.int8.onnx" >&2 <<'EOF'
+import sys
+from onnxruntime.quantization import QuantType, quantize_dynamic
+quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8)
+EOF
+fi
+
+out="$work/results"
+mkdir -p "$out"
+ort() { recipes vlm_recipes.bench_ort --model "$work/model" --runs "$runs" --warmup "$warmup" "$@"; }
+for n in $threads; do
+  say "vlm int8, $n thread(s)"
+  "$vlm" bench --model "$work/model.vlmq" --threads "$n" --runs "$runs" --warmup "$warmup" \
+    --json >"$out/vlm-int8-$n.json"
+  say "onnxruntime int8 dynamic, $n thread(s)"
+  ort --onnx "$work/vision.int8.onnx" --threads "$n" --label "onnxruntime int8 dynamic" \
+    >"$out/ort-int8-$n.json"
+  say "onnxruntime fp32, $n thread(s)"
+  ort --threads "$n" --label "onnxruntime fp32" >"$out/ort-fp32-$n.json"
+done
+say "tract fp32 (one thread: it has no intra-op threading)"
+"$vlm" bench --model "$work/model" --runs "$runs" --warmup "$warmup" --json >"$out/tract-fp32.json"
+
+"$py" - "$out" "$threads" "$runs" "$warmup" <<'EOF'
+import json, os, sys
+
+out, threads, runs, warmup = sys.argv[1], [int(t) for t in sys.argv[2].split()], sys.argv[3], sys.argv[4]
+load = lambda name: json.load(open(os.path.join(out, name)))
+tract = load("tract-fp32.json")
+rows = []
+for n in threads:
+    vlm = load(f"vlm-int8-{n}.json")
+    base = vlm["median_ms"]
+    note = f" ({vlm['isa']}, {vlm['peak_percent']:.0f}% of int8 peak)" if vlm.get("peak_percent") else f" ({vlm['isa']})"
+    rows.append(("vlm int8" + note, str(n), vlm["median_ms"], base))
+    for name, label in [(f"ort-int8-{n}.json", "onnxruntime int8 dynamic (U8S8)"),
+                        (f"ort-fp32-{n}.json", "onnxruntime fp32")]:
+        r = load(name)
+        rows.append((label + f" {r['onnxruntime']}", str(n), r["median_ms"], base))
+    t = "1" if n == 1 else f"{n} (1 thread)"
+    rows.append(("tract fp32", t, tract["median_ms"], base))
+
+macs = load(f"vlm-int8-{threads[0]}.json")["macs"]
+print()
+print(f"SigLIP base patch16-224 vision tower, {macs / 1e9:.2f} GMAC, median of {runs} runs after {warmup} warmup")
+w = max(len(r[0]) for r in rows)
+print(f"{'runtime':<{w}}  {'threads':>14}  {'median ms':>10}  {'peer / vlm':>10}")
+for name, t, ms, base in rows:
+    print(f"{name:<{w}}  {t:>14}  {ms:>10.1f}  {ms / base:>10.2f}")
+print()
+print("| runtime | threads | median ms | peer / vlm |")
+print("|---|---|---:|---:|")
+for name, t, ms, base in rows:
+    print(f"| {name} | {t} | {ms:.1f} | {ms / base:.2f} |")
+EOF
