@@ -281,3 +281,50 @@ pub fn run_f32(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
         }
     }
 }
+
+/// Time spent per op kind over `runs` runs of one tower (seconds, summed), from the
+/// observer's call after each op: where a tower's time goes.
+pub fn profile(
+    artifact: &Artifact,
+    kind: TowerKind,
+    input: Input<'_>,
+    runs: usize,
+) -> Result<Vec<(&'static str, f64)>> {
+    use std::time::Instant;
+    struct Timer {
+        last: Instant,
+        kinds: Vec<&'static str>,
+        spent: std::collections::BTreeMap<&'static str, f64>,
+    }
+    impl Observer for Timer {
+        fn observe(
+            &mut self,
+            node: usize,
+            what: vlm_runtime::Observed,
+            _: vlm_runtime::kernels::scalar::MatRef<'_>,
+        ) {
+            if what == vlm_runtime::Observed::Output {
+                let now = Instant::now();
+                let k = self.kinds.get(node).copied().unwrap_or("?");
+                *self.spent.entry(k).or_default() += (now - self.last).as_secs_f64();
+                self.last = now;
+            }
+        }
+    }
+    let model = artifact.model();
+    let tower = model.tower(kind).ok_or(Error::Runtime {
+        what: "profiling",
+        error: vlm_runtime::Error::NoTower { tower: kind.name() },
+    })?;
+    let kinds: Vec<&'static str> = tower.ops(model).map(|(_, op)| op.kind()).collect();
+    let mut t = Timer {
+        last: Instant::now(),
+        kinds,
+        spent: Default::default(),
+    };
+    for _ in 0..runs {
+        t.last = Instant::now();
+        artifact.run(kind, input, Some(&mut t))?;
+    }
+    Ok(t.spent.into_iter().collect())
+}

@@ -223,7 +223,12 @@ impl Isa {
                     cols: out.cols,
                     stride: out.stride,
                 };
-                s.spawn(move || self.gemm_u8i8(qh, k, w, ep, m));
+                if rows == left {
+                    // The last block runs here: the calling thread works, not waits.
+                    self.gemm_u8i8(qh, k, w, ep, m);
+                } else {
+                    s.spawn(move || self.gemm_u8i8(qh, k, w, ep, m));
+                }
                 (data, q, left) = (tail, qt, left - rows);
             }
         });

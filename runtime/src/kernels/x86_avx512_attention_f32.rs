@@ -11,6 +11,16 @@ use super::x86_avx512_math::exp2_nonpositive;
 /// Query rows per block.
 const QB: usize = 4;
 
+/// The first `n` of 16 lanes (all for n ≥ 16, none for 0).
+#[inline]
+fn mask(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
 /// Scratch floats this kernel needs: the transposed keys of one head and a block of
 /// score rows.
 pub const fn scratch_floats(head_dim: usize, nk: usize) -> usize {
@@ -69,25 +79,36 @@ unsafe fn attention_impl(
         let mut i0 = 0;
         while i0 < q.rows {
             let rb = (q.rows - i0).min(QB);
-            // Scores: s[r][j] = scale · q[i0+r] · k[j], 16 keys at a time.
+            // Scores: s[r][j] = scale · q[i0+r] · k[j], 48 keys (3 registers) at a
+            // time so each broadcast query element feeds 3 FMAs.
             let mut j = 0;
             while j < nk {
-                let n = (nk - j).min(16);
-                let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
-                let mut acc = [_mm512_setzero_ps(); QB];
+                let n = (nk - j).min(48);
+                let masks: [__mmask16; 3] =
+                    core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
+                let mut acc = [[_mm512_setzero_ps(); 3]; QB];
                 for d in 0..dh {
-                    let kv = _mm512_maskz_loadu_ps(mask, kt.as_ptr().add(d * nk + j));
+                    let base = kt.as_ptr().add(d * nk + j);
+                    let kv: [__m512; 3] =
+                        core::array::from_fn(|b| _mm512_maskz_loadu_ps(masks[b], base.add(16 * b)));
                     for (r, a) in acc.iter_mut().enumerate().take(rb) {
                         let qv = _mm512_set1_ps(*q.data.as_ptr().add((i0 + r) * q.stride + c0 + d));
-                        *a = _mm512_fmadd_ps(qv, kv, *a);
+                        for b in 0..3 {
+                            a[b] = _mm512_fmadd_ps(qv, kv[b], a[b]);
+                        }
                     }
                 }
+                let vs = _mm512_set1_ps(scale);
                 for (r, a) in acc.iter().enumerate().take(rb) {
-                    _mm512_mask_storeu_ps(
-                        scores.as_mut_ptr().add(r * nk + j),
-                        mask,
-                        _mm512_mul_ps(*a, _mm512_set1_ps(scale)),
-                    );
+                    for b in 0..3 {
+                        if masks[b] != 0 {
+                            _mm512_mask_storeu_ps(
+                                scores.as_mut_ptr().add(r * nk + j + 16 * b),
+                                masks[b],
+                                _mm512_mul_ps(a[b], vs),
+                            );
+                        }
+                    }
                 }
                 j += n;
             }
@@ -121,29 +142,32 @@ unsafe fn attention_impl(
                     j += n;
                 }
             }
-            // out[i0+r][c0..c0+dh] = Σ_j p[r][j] · v[j][c0..c0+dh], 16 columns at a time.
+            // out[i0+r][c0..c0+dh] = Σ_j p[r][j] · v[j][c0..c0+dh], 64 columns (4
+            // registers) at a time so each broadcast probability feeds 4 FMAs.
             let mut c = 0;
             while c < dh {
-                let n = (dh - c).min(16);
-                let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
-                let mut acc = [_mm512_setzero_ps(); QB];
+                let n = (dh - c).min(64);
+                let masks: [__mmask16; 4] =
+                    core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
+                let mut acc = [[_mm512_setzero_ps(); 4]; QB];
                 for j in 0..nk {
-                    let vv =
-                        _mm512_maskz_loadu_ps(mask, v.data.as_ptr().add(j * v.stride + c0 + c));
+                    let base = v.data.as_ptr().add(j * v.stride + c0 + c);
+                    let vv: [__m512; 4] =
+                        core::array::from_fn(|b| _mm512_maskz_loadu_ps(masks[b], base.add(16 * b)));
                     for (r, a) in acc.iter_mut().enumerate().take(rb) {
-                        *a = _mm512_fmadd_ps(
-                            _mm512_set1_ps(*scores.as_ptr().add(r * nk + j)),
-                            vv,
-                            *a,
-                        );
+                        let p = _mm512_set1_ps(*scores.as_ptr().add(r * nk + j));
+                        for b in 0..4 {
+                            a[b] = _mm512_fmadd_ps(p, vv[b], a[b]);
+                        }
                     }
                 }
                 for (r, a) in acc.iter().enumerate().take(rb) {
-                    _mm512_mask_storeu_ps(
-                        out.data.as_ptr().add((i0 + r) * out.stride + c0 + c) as *mut f32,
-                        mask,
-                        *a,
-                    );
+                    let dst = out.data.as_ptr().add((i0 + r) * out.stride + c0 + c) as *mut f32;
+                    for b in 0..4 {
+                        if masks[b] != 0 {
+                            _mm512_mask_storeu_ps(dst.add(16 * b), masks[b], a[b]);
+                        }
+                    }
                 }
                 c += n;
             }
