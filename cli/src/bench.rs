@@ -342,7 +342,7 @@ fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
         )
     })?;
     let macs = tower.macs(model);
-    let mut arena = vec![0u8; model.arena_size()];
+    let mut arena = vec![0u8; model.arena_size_for_threads(args.threads)];
     let mut session = Session::new(model, &mut arena).context("starting a session")?;
     session.set_threads(args.threads);
     let isa = session.isa();

@@ -105,6 +105,11 @@ impl Artifact {
     /// each computed exactly as on one thread).
     pub fn set_threads(&self, n: usize) {
         self.threads.set(n.max(1));
+        let need = self.model().arena_size_for_threads(n.max(1));
+        let mut arena = self.arena.borrow_mut();
+        if arena.len() < need {
+            arena.resize(need, 0);
+        }
     }
 
     pub fn has_tower(&self, kind: TowerKind) -> bool {

@@ -68,6 +68,15 @@ pub fn scratch_bytes(op: &Op) -> usize {
     }
 }
 
+/// Scratch bytes for `op` when its work is split across `threads` threads: attention
+/// gives each thread its own transposed keys and score rows.
+pub fn scratch_bytes_for_threads(op: &Op, threads: usize) -> usize {
+    match op {
+        Op::Attention { .. } => scratch_bytes(op).saturating_mul(threads.max(1)),
+        _ => scratch_bytes(op),
+    }
+}
+
 /// The input of a tower run.
 #[derive(Debug, Clone, Copy)]
 pub enum Input<'i> {
@@ -213,7 +222,12 @@ impl<'m, 'a> Session<'m, 'a> {
         let threads = self.threads;
         let bad = || bad_op(t.kind, index);
         let out_mat = op.output();
-        let scratch = t.scratch_at..t.scratch_at + scratch_bytes(op);
+        // Attention may use whatever scratch the arena has beyond one thread's: more
+        // threads when the caller sized the arena for them (`arena_size_for_threads`).
+        let scratch = match op {
+            Op::Attention { .. } => t.scratch_at..self.arena.len().max(t.scratch_at),
+            _ => t.scratch_at..t.scratch_at + scratch_bytes(op),
+        };
         let (reads, out_bytes, scratch) =
             carve(self.arena, t.buffer_range(out_mat.buf), scratch).ok_or_else(bad)?;
         let mut out = mat_mut(cast_mut(out_bytes)?, out_mat).ok_or_else(bad)?;
@@ -365,6 +379,19 @@ impl<'m, 'a> Session<'m, 'a> {
                 };
                 let (km, v) = (read(km)?, read(v)?);
                 let scores: &mut [f32] = cast_mut(scratch)?;
+                #[cfg(feature = "std")]
+                isa.attention_threads(
+                    threads,
+                    q,
+                    km,
+                    v,
+                    heads as usize,
+                    head_dim as usize,
+                    scale,
+                    out.reborrow(),
+                    scores,
+                );
+                #[cfg(not(feature = "std"))]
                 isa.attention(
                     q,
                     km,

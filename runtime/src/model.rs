@@ -814,6 +814,20 @@ impl<'a> Model<'a> {
             .saturating_add(ALIGN)
     }
 
+    /// Bytes of arena a session needs to run attention on `threads` threads (each thread
+    /// its own attention scratch; everything else is shared). `arena_size()` is this
+    /// for one thread.
+    pub fn arena_size_for_threads(&self, threads: usize) -> usize {
+        let mut need = self.arena_size();
+        for t in self.towers.iter().flatten() {
+            for (_, op) in t.ops(self) {
+                let s = crate::exec::scratch_bytes_for_threads(&op, threads);
+                need = need.max(t.scratch_at.saturating_add(s).saturating_add(ALIGN));
+            }
+        }
+        need
+    }
+
     /// The Hugging Face `tokenizer.json` stored at quantize time, if any.
     pub fn tokenizer_json(&self) -> Option<&'a [u8]> {
         self.tokenizer

@@ -240,3 +240,72 @@ proptest! {
         }
     }
 }
+
+/// Attention split across threads by query rows gives what one thread gives, bit for bit
+/// (each row is computed the same way).
+#[test]
+fn threaded_attention_equals_one_thread() {
+    let (nq, nk, heads, dh) = (37, 29, 3, 20);
+    let w = heads * dh;
+    let vals: Vec<f32> = (0..(nq + 2 * nk) * w)
+        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
+        .collect();
+    let q = MatRef {
+        data: &vals[..nq * w],
+        rows: nq,
+        cols: w,
+        stride: w,
+    };
+    let k = MatRef {
+        data: &vals[nq * w..(nq + nk) * w],
+        rows: nk,
+        cols: w,
+        stride: w,
+    };
+    let v = MatRef {
+        data: &vals[(nq + nk) * w..],
+        rows: nk,
+        cols: w,
+        stride: w,
+    };
+    for isa in ALL.into_iter().filter(|i| i.supported()) {
+        let one = Isa::attention_scratch_floats(dh, nk);
+        let mut want = vec![0.0f32; nq * w];
+        isa.attention(
+            q,
+            k,
+            v,
+            heads,
+            dh,
+            0.2,
+            MatMut {
+                data: &mut want,
+                rows: nq,
+                cols: w,
+                stride: w,
+            },
+            &mut vec![0.0; one],
+        );
+        for threads in [2, 3, 5] {
+            let mut got = vec![0.0f32; nq * w];
+            let mut scratch = vec![0.0f32; one * threads];
+            isa.attention_threads(
+                threads,
+                q,
+                k,
+                v,
+                heads,
+                dh,
+                0.2,
+                MatMut {
+                    data: &mut got,
+                    rows: nq,
+                    cols: w,
+                    stride: w,
+                },
+                &mut scratch,
+            );
+            assert_eq!(got, want, "{} on {threads} threads", isa.name());
+        }
+    }
+}

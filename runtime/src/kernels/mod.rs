@@ -276,6 +276,61 @@ impl Isa {
         }
     }
 
+    /// [`Isa::attention`] with the query rows split across as many of `threads` threads
+    /// as `scratch` has room for (each needs its own [`Isa::attention_scratch_floats`]).
+    #[cfg(feature = "std")]
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_threads(
+        self,
+        threads: usize,
+        q: MatRef,
+        k: MatRef,
+        v: MatRef,
+        heads: usize,
+        head_dim: usize,
+        scale: f32,
+        out: MatMut,
+        scratch: &mut [f32],
+    ) {
+        let one = Self::attention_scratch_floats(head_dim, k.rows).max(1);
+        let threads = threads.min(scratch.len() / one).min(q.rows / 4).max(1);
+        if threads == 1 {
+            return self.attention(q, k, v, heads, head_dim, scale, out, scratch);
+        }
+        let per = q.rows.div_ceil(threads);
+        std::thread::scope(|s| {
+            let (mut data, mut scratch, mut row, mut left) = (out.data, scratch, 0, out.rows);
+            while left > 0 {
+                let rows = per.min(left);
+                let split = if rows == left {
+                    data.len()
+                } else {
+                    rows * out.stride
+                };
+                let (head, tail) = data.split_at_mut(split);
+                let (mine, rest) = scratch.split_at_mut(one);
+                let qm = MatRef {
+                    data: &q.data[row * q.stride..],
+                    rows,
+                    cols: q.cols,
+                    stride: q.stride,
+                };
+                let om = MatMut {
+                    data: head,
+                    rows,
+                    cols: out.cols,
+                    stride: out.stride,
+                };
+                if rows == left {
+                    self.attention(qm, k, v, heads, head_dim, scale, om, mine);
+                } else {
+                    s.spawn(move || self.attention(qm, k, v, heads, head_dim, scale, om, mine));
+                }
+                (data, scratch, row, left) = (tail, rest, row + rows, left - rows);
+            }
+        });
+    }
+
     /// Quantizes activations to u8 (see [`scalar::quantize_u8`]).
     pub fn quantize_u8(self, x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
         match self {

@@ -30,12 +30,16 @@ pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
 unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
     let panels = out.cols.div_ceil(PANEL_N);
-    let mut m = 0;
-    while m < out.rows {
-        let mr = (out.rows - m).min(MR);
-        let mut p = 0;
-        while p < panels {
-            let nb = (panels - p).min(2);
+    // Weights outside, rows inside: each pair of panels (32 outputs × k) is read from
+    // memory once and stays in L1/L2 while every row tile passes over it; the
+    // activations (rows × k bytes) are small and stay in L2. A tower's weights are read
+    // once per run, not once per row tile.
+    let mut p = 0;
+    while p < panels {
+        let nb = (panels - p).min(2);
+        let mut m = 0;
+        while m < out.rows {
+            let mr = (out.rows - m).min(MR);
             macro_rules! go {
                 ($($r:literal),*) => {
                     match (mr, nb) {
@@ -46,9 +50,9 @@ unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, mut
                 };
             }
             go!(1, 2, 3, 4, 5, 6, 7, 8);
-            p += nb;
+            m += mr;
         }
-        m += mr;
+        p += nb;
     }
 }
 
