@@ -56,6 +56,9 @@ impl Sample {
 pub struct ChannelRange {
     pub min: Vec<f32>,
     pub max: Vec<f32>,
+    /// Per-column sum and the row count: the mean input, for bias correction.
+    pub sum: Vec<f64>,
+    pub rows: u64,
 }
 
 impl ChannelRange {
@@ -63,15 +66,24 @@ impl ChannelRange {
         if self.min.is_empty() {
             self.min = vec![f32::INFINITY; x.cols];
             self.max = vec![f32::NEG_INFINITY; x.cols];
+            self.sum = vec![0.0; x.cols];
         }
         for r in 0..x.rows {
             for (c, &v) in x.row(r).iter().enumerate() {
                 if v.is_finite() {
                     self.min[c] = self.min[c].min(v);
                     self.max[c] = self.max[c].max(v);
+                    self.sum[c] += v as f64;
                 }
             }
         }
+        self.rows += x.rows as u64;
+    }
+
+    /// The mean of each input column over everything calibration saw.
+    pub fn mean(&self) -> Vec<f64> {
+        let n = self.rows.max(1) as f64;
+        self.sum.iter().map(|s| s / n).collect()
     }
 
     /// The range over all columns, widened to include 0 (so 0 is exactly representable).

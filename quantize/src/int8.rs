@@ -127,6 +127,7 @@ pub fn quantize_tower(
     if let Some(alpha) = opts.smooth_alpha.filter(|a| *a > 0.0) {
         smooth(&mut smoothed, &mut ranges, alpha);
     }
+    let means: HashMap<usize, Vec<f64>> = ranges.iter().map(|(&n, r)| (n, r.mean())).collect();
     let mut done = 0;
     let act = activation_ranges(&smoothed, calib, &ranges, opts.method, || {
         done += 1;
@@ -148,7 +149,7 @@ pub fn quantize_tower(
     let mut order: Vec<usize> = own.keys().copied().collect();
     order.sort_by(|a, b| own[a].total_cmp(&own[b]));
     loop {
-        let q = to_int8(&smoothed, &act, &fallback);
+        let q = to_int8(&smoothed, &act, &means, &fallback);
         let (cos, layers) = compare(&q, &reference, eval, &mut |d, t| {
             progress(&format!("{tower}: int8 check"), d, t)
         })?;
@@ -288,6 +289,9 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
                     *lo /= s;
                     *hi /= s;
                 }
+                for (sum, s) in cr.sum.iter_mut().zip(&s) {
+                    *sum /= *s as f64;
+                }
             }
         }
     }
@@ -319,7 +323,12 @@ pub fn activation_params(lo: f32, hi: f32) -> (f32, i32) {
 
 /// The graph with int8 weights on every linear layer not in `fallback`, and an int8
 /// token-embedding table.
-fn to_int8(g: &Graph, act: &HashMap<usize, (f32, f32)>, fallback: &HashSet<usize>) -> Graph {
+fn to_int8(
+    g: &Graph,
+    act: &HashMap<usize, (f32, f32)>,
+    means: &HashMap<usize, Vec<f64>>,
+    fallback: &HashSet<usize>,
+) -> Graph {
     let mut q = g.clone();
     for i in 0..q.nodes.len() {
         let name = q.nodes[i].name.clone();
@@ -342,14 +351,28 @@ fn to_int8(g: &Graph, act: &HashMap<usize, (f32, f32)>, fallback: &HashSet<usize
                 // The kernels sum q·w with q in 0..=255; the zero point's share,
                 // x_scale·w_scale·x_zero·Σw, is a constant per output: folded into the
                 // bias (or the patch embedding's add table) here, once.
+                // Bias correction (Nagel et al.): rounding the weights shifts output o's
+                // mean by Σ_k (w − ŵ)·E[x_k]; calibration measured E[x], so the shift goes
+                // back into the bias, subtracted below with the zero point's share.
+                let wf = t.data.as_f32().unwrap_or(&[]);
+                let mean = means.get(&i);
                 let correction: Vec<f32> = qw
                     .chunks(cols)
                     .zip(&scales)
-                    .map(|(row, s)| {
-                        x_scale
+                    .enumerate()
+                    .map(|(o, (row, s))| {
+                        let zero = x_scale
                             * s
                             * x_zero as f32
-                            * row.iter().map(|&v| v as i32).sum::<i32>() as f32
+                            * row.iter().map(|&v| v as i32).sum::<i32>() as f32;
+                        let shift = mean.map_or(0.0, |m| {
+                            row.iter()
+                                .zip(&wf[o * cols..(o + 1) * cols])
+                                .zip(m)
+                                .map(|((&q, &w), &mu)| (w as f64 - q as f64 * *s as f64) * mu)
+                                .sum::<f64>()
+                        });
+                        zero - shift as f32
                     })
                     .collect();
                 let wi = q.add_i8_panels(t.name.clone(), rows, cols, &qw);
