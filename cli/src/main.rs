@@ -4,7 +4,7 @@
 //! becomes one `vlm: error: …` line naming the thing at fault, and exit code 2.
 
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
@@ -214,9 +214,11 @@ enum EvalCommand {
     },
 }
 
-fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>> {
+/// Labels from a comma-separated list and/or a file of one label per line (blank lines
+/// and `#` comments skipped), in that order.
+fn collect_labels(list: Option<&str>, file: Option<&Path>) -> Result<Vec<String>> {
     let mut labels: Vec<String> = Vec::new();
-    if let Some(list) = &args.labels {
+    if let Some(list) = list {
         labels.extend(
             list.split(',')
                 .map(str::trim)
@@ -224,16 +226,16 @@ fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>> {
                 .map(String::from),
         );
     }
-    if let Some(file) = &args.labels_file {
+    if let Some(file) = file {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("{}: cannot read labels file", file.display()))?;
-        labels.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
+        labels.extend(vlm_quantize::pipeline::text_lines(&text));
     }
+    Ok(labels)
+}
+
+fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>> {
+    let labels = collect_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
     if labels.is_empty() {
         bail!("no labels given: pass --labels \"a,b,c\" or --labels-file FILE with at least one label");
     }
@@ -392,13 +394,7 @@ fn fidelity(model: PathBuf, reference: PathBuf, data: PathBuf, json: bool) -> Re
     }
     let prompts_file = data.join(vlm_quantize::pipeline::PROMPTS_FILE);
     let prompts: Vec<String> = if prompts_file.is_file() {
-        std::fs::read_to_string(&prompts_file)
-            .with_context(|| format!("{}: cannot read", prompts_file.display()))?
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-            .map(String::from)
-            .collect()
+        vlm_quantize::pipeline::read_prompts(&prompts_file)?
     } else {
         Vec::new()
     };
@@ -486,25 +482,7 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
             bail!("{}: the output folder does not exist", dir.display());
         }
     }
-    let mut labels = Vec::new();
-    if let Some(list) = &args.labels {
-        labels.extend(
-            list.split(',')
-                .map(str::trim)
-                .filter(|l| !l.is_empty())
-                .map(String::from),
-        );
-    }
-    if let Some(file) = &args.labels_file {
-        let text = std::fs::read_to_string(file)
-            .with_context(|| format!("{}: cannot read labels file", file.display()))?;
-        labels.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(String::from),
-        );
-    }
+    let labels = collect_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
     let labels: Vec<String> = labels.iter().map(|l| prompt(&args.template, l)).collect();
     let request = Request {
         model_dir: args.model.clone(),

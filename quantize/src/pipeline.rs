@@ -84,14 +84,18 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
-fn read_prompts(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    Ok(text
-        .lines()
+/// The non-blank lines of a prompts or labels file, trimmed, `#` comments skipped.
+pub fn text_lines(text: &str) -> impl Iterator<Item = String> + '_ {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
         .map(String::from)
-        .collect())
+}
+
+/// A prompts file (`prompts.txt`): one prompt per line.
+pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(text_lines(&text).collect())
 }
 
 /// Splits samples into calibration and check sets: a quarter held out when there are
