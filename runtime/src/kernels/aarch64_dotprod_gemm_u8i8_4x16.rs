@@ -13,7 +13,8 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::aarch64_neon_gemm_u8i8_4x8::{check_bounds, store_row};
+use super::aarch64_neon_gemm_u8i8_4x8::store_row;
+use super::scalar::check_gemm_bounds;
 use super::scalar::{Epilogue, MatMut};
 use crate::format::{PANEL_K, PANEL_N};
 
@@ -25,7 +26,7 @@ const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
 const GROUPS: usize = 4;
 
 pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
-    let (qs, k4) = check_bounds(q, k, w, ep, &out);
+    let (qs, k4) = check_gemm_bounds(q, k, w, ep, &out);
     // SAFETY: dotprod support was checked by the dispatcher; bounds asserted above.
     unsafe { gemm_impl(q, qs, k4, w, ep, out) }
 }

@@ -19,38 +19,9 @@ const NR: usize = 8;
 const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
 
 pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
-    let (qs, k4) = check_bounds(q, k, w, ep, &out);
+    let (qs, k4) = super::scalar::check_gemm_bounds(q, k, w, ep, &out);
     // SAFETY: this module is only built with NEON enabled; bounds asserted above.
     unsafe { gemm_impl(q, qs, k4, w, ep, out) }
-}
-
-/// The bounds every pointer of the aarch64 kernels relies on, overflow included (the
-/// model validated them already; a wrong caller panics here rather than reading out of
-/// bounds). Returns the activation row stride and the number of 4-input groups.
-pub(super) fn check_bounds(
-    q: &[u8],
-    k: usize,
-    w: &[i8],
-    ep: &Epilogue,
-    out: &MatMut,
-) -> (usize, usize) {
-    let qs = q_stride(k);
-    let k4 = qs / PANEL_K;
-    let panels = out.cols.div_ceil(PANEL_N);
-    assert!(out.rows.checked_mul(qs).is_some_and(|n| q.len() >= n));
-    assert!(panels
-        .checked_mul(k4)
-        .and_then(|n| n.checked_mul(PANEL_GROUP_BYTES))
-        .is_some_and(|n| w.len() >= n));
-    assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
-    assert!(
-        out.rows == 0
-            || (out.rows - 1)
-                .checked_mul(out.stride)
-                .and_then(|n| n.checked_add(out.cols))
-                .is_some_and(|n| out.data.len() >= n)
-    );
-    (qs, k4)
 }
 
 unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, out: MatMut) {

@@ -149,6 +149,35 @@ pub fn gemm_u8i8(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
     }
 }
 
+/// The bounds every pointer of the SIMD GEMM kernels relies on, overflow included (the
+/// model validated them already; a wrong caller panics here rather than reading out of
+/// bounds). Returns the activation row stride and the number of 4-input groups.
+pub fn check_gemm_bounds(
+    q: &[u8],
+    k: usize,
+    w: &[i8],
+    ep: &Epilogue,
+    out: &MatMut,
+) -> (usize, usize) {
+    let qs = q_stride(k);
+    let k4 = qs / PANEL_K;
+    let panels = out.cols.div_ceil(PANEL_N);
+    assert!(out.rows.checked_mul(qs).is_some_and(|n| q.len() >= n));
+    assert!(panels
+        .checked_mul(k4)
+        .and_then(|n| n.checked_mul(PANEL_N * PANEL_K))
+        .is_some_and(|n| w.len() >= n));
+    assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
+    assert!(
+        out.rows == 0
+            || (out.rows - 1)
+                .checked_mul(out.stride)
+                .and_then(|n| n.checked_add(out.cols))
+                .is_some_and(|n| out.data.len() >= n)
+    );
+    (qs, k4)
+}
+
 /// What happens to a GEMM's i32 accumulators: scale, bias, activation.
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a> {

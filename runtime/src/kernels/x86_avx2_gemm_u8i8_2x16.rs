@@ -4,20 +4,14 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{q_stride, Epilogue, MatMut};
+use super::scalar::{check_gemm_bounds, Epilogue, MatMut};
 use crate::format::{PANEL_K, PANEL_N};
 
 const MR: usize = 2;
 const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
 
 pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
-    let qs = q_stride(k);
-    let k4 = qs / PANEL_K;
-    let panels = out.cols.div_ceil(PANEL_N);
-    assert!(q.len() >= out.rows * qs);
-    assert!(w.len() >= panels * k4 * PANEL_GROUP_BYTES);
-    assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    let (qs, k4) = check_gemm_bounds(q, k, w, ep, &out);
     // SAFETY: AVX2 support was checked by the dispatcher; bounds asserted above.
     unsafe { gemm_impl(q, qs, k4, w, ep, out) }
 }

@@ -5,7 +5,7 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{activate, q_stride, Epilogue, MatMut};
+use super::scalar::{activate, check_gemm_bounds, Epilogue, MatMut};
 use super::x86_avx512_math::gelu_tanh;
 use crate::format::{PANEL_K, PANEL_N};
 use crate::ops::Activation;
@@ -14,15 +14,7 @@ const MR: usize = 8;
 const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
 
 pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
-    let qs = q_stride(k);
-    let k4 = qs / PANEL_K;
-    let panels = out.cols.div_ceil(PANEL_N);
-    // The bounds every pointer below relies on (the model validated them already; a
-    // wrong caller panics here rather than reading out of bounds).
-    assert!(q.len() >= out.rows * qs);
-    assert!(w.len() >= panels * k4 * PANEL_GROUP_BYTES);
-    assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    let (qs, k4) = check_gemm_bounds(q, k, w, ep, &out);
     // SAFETY: AVX-512 VNNI support was checked by the dispatcher; bounds asserted above.
     unsafe { gemm_impl(q, qs, k4, w, ep, out) }
 }
