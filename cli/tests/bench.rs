@@ -3,21 +3,11 @@
 //! clean error line.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
+
+mod common;
+use common::{root, vlm};
 use std::sync::OnceLock;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn vlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlm"))
-        .args(args)
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_KERNELS")
-        .output()
-        .unwrap()
-}
 
 /// The demo artifact, quantized once for every test in this file.
 fn artifact() -> &'static Path {

@@ -1,23 +1,12 @@
 //! The `vlm` binary end to end on the shipped demo model: results, and bad input
 //! answered with one clear line, exit code 2 and nothing on stdout.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use std::path::PathBuf;
+mod common;
+use common::{assert_clean_failure, root, tmp, vlm};
 
 fn demo() -> PathBuf {
     root().join("models/demo")
-}
-
-fn vlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlm"))
-        .args(args)
-        .env_remove("VLM_MODEL")
-        .output()
-        .unwrap()
 }
 
 fn example(name: &str) -> String {
@@ -27,33 +16,6 @@ fn example(name: &str) -> String {
         .to_str()
         .unwrap()
         .to_owned()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vlm-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-/// Exit code 2, stdout empty, stderr one line that contains `needle`.
-fn assert_clean_failure(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "{stderr:?} does not name {needle:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 #[test]

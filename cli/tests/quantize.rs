@@ -1,49 +1,13 @@
 //! `vlm quantize` on the shipped demo model, then the artifact used by `classify`, `eval`
 //! and `embed`; and bad input to both answered with one clear line, exit 2, no artifact.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::path::Path;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+mod common;
+use common::{assert_clean_failure, root, tmp, vlm};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
-}
-
-fn vlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlm"))
-        .args(args)
-        .env_remove("VLM_MODEL")
-        .output()
-        .unwrap()
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("vlm-quantize-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d.join(name)
-}
-
-fn assert_clean_failure(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
-    assert!(
-        out.stdout.is_empty(),
-        "stdout: {}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    assert_eq!(
-        stderr.trim_end().lines().count(),
-        1,
-        "not one line: {stderr}"
-    );
-    assert!(
-        stderr.contains(needle),
-        "{stderr:?} does not name {needle:?}"
-    );
-    assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
 /// The acceptance budget of the int8 pipeline on the demo model (points).

@@ -1,0 +1,53 @@
+//! What every `vlm` end-to-end test needs: the binary, the repository root, a scratch
+//! folder, and the check that a failure is one clean line.
+// Each test binary uses its own subset.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs `vlm` with no model or kernel choice inherited from the environment.
+pub fn vlm(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vlm"))
+        .args(args)
+        .env_remove("VLM_MODEL")
+        .env_remove("VLM_KERNELS")
+        .output()
+        .unwrap()
+}
+
+/// A path in this test binary's own scratch folder.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!(
+        "vlm-{}-{}",
+        env!("CARGO_CRATE_NAME"),
+        std::process::id()
+    ));
+    std::fs::create_dir_all(&d).unwrap();
+    d.join(name)
+}
+
+/// Exit code 2, stdout empty, stderr one line that contains `needle`.
+pub fn assert_clean_failure(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "stderr: {stderr}");
+    assert!(
+        out.stdout.is_empty(),
+        "stdout: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "not one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{stderr:?} does not name {needle:?}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
