@@ -6,8 +6,8 @@
 //! the venv `scripts/setup-python.sh` makes). Without one the test says so and passes,
 //! unless `VLM_REQUIRE_PYTHON` is set (CI sets it), where it fails.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{python_or_skip, recipe};
 
 use vlm_quantize::Fp32Siglip;
 use vlm_runtime::score::cosine;
@@ -16,40 +16,8 @@ use vlm_runtime::score::cosine;
 /// still agree to this.
 const MIN_COSINE: f32 = 0.9999;
 
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VLM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = std::env::var_os("VLM_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vlm-edge/venv"))
-        })?;
-    let p = venv.join("bin/python");
-    p.exists().then_some(p)
-}
-
-fn recipe(py: &Path, args: &[&str]) {
-    let recipes = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/recipes");
-    let out = Command::new(py)
-        .args(args)
-        .current_dir(&recipes)
-        .output()
-        .expect("running the recipe's python");
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 fn check(arch: &str) {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("VLM_REQUIRE_PYTHON").is_none(),
-            "VLM_REQUIRE_PYTHON is set but no recipe Python was found"
-        );
-        eprintln!("SKIPPED {arch}: no recipe Python environment (see scripts/setup-python.sh)");
+    let Some(py) = python_or_skip(arch) else {
         return;
     };
     let dir = std::env::temp_dir().join(format!("vlm-base-{arch}-{}", std::process::id()));

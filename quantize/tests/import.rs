@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{python_or_skip, recipe};
 use std::time::Instant;
 
 use vlm_models::siglip::ModelConfig;
@@ -326,42 +327,17 @@ fn import_refuses_what_it_cannot_read() {
     assert!(matches!(e, Error::Import { .. }), "{e}");
 }
 
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VLM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = std::env::var_os("VLM_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vlm-edge/venv"))
-        })?;
-    let p = venv.join("bin/python");
-    p.exists().then_some(p)
-}
-
 /// Runs the recipe's Python (in models/recipes) with `args`, then the output folder (a
 /// fresh temp folder, returned); None (skipped) without a recipe Python.
 fn recipe_export(tag: &str, args: &[&str]) -> Option<PathBuf> {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("VLM_REQUIRE_PYTHON").is_none(),
-            "VLM_REQUIRE_PYTHON is set but no recipe Python was found"
-        );
-        eprintln!("SKIPPED {tag}: no recipe Python environment (see scripts/setup-python.sh)");
-        return None;
-    };
+    let py = python_or_skip(tag)?;
     let dir = std::env::temp_dir().join(format!("vlm-import-{tag}-{}", std::process::id()));
-    let out = Command::new(py)
-        .args(args)
-        .arg(&dir)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/recipes"))
-        .output()
-        .expect("running the recipe's python");
-    assert!(
-        out.status.success(),
-        "{args:?} failed:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain([dir.to_str().unwrap()])
+        .collect();
+    recipe(&py, &args);
     Some(dir)
 }
 

@@ -7,7 +7,8 @@
 //! makes); without one the tests say so and pass, unless `VLM_REQUIRE_PYTHON` is set.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+mod common;
+use common::{python_or_skip, recipe};
 
 use vlm_quantize::int8::Options;
 use vlm_quantize::pipeline::{fidelity, image_files, quantize_model, Request};
@@ -16,43 +17,10 @@ use vlm_quantize::{Artifact, Fp32Siglip};
 /// The acceptance figure for the base-size image tower.
 const BASE_MIN_MEDIAN_COSINE: f32 = 0.999;
 
-fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("VLM_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let venv = std::env::var_os("VLM_VENV")
-        .map(PathBuf::from)
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/vlm-edge/venv"))
-        })?;
-    let p = venv.join("bin/python");
-    p.exists().then_some(p)
-}
-
-fn recipe(py: &Path, args: &[&str]) {
-    let out = Command::new(py)
-        .args(args)
-        .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/recipes"))
-        .output()
-        .expect("running the recipe's python");
-    assert!(
-        out.status.success(),
-        "{args:?}:\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Exports `arch` (with overrides) and writes two photo sets: one to calibrate on, one
 /// to check on. None when skipped.
 fn setup(tag: &str, overrides: Option<&str>, side: u32) -> Option<(PathBuf, PathBuf, PathBuf)> {
-    let Some(py) = python() else {
-        assert!(
-            std::env::var_os("VLM_REQUIRE_PYTHON").is_none(),
-            "VLM_REQUIRE_PYTHON is set but no recipe Python was found"
-        );
-        eprintln!("SKIPPED {tag}: no recipe Python environment");
-        return None;
-    };
+    let py = python_or_skip(tag)?;
     let root = std::env::temp_dir().join(format!("vlm-int8-{tag}-{}", std::process::id()));
     let (model, calib, check) = (root.join("model"), root.join("calib"), root.join("check"));
     let mut args = vec![
