@@ -15,6 +15,7 @@ use vlm_quantize::int8::Options;
 use vlm_quantize::pipeline::{quantize_model, Request};
 use vlm_quantize::writer::write_file;
 use vlm_quantize::{rank_labels, Artifact, Embedder, Fp32Siglip};
+use vlm_runtime::ops::Precision;
 
 mod bench;
 
@@ -50,6 +51,12 @@ enum MethodArg {
     Mse,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum AttentionArg {
+    Bf16,
+    Fp32,
+}
+
 #[derive(Args)]
 struct QuantizeArgs {
     /// Model folder (config.json, vision.onnx, text.onnx, tokenizer.json).
@@ -73,6 +80,10 @@ struct QuantizeArgs {
     /// Most layers kept in fp32 to meet the budget.
     #[arg(long, default_value_t = 8)]
     max_fallback: usize,
+    /// What attention's two matrix products multiply (the softmax is fp32 either way):
+    /// bf16 operands with f32 sums run twice as fast on CPUs with bf16 dot products.
+    #[arg(long, value_enum, default_value = "bf16")]
+    attention: AttentionArg,
     /// Comma-separated labels whose text embeddings the artifact stores.
     #[arg(long, value_name = "A,B,C")]
     labels: Option<String>,
@@ -496,6 +507,10 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
             smooth_alpha: (args.smooth_alpha > 0.0).then_some(args.smooth_alpha),
             min_cosine: args.min_cosine,
             max_fallback: args.max_fallback,
+            attention: match args.attention {
+                AttentionArg::Bf16 => Precision::Bf16,
+                AttentionArg::Fp32 => Precision::F32,
+            },
         },
         labels,
         prompts: Vec::new(),

@@ -29,7 +29,7 @@ use std::rc::Rc;
 use tract_onnx::data_resolver::FopenDataResolver;
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
-use vlm_runtime::ops::{Activation, Mat, Op, Query, Weights};
+use vlm_runtime::ops::{Activation, Mat, Op, Precision, Query, Weights};
 
 use crate::graph::{Graph, TensorData, TowerInput, TowerKind};
 use crate::{Error, Result};
@@ -2401,6 +2401,7 @@ impl<'m> Importer<'m> {
                 heads: u(heads)?,
                 head_dim: u(dh)?,
                 scale: s.scale as f32,
+                precision: Precision::F32,
                 out: out_mat,
             },
         );

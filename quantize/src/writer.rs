@@ -235,6 +235,7 @@ fn shift(op: Op, base: u32) -> Op {
             heads,
             head_dim,
             scale,
+            precision,
             out,
         } => Op::Attention {
             q: match q {
@@ -249,6 +250,7 @@ fn shift(op: Op, base: u32) -> Op {
             heads,
             head_dim,
             scale,
+            precision,
             out,
         },
         other => other,

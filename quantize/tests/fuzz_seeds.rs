@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use vlm_quantize::graph::{Graph, TowerInput, TowerKind};
 use vlm_quantize::writer::{write_artifact, ArtifactParts, LabelSet};
 use vlm_runtime::model::{Meta, Resample};
-use vlm_runtime::ops::{Activation, Mat, Op, Query, Weights};
+use vlm_runtime::ops::{Activation, Mat, Op, Precision, Query, Weights};
 use vlm_runtime::{Model, Session, TowerKind as RtTower};
 
 const DIM: usize = 8;
@@ -121,6 +121,8 @@ fn block(g: &mut Graph, rng: &mut Rng, x: u32, rows: usize) -> u32 {
             heads: HEADS,
             head_dim: HEAD_DIM,
             scale: 0.5,
+            // Both precisions in every seed: this one bf16, the pooling one f32.
+            precision: Precision::Bf16,
             out: dense(attn, rows, DIM),
         },
     );
@@ -216,6 +218,7 @@ fn vision(patch_i8: bool, seed: u64) -> Graph {
             heads: HEADS,
             head_dim: HEAD_DIM,
             scale: 0.5,
+            precision: Precision::F32,
             out: dense(pooled, 1, DIM),
         },
     );

@@ -61,8 +61,14 @@ pub fn scratch_bytes(op: &Op) -> usize {
             weights: Weights::I8 { .. },
             ..
         } => align((x.rows as usize).saturating_mul(k::q_stride(x.cols as usize))),
-        Op::Attention { k, head_dim, .. } => align(
-            Isa::attention_scratch_floats(head_dim as usize, k.rows as usize).saturating_mul(4),
+        Op::Attention {
+            k,
+            head_dim,
+            precision,
+            ..
+        } => align(
+            Isa::attention_scratch_floats(head_dim as usize, k.rows as usize, precision)
+                .saturating_mul(4),
         ),
         _ => 0,
     }
@@ -92,6 +98,10 @@ pub struct Session<'m, 'a> {
     arena: &'a mut [u8],
     isa: Isa,
     threads: usize,
+    /// The input window, scale bits and zero point whose u8 quantization the scratch
+    /// holds, after an int8 linear layer: q, k and v projections read one input, and
+    /// quantize it once.
+    quantized: Option<(Mat, u32, i32)>,
 }
 
 impl<'m, 'a> Session<'m, 'a> {
@@ -116,6 +126,7 @@ impl<'m, 'a> Session<'m, 'a> {
             arena,
             isa: if isa.supported() { isa } else { Isa::Scalar },
             threads: 1,
+            quantized: None,
         })
     }
 
@@ -193,6 +204,7 @@ impl<'m, 'a> Session<'m, 'a> {
             }
             _ => return Err(Error::NoTower { tower: kind.name() }),
         }
+        self.quantized = None;
         for (index, (_, op)) in tower.ops(&model).enumerate() {
             let obs: Option<&mut dyn Observer> = match &mut observer {
                 Some(o) => Some(&mut **o),
@@ -220,6 +232,20 @@ impl<'m, 'a> Session<'m, 'a> {
         let model = self.model;
         let isa = self.isa;
         let threads = self.threads;
+        // Only the op right after the layer that quantized an input may reuse it: that
+        // layer wrote nothing but its own output (never its input) and the scratch.
+        let quantizes = match *op {
+            Op::Linear {
+                x,
+                weights: Weights::I8 {
+                    x_scale, x_zero, ..
+                },
+                ..
+            } => Some((x, x_scale.to_bits(), x_zero)),
+            _ => None,
+        };
+        let reuse = quantizes.is_some() && quantizes == self.quantized;
+        self.quantized = None;
         let bad = || bad_op(t.kind, index);
         let out_mat = op.output();
         // Attention may use whatever scratch the arena has beyond one thread's: more
@@ -270,7 +296,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     None,
                     crate::ops::Activation::None,
                     &mut out,
-                    qbytes,
+                    (qbytes, false),
                 )
                 .ok_or_else(bad)?;
                 let add = f32s(add)?;
@@ -352,7 +378,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     bias,
                     act,
                     &mut out,
-                    scratch,
+                    (scratch, reuse),
                 )
                 .ok_or_else(bad)?;
             }
@@ -363,6 +389,7 @@ impl<'m, 'a> Session<'m, 'a> {
                 heads,
                 head_dim,
                 scale,
+                precision,
                 ..
             } => {
                 let q = match q {
@@ -388,6 +415,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     heads as usize,
                     head_dim as usize,
                     scale,
+                    precision,
                     out.reborrow(),
                     scores,
                 );
@@ -399,6 +427,7 @@ impl<'m, 'a> Session<'m, 'a> {
                     heads as usize,
                     head_dim as usize,
                     scale,
+                    precision,
                     out.reborrow(),
                     scores,
                 );
@@ -412,11 +441,13 @@ impl<'m, 'a> Session<'m, 'a> {
         if let Some(o) = obs {
             o.observe(index, Observed::Output, out.as_ref());
         }
+        self.quantized = quantizes;
         Ok(())
     }
 }
 
 /// A linear layer in whichever precision its weights are; `None` on a missing tensor.
+/// With `quantized`, the scratch already holds this input's u8 quantization.
 #[allow(clippy::too_many_arguments)]
 fn linear(
     (isa, threads): (Isa, usize),
@@ -426,7 +457,7 @@ fn linear(
     bias: Option<&[f32]>,
     act: crate::ops::Activation,
     out: &mut MatMut,
-    scratch: &mut [u8],
+    (scratch, quantized): (&mut [u8], bool),
 ) -> Option<()> {
     match weights {
         Weights::F32 { w } => {
@@ -439,7 +470,9 @@ fn linear(
             x_zero,
         } => {
             let q = scratch.get_mut(..x.rows * k::q_stride(x.cols))?;
-            isa.quantize_u8(x, x_scale, x_zero, q);
+            if !quantized {
+                isa.quantize_u8(x, x_scale, x_zero, q);
+            }
             let ep = k::Epilogue {
                 x_scale,
                 w_scale: model.tensor(w_scale)?.f32s(),

@@ -151,7 +151,8 @@ pub enum Op {
         out: Mat,
     },
     /// Multi-head scaled dot-product attention with no mask: head `h` uses columns
-    /// `h·head_dim .. (h+1)·head_dim` of `q`, `k`, `v` and `out`.
+    /// `h·head_dim .. (h+1)·head_dim` of `q`, `k`, `v` and `out`; `precision` says what
+    /// the two matrix products multiply (see [`Precision`]).
     Attention {
         q: Query,
         k: Mat,
@@ -159,12 +160,35 @@ pub enum Op {
         heads: u32,
         head_dim: u32,
         scale: f32,
+        precision: Precision,
         out: Mat,
     },
     /// `out = a + b`, element-wise (residual connections).
     Add { a: Mat, b: Mat, out: Mat },
     /// An activation applied in place, where it could not be fused into a linear layer.
     Activate { x: Mat, act: Activation },
+}
+
+/// What attention's two matrix products (q·kᵀ and p·v) multiply. Part of the artifact,
+/// not of the kernel set, so every CPU computes the same numbers from one file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Precision {
+    /// f32 operands, f32 sums.
+    F32,
+    /// Operands rounded to bfloat16 (`kernels::scalar::bf16_round`), exact products
+    /// summed in f32; the softmax weights enter p·v unnormalised, as bf16, and the sum is
+    /// divided by the total of those same weights. Half the work of f32 on CPUs with bf16
+    /// dot products, and the weights still sum to one exactly.
+    Bf16,
+}
+
+impl Precision {
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "fp32",
+            Precision::Bf16 => "bf16",
+        }
+    }
 }
 
 /// Opcodes, the first word of every encoded op.
@@ -176,6 +200,8 @@ mod code {
     pub const ATTENTION: u32 = 5;
     pub const ADD: u32 = 6;
     pub const ACTIVATE: u32 = 7;
+    /// Attention with bf16 products: the words of `ATTENTION`.
+    pub const ATTENTION_BF16: u32 = 8;
 }
 
 /// `u32::MAX` marks an absent optional tensor.
@@ -353,9 +379,13 @@ impl Op {
                 heads,
                 head_dim,
                 scale,
+                precision,
                 out,
             } => {
-                o.push(code::ATTENTION);
+                o.push(match precision {
+                    Precision::F32 => code::ATTENTION,
+                    Precision::Bf16 => code::ATTENTION_BF16,
+                });
                 match q {
                     Query::Mat(m) => {
                         o.push(0);
@@ -429,7 +459,7 @@ impl Op {
                 act: Activation::from_code(r.next()?)?,
                 out: r.mat()?,
             },
-            code::ATTENTION => {
+            opcode @ (code::ATTENTION | code::ATTENTION_BF16) => {
                 let kind = r.next()?;
                 let m = r.mat()?;
                 let q = match kind {
@@ -451,6 +481,11 @@ impl Op {
                     heads: r.next()?,
                     head_dim: r.next()?,
                     scale: f32::from_bits(r.next()?),
+                    precision: if opcode == code::ATTENTION {
+                        Precision::F32
+                    } else {
+                        Precision::Bf16
+                    },
                     out: r.mat()?,
                 }
             }
@@ -599,6 +634,7 @@ mod tests {
                 heads: 4,
                 head_dim: 32,
                 scale: 0.125,
+                precision: Precision::F32,
                 out: m(3),
             },
             Op::Attention {
@@ -608,6 +644,7 @@ mod tests {
                 heads: 4,
                 head_dim: 32,
                 scale: 0.125,
+                precision: Precision::Bf16,
                 out: m(3),
             },
             Op::Add {

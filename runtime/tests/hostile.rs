@@ -13,7 +13,7 @@ use vlm_runtime::format::{
     crc32, section, FormatError, HEADER_SIZE, MAX_SECTIONS, SECTION_ENTRY_SIZE, TENSOR_ENTRY_SIZE,
 };
 use vlm_runtime::model::{Tower, TOWER_HEADER_WORDS};
-use vlm_runtime::ops::{Activation, Mat, Op, Query, Weights};
+use vlm_runtime::ops::{Activation, Mat, Op, Precision, Query, Weights};
 use vlm_runtime::{Model, Session, TowerKind};
 
 fn fuzz_dir(sub: &str) -> PathBuf {
@@ -691,6 +691,7 @@ fn op_sizes_saturate() {
             heads: u32::MAX,
             head_dim: u32::MAX,
             scale: 1.0,
+            precision: Precision::Bf16,
             out: huge,
         },
     ];

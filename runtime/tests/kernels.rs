@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use vlm_runtime::format::{packed_index, packed_len};
 use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef};
 use vlm_runtime::kernels::{Isa, ALL};
-use vlm_runtime::ops::Activation;
+use vlm_runtime::ops::{Activation, Precision};
 
 /// Vectorised GELU approximates tanh through exp: absolute error allowed per output,
 /// relative to its size.
@@ -188,30 +188,135 @@ proptest! {
     }
 }
 
-/// Attention: the vectorised exp and another summation order.
+/// Attention: the vectorised exp and another summation order. A logit `s` summed in
+/// another order moves by a few f32 steps of its magnitude, and the output with it by
+/// that much times |v|: so besides 1e-5 relative, 8·ε·(largest possible |logit|)·max|v|.
+/// Tests draw `scale` as a multiple of 1/√dh, as models do, so logits stay model-sized.
 const ATTENTION_TOLERANCE: f32 = 1e-5;
+
+fn attention_tolerance(want: f32, scale: f32, dh: usize, max_abs: f32) -> f32 {
+    let logit = scale * dh as f32 * max_abs * max_abs;
+    ATTENTION_TOLERANCE * (1.0 + want.abs()) + 8.0 * f32::EPSILON * logit * max_abs
+}
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(60))]
 
     #[test]
     fn attention_matches(nq in 1usize..10, nk in 1usize..40, heads in 1usize..4, dh in 1usize..40,
-                         extra in 0usize..3, scale in 0.05f32..1.0,
+                         extra in 0usize..3, scale in 0.2f32..2.0,
                          vals in prop::collection::vec(-3.0f32..3.0, 3 * 40 * 130)) {
         let w = heads * dh;
         let stride = w + extra;
         let q = MatRef { data: &vals[..nq * stride], rows: nq, cols: w, stride };
         let k = MatRef { data: &vals[1000..1000 + nk * stride], rows: nk, cols: w, stride };
         let v = MatRef { data: &vals[7000..7000 + nk * stride], rows: nk, cols: w, stride };
-        let mut scratch = vec![0.0f32; Isa::attention_scratch_floats(dh, nk)];
+        let scale = scale / (dh as f32).sqrt();
+        let mut scratch = vec![0.0f32; Isa::attention_scratch_floats(dh, nk, Precision::F32)];
         let mut want = vec![0.0f32; nq * w];
-        scalar::attention(q, k, v, heads, dh, scale, MatMut { data: &mut want, rows: nq, cols: w, stride: w }, &mut scratch);
+        scalar::attention(q, k, v, heads, dh, scale, Precision::F32, MatMut { data: &mut want, rows: nq, cols: w, stride: w }, &mut scratch);
         for isa in others() {
             let mut got = vec![0.0f32; nq * w];
-            isa.attention(q, k, v, heads, dh, scale, MatMut { data: &mut got, rows: nq, cols: w, stride: w }, &mut scratch);
+            isa.attention(q, k, v, heads, dh, scale, Precision::F32, MatMut { data: &mut got, rows: nq, cols: w, stride: w }, &mut scratch);
             for i in 0..nq * w {
-                prop_assert!((got[i] - want[i]).abs() <= ATTENTION_TOLERANCE * (1.0 + want[i].abs()),
+                prop_assert!((got[i] - want[i]).abs() <= attention_tolerance(want[i], scale, dh, 3.0),
                     "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+}
+
+// bf16 attention against the scalar bf16 reference. `Precision::Bf16` fixes the
+// rounding, the score sums' order and the exponential, so scores and softmax weights
+// are the same bits on every ISA (a weight rounding the other way would move a whole
+// (row, head) by a bf16 step, ~2^-9: far outside this tolerance); only the p·v sums
+// and the weights' total are added in other orders: ATTENTION_TOLERANCE.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    #[test]
+    fn attention_bf16_matches(nq in 1usize..10, nk in 1usize..110, heads in 1usize..4, dh in 1usize..80,
+                              extra in 0usize..3, scale in 0.2f32..2.0, seed in any::<u64>()) {
+        let w = heads * dh;
+        let stride = w + extra;
+        let mut s = seed;
+        let vals: Vec<f32> = (0..(nq + 2 * nk) * stride).map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        }).collect();
+        let q = MatRef { data: &vals[..nq * stride], rows: nq, cols: w, stride };
+        let k = MatRef { data: &vals[nq * stride..(nq + nk) * stride], rows: nk, cols: w, stride };
+        let v = MatRef { data: &vals[(nq + nk) * stride..], rows: nk, cols: w, stride };
+        let scale = scale / (dh as f32).sqrt();
+        let mut scratch = vec![0.0f32; Isa::attention_scratch_floats(dh, nk, Precision::Bf16)];
+        let mut want = vec![0.0f32; nq * w];
+        scalar::attention(q, k, v, heads, dh, scale, Precision::Bf16, MatMut { data: &mut want, rows: nq, cols: w, stride: w }, &mut scratch);
+        let vmax = 3.0f32;
+        // Every supported ISA, and on x86 the AVX-512 path for CPUs without bf16
+        // instructions, which this CPU may not pick on its own.
+        let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
+        for isa in others() {
+            let mut got = vec![0.0f32; nq * w];
+            isa.attention(q, k, v, heads, dh, scale, Precision::Bf16, MatMut { data: &mut got, rows: nq, cols: w, stride: w }, &mut scratch);
+            runs.push((isa.name(), got));
+        }
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            let mut got = vec![0.0f32; nq * w];
+            vlm_runtime::kernels::x86_avx512_attention_f32::attention_bf16_emulated(
+                q, k, v, heads, dh, scale, MatMut { data: &mut got, rows: nq, cols: w, stride: w }, &mut scratch);
+            runs.push(("x86-avx512 (bf16 emulated)", got));
+        }
+        for (name, got) in runs {
+            for i in 0..nq * w {
+                prop_assert!((got[i] - want[i]).abs() <= attention_tolerance(want[i], scale, dh, vmax),
+                    "{} {}: {} vs {}", name, i, got[i], want[i]);
+            }
+        }
+    }
+}
+
+/// bf16 rounding: nearest, ties to even, denormals to signed zero, NaN kept; the
+/// AVX-512 rounding identical bit for bit.
+#[test]
+fn bf16_rounding() {
+    let r = scalar::bf16_round;
+    assert_eq!(r(1.0), 1.0);
+    assert_eq!(r(f32::from_bits(0x3F80_8000)).to_bits(), 0x3F80_0000); // tie, even below
+    assert_eq!(r(f32::from_bits(0x3F81_8000)).to_bits(), 0x3F82_0000); // tie, even above
+    assert_eq!(r(f32::from_bits(0x3F80_8001)).to_bits(), 0x3F81_0000);
+    assert_eq!(r(f32::from_bits(0x3F80_7FFF)).to_bits(), 0x3F80_0000);
+    assert_eq!(r(f32::MAX), f32::INFINITY);
+    assert_eq!(r(f32::INFINITY), f32::INFINITY);
+    assert_eq!(r(-1e-40).to_bits(), 0x8000_0000);
+    assert!(r(f32::NAN).is_nan());
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        let mut s = 0x1234_5678u32;
+        let mut vals: Vec<f32> = (0..4096)
+            .map(|_| {
+                s ^= s << 13;
+                s ^= s >> 17;
+                s ^= s << 5;
+                f32::from_bits(s)
+            })
+            .collect();
+        vals.extend([
+            0.0,
+            -0.0,
+            1e-40,
+            -1e-40,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MAX,
+        ]);
+        for chunk in vals.chunks(16) {
+            let mut lanes = [0.0f32; 16];
+            lanes[..chunk.len()].copy_from_slice(chunk);
+            let got = vlm_runtime::kernels::x86_avx512_math::bf16_round_array(lanes);
+            for (g, &x) in got.iter().zip(&lanes) {
+                assert_eq!(g.to_bits(), r(x).to_bits(), "{:#010x}", x.to_bits());
             }
         }
     }
@@ -268,8 +373,12 @@ fn threaded_attention_equals_one_thread() {
         cols: w,
         stride: w,
     };
-    for isa in ALL.into_iter().filter(|i| i.supported()) {
-        let one = Isa::attention_scratch_floats(dh, nk);
+    for (isa, precision) in ALL
+        .into_iter()
+        .filter(|i| i.supported())
+        .flat_map(|i| [(i, Precision::F32), (i, Precision::Bf16)])
+    {
+        let one = Isa::attention_scratch_floats(dh, nk, precision);
         let mut want = vec![0.0f32; nq * w];
         isa.attention(
             q,
@@ -278,6 +387,7 @@ fn threaded_attention_equals_one_thread() {
             heads,
             dh,
             0.2,
+            precision,
             MatMut {
                 data: &mut want,
                 rows: nq,
@@ -297,6 +407,7 @@ fn threaded_attention_equals_one_thread() {
                 heads,
                 dh,
                 0.2,
+                precision,
                 MatMut {
                     data: &mut got,
                     rows: nq,
@@ -305,7 +416,12 @@ fn threaded_attention_equals_one_thread() {
                 },
                 &mut scratch,
             );
-            assert_eq!(got, want, "{} on {threads} threads", isa.name());
+            assert_eq!(
+                got,
+                want,
+                "{} {precision:?} on {threads} threads",
+                isa.name()
+            );
         }
     }
 }

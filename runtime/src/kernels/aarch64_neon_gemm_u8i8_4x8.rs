@@ -8,7 +8,7 @@
 
 use core::arch::aarch64::*;
 
-use super::scalar::{activate, q_stride, Epilogue, MatMut};
+use super::scalar::{activate, Epilogue, MatMut};
 use crate::format::{PANEL_K, PANEL_N};
 use crate::ops::Activation;
 

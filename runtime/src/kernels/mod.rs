@@ -38,12 +38,50 @@ pub mod x86_avx512_layernorm_f32;
 pub mod x86_avx512_math;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx512bf16_attention_bf16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx512vnni_gemm_u8i8_8x32;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx512vnni_peak;
 
+use crate::ops::Precision;
 use scalar::{Epilogue, MatMut, MatRef};
+
+/// Query rows the SIMD attention kernels process per block (f32, bf16).
+const ATTENTION_ROWS: usize = 4;
+const ATTENTION_BF16_ROWS: usize = 6;
+
+/// Scratch floats of the f32 SIMD attention: one head's transposed keys and a block of
+/// score rows.
+const fn attention_f32_scratch(head_dim: usize, nk: usize) -> usize {
+    head_dim
+        .saturating_mul(nk)
+        .saturating_add(nk.saturating_mul(ATTENTION_ROWS))
+}
+
+/// Scratch words of the bf16 SIMD attention: one head's key pairs (`⌈dh/2⌉ × nk`) and
+/// value pairs (`⌈nk/2⌉ × dh`), and for a block of query rows their pairs, score rows and
+/// weight pairs.
+const fn attention_bf16_scratch(head_dim: usize, nk: usize) -> usize {
+    let (dhp, nkp) = (head_dim.div_ceil(2), nk.div_ceil(2));
+    dhp.saturating_mul(nk)
+        .saturating_add(nkp.saturating_mul(head_dim))
+        .saturating_add(
+            dhp.saturating_add(nk)
+                .saturating_add(nkp)
+                .saturating_mul(ATTENTION_BF16_ROWS),
+        )
+}
+
+/// Scratch floats of the f32 SIMD attention computing bf16 (no bf16 instructions): its
+/// f32 scratch plus one head's rounded values and a block's rounded queries.
+const fn attention_bf16_emulated_scratch(head_dim: usize, nk: usize) -> usize {
+    attention_f32_scratch(head_dim, nk)
+        .saturating_add(nk.saturating_mul(head_dim))
+        .saturating_add(head_dim.saturating_mul(ATTENTION_ROWS))
+}
 
 /// An instruction-set level with its own kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -234,13 +272,45 @@ impl Isa {
         });
     }
 
-    /// Scratch floats [`Isa::attention`] needs for `nk` keys (the most any ISA needs, so
-    /// one artifact's plan serves every CPU).
-    pub const fn attention_scratch_floats(head_dim: usize, nk: usize) -> usize {
-        // The AVX-512 kernel's transposed keys and score block; the scalar one needs nk.
-        head_dim
-            .saturating_mul(nk)
-            .saturating_add(nk.saturating_mul(4))
+    /// Scratch floats [`Isa::attention`] needs for `nk` keys (the most any ISA needs for
+    /// this precision, so one artifact's plan serves every CPU).
+    pub const fn attention_scratch_floats(
+        head_dim: usize,
+        nk: usize,
+        precision: Precision,
+    ) -> usize {
+        let simd = match precision {
+            Precision::F32 => attention_f32_scratch(head_dim, nk),
+            Precision::Bf16 => {
+                let (a, b) = (
+                    attention_bf16_scratch(head_dim, nk),
+                    attention_bf16_emulated_scratch(head_dim, nk),
+                );
+                if a > b {
+                    a
+                } else {
+                    b
+                }
+            }
+        };
+        let reference = scalar::attention_scratch(head_dim, nk, precision);
+        if simd > reference {
+            simd
+        } else {
+            reference
+        }
+    }
+
+    /// Whether this ISA's CPUs multiply bf16 natively (AVX-512 BF16 on x86).
+    #[cfg(target_arch = "x86_64")]
+    fn has_bf16(self) -> bool {
+        match self {
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Isa::X86Avx512Vnni => std::is_x86_feature_detected!("avx512bf16"),
+            #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+            Isa::X86Avx512Vnni => cfg!(target_feature = "avx512bf16"),
+            _ => false,
+        }
     }
 
     /// Multi-head attention (see [`scalar::attention`]).
@@ -253,15 +323,28 @@ impl Isa {
         heads: usize,
         head_dim: usize,
         scale: f32,
+        precision: Precision,
         out: MatMut,
         scratch: &mut [f32],
     ) {
-        match self {
+        match (self, precision) {
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx512Vnni if self.supported() => {
+            (Isa::X86Avx512Vnni, Precision::F32) if self.supported() => {
                 x86_avx512_attention_f32::attention(q, k, v, heads, head_dim, scale, out, scratch)
             }
-            _ => scalar::attention(q, k, v, heads, head_dim, scale, out, scratch),
+            #[cfg(target_arch = "x86_64")]
+            (Isa::X86Avx512Vnni, Precision::Bf16) if self.supported() && self.has_bf16() => {
+                x86_avx512bf16_attention_bf16::attention(
+                    q, k, v, heads, head_dim, scale, out, scratch,
+                )
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::X86Avx512Vnni, Precision::Bf16) if self.supported() => {
+                x86_avx512_attention_f32::attention_bf16_emulated(
+                    q, k, v, heads, head_dim, scale, out, scratch,
+                )
+            }
+            _ => scalar::attention(q, k, v, heads, head_dim, scale, precision, out, scratch),
         }
     }
 
@@ -289,13 +372,14 @@ impl Isa {
         heads: usize,
         head_dim: usize,
         scale: f32,
+        precision: Precision,
         out: MatMut,
         scratch: &mut [f32],
     ) {
-        let one = Self::attention_scratch_floats(head_dim, k.rows).max(1);
+        let one = Self::attention_scratch_floats(head_dim, k.rows, precision).max(1);
         let threads = threads.min(scratch.len() / one).min(q.rows / 4).max(1);
         if threads == 1 {
-            return self.attention(q, k, v, heads, head_dim, scale, out, scratch);
+            return self.attention(q, k, v, heads, head_dim, scale, precision, out, scratch);
         }
         let per = q.rows.div_ceil(threads);
         std::thread::scope(|s| {
@@ -322,9 +406,11 @@ impl Isa {
                     stride: out.stride,
                 };
                 if rows == left {
-                    self.attention(qm, k, v, heads, head_dim, scale, om, mine);
+                    self.attention(qm, k, v, heads, head_dim, scale, precision, om, mine);
                 } else {
-                    s.spawn(move || self.attention(qm, k, v, heads, head_dim, scale, om, mine));
+                    s.spawn(move || {
+                        self.attention(qm, k, v, heads, head_dim, scale, precision, om, mine)
+                    });
                 }
                 (data, scratch, row, left) = (tail, rest, row + rows, left - rows);
             }

@@ -2,7 +2,7 @@
 //! bit for the integer ones).
 
 use crate::format::{PANEL_K, PANEL_N};
-use crate::ops::Activation;
+use crate::ops::{Activation, Precision};
 
 /// A read-only row-major window: element `(r, c)` is `data[r * stride + c]`.
 #[derive(Clone, Copy)]
@@ -248,7 +248,81 @@ pub fn add(a: MatRef, b: MatRef, mut out: MatMut) {
     }
 }
 
-/// Multi-head attention, no mask; `scores` holds one row of `k.rows` floats.
+/// `x` rounded to the nearest bfloat16 (ties to even), kept as an f32: what the bf16
+/// conversion instructions (`vcvtne2ps2bf16`, Arm's `bfcvt`) produce. Denormals become
+/// zero of the same sign, as those instructions flush them; NaN stays NaN.
+#[inline]
+pub fn bf16_round(x: f32) -> f32 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return f32::from_bits(b | 0x0040_0000);
+    }
+    if b & 0x7F80_0000 == 0 {
+        return f32::from_bits(b & 0x8000_0000);
+    }
+    let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1));
+    f32::from_bits(rounded & 0xFFFF_0000)
+}
+
+/// 2^t's polynomial, shared with the SIMD kernels: ln2^k / k! (relative error < 1e-8 on
+/// [−0.5, 0.5]).
+pub const EXP2_POLY: [f32; 8] = [
+    1.0,
+    core::f32::consts::LN_2,
+    0.240_226_5,
+    0.055_504_11,
+    0.009_618_129,
+    0.001_333_355_8,
+    0.000_154_035_3,
+    0.000_015_252_73,
+];
+
+/// 2^t with t clamped to [−126, 126], by the operations the SIMD kernels use (round to
+/// nearest even, a fused polynomial in the fraction, the integer into the exponent), so
+/// bf16 attention's weights come out bit for bit the same on every ISA.
+#[inline]
+pub fn exp2_clamped(t: f32) -> f32 {
+    // Not `clamp`: NaN must become −126, as `vmaxps(t, −126)` makes it on x86.
+    #[allow(clippy::manual_clamp)]
+    let t = t.max(-126.0).min(126.0);
+    let n = libm::rintf(t);
+    let f = t - n;
+    let mut p = EXP2_POLY[7];
+    for &c in EXP2_POLY[..7].iter().rev() {
+        p = libm::fmaf(p, f, c);
+    }
+    p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Σ bf16(a)·bf16(b) in the order `vdpbf16ps` adds (the order `Precision::Bf16` fixes):
+/// pair by pair, the odd element's product first, then the even one's, each product
+/// exact and each sum rounded to f32. With the operands rounded the same everywhere,
+/// every ISA gets the same bits.
+#[inline]
+pub fn dot_bf16_pairs(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = 0.0f32;
+    for (pa, pb) in a.chunks(2).zip(b.chunks(2)) {
+        if pa.len() == 2 {
+            acc += pa[1] * pb[1];
+        }
+        acc += pa[0] * pb[0];
+    }
+    acc
+}
+
+/// Scratch floats [`attention`] needs: one score row, and for bf16 one head's keys and
+/// values and one query, rounded once rather than at every product.
+pub const fn attention_scratch(head_dim: usize, nk: usize, precision: Precision) -> usize {
+    match precision {
+        Precision::F32 => nk,
+        Precision::Bf16 => nk
+            .saturating_add(nk.saturating_mul(head_dim).saturating_mul(2))
+            .saturating_add(head_dim),
+    }
+}
+
+/// Multi-head attention, no mask, in `precision` (see [`Precision`]); `scratch` holds
+/// [`attention_scratch`] floats.
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
     q: MatRef,
@@ -257,32 +331,72 @@ pub fn attention(
     heads: usize,
     head_dim: usize,
     scale: f32,
+    precision: Precision,
     mut out: MatMut,
-    scores: &mut [f32],
+    scratch: &mut [f32],
 ) {
     let nk = k.rows;
-    let scores = &mut scores[..nk];
+    let dh = head_dim;
+    let (scores, rest) = scratch.split_at_mut(nk);
     for h in 0..heads {
-        let cols = h * head_dim..(h + 1) * head_dim;
+        let cols = h * dh..(h + 1) * dh;
+        // bf16: this head's keys, values (and below each query) rounded once.
+        let (kr, vr, qr) = match precision {
+            Precision::F32 => (&mut [][..], &mut [][..], &mut [][..]),
+            Precision::Bf16 => {
+                let (kr, rest) = rest.split_at_mut(nk * dh);
+                let (vr, rest) = rest.split_at_mut(nk * dh);
+                for j in 0..nk {
+                    for (d, c) in cols.clone().enumerate() {
+                        kr[j * dh + d] = bf16_round(k.row(j)[c]);
+                        vr[j * dh + d] = bf16_round(v.row(j)[c]);
+                    }
+                }
+                (kr, vr, &mut rest[..dh])
+            }
+        };
         for i in 0..q.rows {
             let qi = &q.row(i)[cols.clone()];
             let mut max = f32::NEG_INFINITY;
+            if precision == Precision::Bf16 {
+                qr.iter_mut().zip(qi).for_each(|(r, &x)| *r = bf16_round(x));
+            }
             for (j, s) in scores.iter_mut().enumerate() {
-                *s = dot(qi, &k.row(j)[cols.clone()]) * scale;
+                *s = match precision {
+                    Precision::F32 => dot(qi, &k.row(j)[cols.clone()]),
+                    Precision::Bf16 => dot_bf16_pairs(qr, &kr[j * dh..(j + 1) * dh]),
+                } * scale;
                 max = max.max(*s);
             }
             let mut sum = 0.0;
             for s in scores.iter_mut() {
-                *s = libm::expf(*s - max);
+                *s = match precision {
+                    Precision::F32 => libm::expf(*s - max),
+                    Precision::Bf16 => {
+                        bf16_round(exp2_clamped((*s - max) * core::f32::consts::LOG2_E))
+                    }
+                };
                 sum += *s;
             }
             let inv = 1.0 / sum;
             let oi = &mut out.row_mut(i)[cols.clone()];
             oi.iter_mut().for_each(|o| *o = 0.0);
-            for (j, &p) in scores.iter().enumerate() {
-                let p = p * inv;
-                for (o, &vv) in oi.iter_mut().zip(&v.row(j)[cols.clone()]) {
-                    *o += p * vv;
+            match precision {
+                Precision::F32 => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        let p = p * inv;
+                        for (o, &vv) in oi.iter_mut().zip(&v.row(j)[cols.clone()]) {
+                            *o += p * vv;
+                        }
+                    }
+                }
+                Precision::Bf16 => {
+                    for (j, &p) in scores.iter().enumerate() {
+                        for (o, &vv) in oi.iter_mut().zip(&vr[j * dh..(j + 1) * dh]) {
+                            *o += p * vv;
+                        }
+                    }
+                    oi.iter_mut().for_each(|o| *o *= inv);
                 }
             }
         }

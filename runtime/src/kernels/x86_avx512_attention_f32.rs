@@ -2,14 +2,20 @@
 //! scratch so score rows are 16-wide FMAs with broadcast queries (no horizontal sums),
 //! softmax uses the vectorised exp, and P·V accumulates 4 query rows at a time.
 //! Within a float tolerance of `scalar::attention`.
+//!
+//! [`attention_bf16_emulated`] is the same loops computing `Precision::Bf16` on AVX-512
+//! CPUs without bf16 dot products (Skylake-SP to Ice Lake): operands rounded to bf16 as
+//! they are staged in scratch, f32 FMAs (bf16 products are exact in f32), weights left
+//! unnormalised and the output divided by their sum. No faster than f32, but the same
+//! numbers as every other CPU running that artifact.
 
 use core::arch::x86_64::*;
 
-use super::scalar::{MatMut, MatRef};
-use super::x86_avx512_math::exp2_nonpositive;
+use super::scalar::{bf16_round, MatMut, MatRef};
+use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped};
 
 /// Query rows per block.
-const QB: usize = 4;
+const QB: usize = super::ATTENTION_ROWS;
 
 /// The first `n` of 16 lanes (all for n ≥ 16, none for 0).
 #[inline]
@@ -19,14 +25,6 @@ fn mask(n: usize) -> __mmask16 {
     } else {
         ((1u32 << n) - 1) as __mmask16
     }
-}
-
-/// Scratch floats this kernel needs: the transposed keys of one head and a block of
-/// score rows.
-pub const fn scratch_floats(head_dim: usize, nk: usize) -> usize {
-    head_dim
-        .saturating_mul(nk)
-        .saturating_add(QB.saturating_mul(nk))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -42,7 +40,7 @@ pub fn attention(
 ) {
     let nk = k.rows;
     let width = heads * head_dim;
-    assert!(scratch.len() >= scratch_floats(head_dim, nk));
+    assert!(scratch.len() >= super::attention_f32_scratch(head_dim, nk));
     assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
     assert!(v.rows == nk && out.rows == q.rows);
     for m in [&q, &k, &v] {
@@ -50,12 +48,37 @@ pub fn attention(
     }
     assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
     // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
-    unsafe { attention_impl(q, k, v, heads, head_dim, scale, out, scratch) }
+    unsafe { attention_impl::<false>(q, k, v, heads, head_dim, scale, out, scratch) }
+}
+
+/// `Precision::Bf16` attention on AVX-512F (see the module comment).
+#[allow(clippy::too_many_arguments)]
+pub fn attention_bf16_emulated(
+    q: MatRef,
+    k: MatRef,
+    v: MatRef,
+    heads: usize,
+    head_dim: usize,
+    scale: f32,
+    out: MatMut,
+    scratch: &mut [f32],
+) {
+    let nk = k.rows;
+    let width = heads * head_dim;
+    assert!(scratch.len() >= super::attention_bf16_emulated_scratch(head_dim, nk));
+    assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
+    assert!(v.rows == nk && out.rows == q.rows);
+    for m in [&q, &k, &v] {
+        assert!(m.rows == 0 || m.data.len() >= (m.rows - 1) * m.stride + m.cols);
+    }
+    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
+    unsafe { attention_impl::<true>(q, k, v, heads, head_dim, scale, out, scratch) }
 }
 
 #[target_feature(enable = "avx512f,fma")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn attention_impl(
+unsafe fn attention_impl<const BF16: bool>(
     q: MatRef,
     k: MatRef,
     v: MatRef,
@@ -66,19 +89,56 @@ unsafe fn attention_impl(
     scratch: &mut [f32],
 ) {
     let nk = k.rows;
-    let (kt, scores) = scratch.split_at_mut(dh * nk);
+    let (kt, rest) = scratch.split_at_mut(dh * nk);
+    let (scores, rest) = rest.split_at_mut(QB * nk);
+    // bf16 only: this head's rounded values and a block's rounded queries.
+    let (vr, qr) = if BF16 {
+        let (vr, rest) = rest.split_at_mut(nk * dh);
+        (vr, &mut rest[..QB * dh])
+    } else {
+        (&mut [][..], &mut [][..])
+    };
+    let round = |x: f32| if BF16 { bf16_round(x) } else { x };
     let log2e = _mm512_set1_ps(core::f32::consts::LOG2_E);
     for h in 0..heads {
         let c0 = h * dh;
         for j in 0..nk {
             let row = k.data.as_ptr().add(j * k.stride + c0);
             for d in 0..dh {
-                *kt.get_unchecked_mut(d * nk + j) = *row.add(d);
+                *kt.get_unchecked_mut(d * nk + j) = round(*row.add(d));
             }
         }
+        if BF16 {
+            for j in 0..nk {
+                let row = v.data.as_ptr().add(j * v.stride + c0);
+                let mut d = 0;
+                while d < dh {
+                    let m = mask(dh - d);
+                    let x = bf16_round_v(_mm512_maskz_loadu_ps(m, row.add(d)));
+                    _mm512_mask_storeu_ps(vr.as_mut_ptr().add(j * dh + d), m, x);
+                    d += 16;
+                }
+            }
+        }
+
         let mut i0 = 0;
         while i0 < q.rows {
             let rb = (q.rows - i0).min(QB);
+            if BF16 {
+                for r in 0..rb {
+                    let row = q.data.as_ptr().add((i0 + r) * q.stride + c0);
+                    for d in 0..dh {
+                        *qr.get_unchecked_mut(r * dh + d) = bf16_round(*row.add(d));
+                    }
+                }
+            }
+            // Queries come from `qr` (rounded) in bf16, from `q` itself in f32.
+            let (qsrc, qstride, qcol) = if BF16 {
+                (qr.as_ptr(), dh, 0)
+            } else {
+                (q.data.as_ptr(), q.stride, c0)
+            };
+            let qrow = |r: usize| if BF16 { r } else { i0 + r };
             // Scores: s[r][j] = scale · q[i0+r] · k[j], 48 keys (3 registers) at a
             // time so each broadcast query element feeds 3 FMAs.
             let mut j = 0;
@@ -87,12 +147,18 @@ unsafe fn attention_impl(
                 let masks: [__mmask16; 3] =
                     core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
                 let mut acc = [[_mm512_setzero_ps(); 3]; QB];
-                for d in 0..dh {
+                // bf16 sums pair by pair, odd element first (`vdpbf16ps`'s order, which
+                // `Precision::Bf16` fixes): with exact products, the same bits.
+                for i in 0..if BF16 { dh.next_multiple_of(2) } else { dh } {
+                    let d = if BF16 { i ^ 1 } else { i };
+                    if d >= dh {
+                        continue;
+                    }
                     let base = kt.as_ptr().add(d * nk + j);
                     let kv: [__m512; 3] =
                         core::array::from_fn(|b| _mm512_maskz_loadu_ps(masks[b], base.add(16 * b)));
                     for (r, a) in acc.iter_mut().enumerate().take(rb) {
-                        let qv = _mm512_set1_ps(*q.data.as_ptr().add((i0 + r) * q.stride + c0 + d));
+                        let qv = _mm512_set1_ps(*qsrc.add(qrow(r) * qstride + qcol + d));
                         for b in 0..3 {
                             a[b] = _mm512_fmadd_ps(qv, kv[b], a[b]);
                         }
@@ -113,7 +179,8 @@ unsafe fn attention_impl(
                 j += n;
             }
             // Softmax of each score row.
-            for r in 0..rb {
+            let mut inv_rows = [1.0f32; QB];
+            for (r, inv_row) in inv_rows.iter_mut().enumerate().take(rb) {
                 let s = scores.as_mut_ptr().add(r * nk);
                 let mut mx = f32::NEG_INFINITY;
                 for j in 0..nk {
@@ -126,13 +193,20 @@ unsafe fn attention_impl(
                     let n = (nk - j).min(16);
                     let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
                     let x = _mm512_maskz_loadu_ps(mask, s.add(j));
-                    let e = exp2_nonpositive(_mm512_mul_ps(_mm512_sub_ps(x, vmax), log2e));
+                    let e = exp2_clamped(_mm512_mul_ps(_mm512_sub_ps(x, vmax), log2e));
+                    let e = if BF16 { bf16_round_v(e) } else { e };
                     let e = _mm512_maskz_mov_ps(mask, e);
                     _mm512_mask_storeu_ps(s.add(j), mask, e);
                     sum = _mm512_add_ps(sum, e);
                     j += n;
                 }
-                let inv = _mm512_set1_ps(1.0 / _mm512_reduce_add_ps(sum));
+                let inv = 1.0 / _mm512_reduce_add_ps(sum);
+                if BF16 {
+                    // Applied to the output below instead.
+                    *inv_row = inv;
+                    continue;
+                }
+                let inv = _mm512_set1_ps(inv);
                 let mut j = 0;
                 while j < nk {
                     let n = (nk - j).min(16);
@@ -151,7 +225,11 @@ unsafe fn attention_impl(
                     core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
                 let mut acc = [[_mm512_setzero_ps(); 4]; QB];
                 for j in 0..nk {
-                    let base = v.data.as_ptr().add(j * v.stride + c0 + c);
+                    let base = if BF16 {
+                        vr.as_ptr().add(j * dh + c)
+                    } else {
+                        v.data.as_ptr().add(j * v.stride + c0 + c)
+                    };
                     let vv: [__m512; 4] =
                         core::array::from_fn(|b| _mm512_maskz_loadu_ps(masks[b], base.add(16 * b)));
                     for (r, a) in acc.iter_mut().enumerate().take(rb) {
@@ -163,9 +241,11 @@ unsafe fn attention_impl(
                 }
                 for (r, a) in acc.iter().enumerate().take(rb) {
                     let dst = out.data.as_ptr().add((i0 + r) * out.stride + c0 + c) as *mut f32;
+                    let inv = _mm512_set1_ps(inv_rows[r]);
                     for b in 0..4 {
                         if masks[b] != 0 {
-                            _mm512_mask_storeu_ps(dst.add(16 * b), masks[b], a[b]);
+                            let y = if BF16 { _mm512_mul_ps(a[b], inv) } else { a[b] };
+                            _mm512_mask_storeu_ps(dst.add(16 * b), masks[b], y);
                         }
                     }
                 }

@@ -42,29 +42,23 @@ unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: us
     }
 }
 
-/// 2^t for t ≤ 0 (the only range GELU and softmax need): split into an integer and a fraction in
-/// [−0.5, 0.5], a degree-7 polynomial for the fraction (relative error < 1e-8), the
-/// integer added to the exponent. Flushes to 0 below 2^−126.
+/// 2^t, with t clamped to [−126, 126] (softmax needs t ≤ 0, GELU both signs): split
+/// into an integer and a fraction in [−0.5, 0.5], a degree-7 polynomial for the fraction
+/// (relative error < 1e-8), the integer added to the exponent. Nothing below 2^−126 or
+/// above 2^126 comes out, so no lane becomes a denormal or overflows.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
-pub unsafe fn exp2_nonpositive(t: __m512) -> __m512 {
-    let t = _mm512_max_ps(t, _mm512_set1_ps(-126.0));
+pub unsafe fn exp2_clamped(t: __m512) -> __m512 {
+    let t = _mm512_min_ps(
+        _mm512_max_ps(t, _mm512_set1_ps(-126.0)),
+        _mm512_set1_ps(126.0),
+    );
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
     let f = _mm512_sub_ps(t, n);
-    // ln2^k / k!
-    const C: [f32; 8] = [
-        1.0,
-        core::f32::consts::LN_2,
-        0.240_226_5,
-        0.055_504_11,
-        0.009_618_129,
-        0.001_333_355_8,
-        0.000_154_035_3,
-        0.000_015_252_73,
-    ];
+    const C: [f32; 8] = super::scalar::EXP2_POLY;
     let mut p = _mm512_set1_ps(C[7]);
     for &c in C[..7].iter().rev() {
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
@@ -76,8 +70,42 @@ pub unsafe fn exp2_nonpositive(t: __m512) -> __m512 {
     _mm512_mul_ps(p, _mm512_castsi512_ps(e))
 }
 
-/// GELU-tanh of 16 lanes: 0.5·x·(1 + tanh(u)), tanh(u) = sign(u)·(1 − e)/(1 + e) with
-/// e = exp(−2|u|) ∈ (0, 1], so nothing overflows for any input.
+/// [`super::scalar::bf16_round`] of 16 lanes, bit for bit: nearest bf16, ties to even,
+/// denormals to signed zero, NaN kept (quietened).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn bf16_round(x: __m512) -> __m512 {
+    let b = _mm512_castps_si512(x);
+    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+    let rounded = _mm512_and_si512(
+        _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7FFF)), lsb),
+        _mm512_set1_epi32(0xFFFF_0000u32 as i32),
+    );
+    let tiny = _mm512_testn_epi32_mask(b, _mm512_set1_epi32(0x7F80_0000));
+    let rounded = _mm512_mask_and_epi32(rounded, tiny, b, _mm512_set1_epi32(i32::MIN));
+    let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x, x);
+    let rounded = _mm512_mask_or_epi32(rounded, nan, b, _mm512_set1_epi32(0x0040_0000));
+    _mm512_castsi512_ps(rounded)
+}
+
+/// [`bf16_round`] of an array, for tests on CPUs with AVX-512F.
+#[cfg(feature = "std")]
+pub fn bf16_round_array(x: [f32; 16]) -> [f32; 16] {
+    assert!(std::is_x86_feature_detected!("avx512f"));
+    let mut out = [0.0f32; 16];
+    // SAFETY: AVX-512F was just checked; both arrays hold 16 floats.
+    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), bf16_round(_mm512_loadu_ps(x.as_ptr()))) };
+    out
+}
+
+/// GELU-tanh of 16 lanes. 0.5·x·(1 + tanh(u)) = x·σ(2u) = x / (1 + e^(−2u)): one
+/// exponential and one reciprocal (`vrcp14ps` and a Newton step, ~2^−28 relative: a
+/// divide would cost more than the rest of the epilogue, which runs once per 8×32 tile of
+/// the GEMM feeding it). e^(−2u) is clamped to [2^−126, 2^126], so nothing overflows
+/// for finite inputs and the result tends to x (large x) or to 0 (very negative x).
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -85,24 +113,16 @@ pub unsafe fn exp2_nonpositive(t: __m512) -> __m512 {
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_tanh(x: __m512) -> __m512 {
     const C: f32 = 0.797_884_6; // √(2/π)
-    let x3 = _mm512_mul_ps(_mm512_mul_ps(x, x), x);
-    let u = _mm512_mul_ps(
-        _mm512_set1_ps(C),
-        _mm512_fmadd_ps(_mm512_set1_ps(0.044715), x3, x),
-    );
-    let au = _mm512_abs_ps(u);
-    // exp(−2|u|) = 2^(−2·log2(e)·|u|)
-    let e = exp2_nonpositive(_mm512_mul_ps(
-        au,
-        _mm512_set1_ps(-2.0 * core::f32::consts::LOG2_E),
+    let x2 = _mm512_mul_ps(x, x);
+    let inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715), x2), x, x);
+    // e^(−2u) = 2^(−2·C·log2(e)·inner)
+    let e = exp2_clamped(_mm512_mul_ps(
+        inner,
+        _mm512_set1_ps(-2.0 * C * core::f32::consts::LOG2_E),
     ));
     let one = _mm512_set1_ps(1.0);
-    let th = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-    // Give tanh the sign of u.
-    let sign = _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32(i32::MIN));
-    let th = _mm512_castsi512_ps(_mm512_or_si512(_mm512_castps_si512(th), sign));
-    _mm512_mul_ps(
-        _mm512_mul_ps(_mm512_set1_ps(0.5), x),
-        _mm512_add_ps(one, th),
-    )
+    let d = _mm512_add_ps(one, e);
+    let r = _mm512_rcp14_ps(d);
+    let r = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
+    _mm512_mul_ps(x, r)
 }

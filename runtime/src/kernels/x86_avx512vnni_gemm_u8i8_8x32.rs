@@ -22,16 +22,27 @@ pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
 unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
     let panels = out.cols.div_ceil(PANEL_N);
+    let panel_bytes = k4 * PANEL_GROUP_BYTES;
+    let tiles = out.rows.div_ceil(MR);
     // Weights outside, rows inside: each pair of panels (32 outputs × k) is read from
     // memory once and stays in L1/L2 while every row tile passes over it; the
     // activations (rows × k bytes) are small and stay in L2. A tower's weights are read
-    // once per run, not once per row tile.
+    // once per run, not once per row tile — and they are too large to stay in any cache
+    // between runs, so each row tile also prefetches its share of the next pair's
+    // lines into L2: the first tile of a pair would otherwise wait on DRAM.
     let mut p = 0;
     while p < panels {
         let nb = (panels - p).min(2);
+        let next = p + nb;
+        let next_lines = (panels - next).min(2) * panel_bytes / 64;
         let mut m = 0;
         while m < out.rows {
             let mr = (out.rows - m).min(MR);
+            let t = m / MR;
+            let base = w.as_ptr().add(next * panel_bytes);
+            for line in t * next_lines / tiles..(t + 1) * next_lines / tiles {
+                _mm_prefetch::<_MM_HINT_T1>(base.add(line * 64));
+            }
             macro_rules! go {
                 ($($r:literal),*) => {
                     match (mr, nb) {
