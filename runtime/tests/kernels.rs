@@ -9,10 +9,6 @@ use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef};
 use vlm_runtime::kernels::{Isa, ALL};
 use vlm_runtime::ops::{Activation, Precision};
 
-/// Vectorised GELU approximates tanh through exp: absolute error allowed per output,
-/// relative to its size.
-const GELU_TOLERANCE: f32 = 2e-6;
-
 fn others() -> Vec<Isa> {
     ALL.into_iter()
         .filter(|i| *i != Isa::Scalar && i.supported())
@@ -99,8 +95,8 @@ proptest! {
         }
     }
 
-    /// The epilogue (scale, bias) is one formula on every ISA: bit for bit too; GELU is
-    /// approximated, within GELU_TOLERANCE.
+    /// The epilogue (scale, bias, GELU) is one formula on every ISA, operation for
+    /// operation: bit for bit too.
     #[test]
     fn gemm_epilogue_matches((rows, k, n, stride, q, w) in case(),
                              xs in 1e-4f32..1.0, seed in any::<u64>(), gelu in any::<bool>()) {
@@ -117,12 +113,8 @@ proptest! {
             for r in 0..rows {
                 for o in 0..n {
                     let i = r * stride + o;
-                    if gelu {
-                        prop_assert!((got[i] - want[i]).abs() <= GELU_TOLERANCE * (1.0 + want[i].abs()),
-                            "{} at ({}, {}): {} vs {}", isa.name(), r, o, got[i], want[i]);
-                    } else {
-                        prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} at ({}, {})", isa.name(), r, o);
-                    }
+                    prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} at ({}, {}): {} vs {}",
+                        isa.name(), r, o, got[i], want[i]);
                 }
             }
         }
@@ -226,11 +218,8 @@ proptest! {
     }
 }
 
-// bf16 attention against the scalar bf16 reference. `Precision::Bf16` fixes the
-// rounding, the score sums' order and the exponential, so scores and softmax weights
-// are the same bits on every ISA (a weight rounding the other way would move a whole
-// (row, head) by a bf16 step, ~2^-9: far outside this tolerance); only the p·v sums
-// and the weights' total are added in other orders: ATTENTION_TOLERANCE.
+// bf16 attention against the scalar bf16 reference: `Precision::Bf16` fixes the
+// rounding, the exponential and the order of every sum, so every ISA gives the same bits.
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(60))]
 
@@ -251,7 +240,6 @@ proptest! {
         let mut scratch = vec![0.0f32; Isa::attention_scratch_floats(dh, nk, Precision::Bf16)];
         let mut want = vec![0.0f32; nq * w];
         scalar::attention(q, k, v, heads, dh, scale, Precision::Bf16, MatMut { data: &mut want, rows: nq, cols: w, stride: w }, &mut scratch);
-        let vmax = 3.0f32;
         // Every supported ISA, and on x86 the AVX-512 path for CPUs without bf16
         // instructions, which this CPU may not pick on its own.
         let mut runs: Vec<(&str, Vec<f32>)> = Vec::new();
@@ -269,8 +257,7 @@ proptest! {
         }
         for (name, got) in runs {
             for i in 0..nq * w {
-                prop_assert!((got[i] - want[i]).abs() <= attention_tolerance(want[i], scale, dh, vmax),
-                    "{} {}: {} vs {}", name, i, got[i], want[i]);
+                prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} {}: {} vs {}", name, i, got[i], want[i]);
             }
         }
     }
@@ -322,8 +309,7 @@ fn bf16_rounding() {
     }
 }
 
-/// Layer norm: another summation order.
-const LAYER_NORM_TOLERANCE: f32 = 1e-5;
+// Layer norm: one summation order and no fused multiply-add on every ISA: bit for bit.
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(100))]
@@ -339,8 +325,7 @@ proptest! {
             let mut got = vec![0.0f32; rows * cols];
             isa.layer_norm(x, g, b, eps, MatMut { data: &mut got, rows, cols, stride: cols });
             for i in 0..rows * cols {
-                prop_assert!((got[i] - want[i]).abs() <= LAYER_NORM_TOLERANCE * (1.0 + want[i].abs()) * 50.0,
-                    "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+                prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
             }
         }
     }

@@ -209,9 +209,11 @@ pub fn requantize(acc: i32, scale: f32, bias: f32, act: Activation) -> f32 {
 pub fn activate(x: f32, act: Activation) -> f32 {
     match act {
         Activation::None => x,
+        // 0.5·x·(1 + tanh(u)) = x·σ(2u) = x / (1 + 2^(−2·log2(e)·u)), with the shared
+        // exponential and no fused multiply-add: the same bits from every kernel.
         Activation::GeluTanh => {
-            const C: f32 = 0.797_884_6; // √(2/π)
-            0.5 * x * (1.0 + libm::tanhf(C * (x + 0.044715 * x * x * x)))
+            let inner = x + (0.044715 * (x * x)) * x;
+            x / (1.0 + exp2_clamped(inner * GELU_TANH_EXP2))
         }
         Activation::GeluErf => 0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2)),
     }
@@ -226,12 +228,38 @@ pub fn activate_in_place(mut x: MatMut, act: Activation) {
 }
 
 /// Row-wise layer norm (biased variance, as ONNX LayerNormalization and PyTorch).
+/// The sum of 16 lane partial sums by one fixed tree (lane i + lane i+8, then +4, +2,
+/// +1): how every SIMD kernel reduces a register, so reductions have one result.
+#[inline]
+pub fn sum16(mut l: [f32; 16]) -> f32 {
+    for h in [8, 4, 2, 1] {
+        for i in 0..h {
+            l[i] += l[i + h];
+        }
+    }
+    l[0]
+}
+
+/// Σ f(x[c]) with element c in lane c mod 16, each lane summed in order, then [`sum16`]:
+/// the order a 16-lane SIMD loop adds in.
+#[inline]
+fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
+    let mut l = [0.0f32; 16];
+    for (c, &x) in xs.iter().enumerate() {
+        l[c % 16] += f(x);
+    }
+    sum16(l)
+}
+
+/// Row-wise layer norm: mean, then the biased variance of the deviations, each summed in
+/// [`sum_lanes`] order, and `(x − mean)·inv·gamma + beta` with no fused multiply-add, so
+/// every ISA computes the same bits.
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, mut out: MatMut) {
     let n = x.cols as f32;
     for r in 0..x.rows {
         let xr = x.row(r);
-        let mean = xr.iter().sum::<f32>() / n;
-        let var = xr.iter().map(|v| (v - mean) * (v - mean)).sum::<f32>() / n;
+        let mean = sum_lanes(xr, |v| v) / n;
+        let var = sum_lanes(xr, |v| (v - mean) * (v - mean)) / n;
         let inv = 1.0 / libm::sqrtf(var + eps);
         for (c, y) in out.row_mut(r).iter_mut().enumerate() {
             *y = (xr[c] - mean) * inv * gamma[c] + beta[c];
@@ -263,6 +291,9 @@ pub fn bf16_round(x: f32) -> f32 {
     let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1));
     f32::from_bits(rounded & 0xFFFF_0000)
 }
+
+/// −2·√(2/π)·log2(e): GELU-tanh's exponent per unit of `x + 0.044715·x³`.
+pub const GELU_TANH_EXP2: f32 = -2.0 * 0.797_884_6 * core::f32::consts::LOG2_E;
 
 /// 2^t's polynomial, shared with the SIMD kernels: ln2^k / k! (relative error < 1e-8 on
 /// [−0.5, 0.5]).
@@ -308,6 +339,23 @@ pub fn dot_bf16_pairs(a: &[f32], b: &[f32]) -> f32 {
         acc += pa[0] * pb[0];
     }
     acc
+}
+
+/// The total of bf16 softmax weights in the order a `vdpbf16ps` with ones adds them:
+/// 32 weights at a time, lane `i` taking weight `2i + 1` then `2i`, then [`sum16`].
+pub fn bf16_weight_sum(e: &[f32]) -> f32 {
+    let mut l = [0.0f32; 16];
+    for chunk in e.chunks(32) {
+        for (i, lane) in l.iter_mut().enumerate() {
+            if let Some(&odd) = chunk.get(2 * i + 1) {
+                *lane += odd;
+            }
+            if let Some(&even) = chunk.get(2 * i) {
+                *lane += even;
+            }
+        }
+    }
+    sum16(l)
 }
 
 /// Scratch floats [`attention`] needs: one score row, and for bf16 one head's keys and
@@ -378,6 +426,9 @@ pub fn attention(
                 };
                 sum += *s;
             }
+            if precision == Precision::Bf16 {
+                sum = bf16_weight_sum(scores);
+            }
             let inv = 1.0 / sum;
             let oi = &mut out.row_mut(i)[cols.clone()];
             oi.iter_mut().for_each(|o| *o = 0.0);
@@ -391,7 +442,13 @@ pub fn attention(
                     }
                 }
                 Precision::Bf16 => {
-                    for (j, &p) in scores.iter().enumerate() {
+                    // Keys in pairs, the odd one first, as `vdpbf16ps` adds.
+                    for i in 0..nk.next_multiple_of(2) {
+                        let j = i ^ 1;
+                        if j >= nk {
+                            continue;
+                        }
+                        let p = scores[j];
                         for (o, &vv) in oi.iter_mut().zip(&vr[j * dh..(j + 1) * dh]) {
                             *o += p * vv;
                         }

@@ -6,12 +6,13 @@
 //! [`attention_bf16_emulated`] is the same loops computing `Precision::Bf16` on AVX-512
 //! CPUs without bf16 dot products (Skylake-SP to Ice Lake): operands rounded to bf16 as
 //! they are staged in scratch, f32 FMAs (bf16 products are exact in f32), weights left
-//! unnormalised and the output divided by their sum. No faster than f32, but the same
-//! numbers as every other CPU running that artifact.
+//! unnormalised and the output divided by their sum, every sum in the order
+//! `Precision::Bf16` fixes. No faster than f32, but the same bits as every other CPU
+//! running that artifact.
 
 use core::arch::x86_64::*;
 
-use super::scalar::{bf16_round, MatMut, MatRef};
+use super::scalar::{bf16_round, bf16_weight_sum, MatMut, MatRef};
 use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped};
 
 /// Query rows per block.
@@ -200,12 +201,13 @@ unsafe fn attention_impl<const BF16: bool>(
                     sum = _mm512_add_ps(sum, e);
                     j += n;
                 }
-                let inv = 1.0 / _mm512_reduce_add_ps(sum);
                 if BF16 {
-                    // Applied to the output below instead.
-                    *inv_row = inv;
+                    // The weights' total in the order `vdpbf16ps` adds them, applied to
+                    // the output below.
+                    *inv_row = 1.0 / bf16_weight_sum(core::slice::from_raw_parts(s, nk));
                     continue;
                 }
+                let inv = 1.0 / _mm512_reduce_add_ps(sum);
                 let inv = _mm512_set1_ps(inv);
                 let mut j = 0;
                 while j < nk {
@@ -224,7 +226,12 @@ unsafe fn attention_impl<const BF16: bool>(
                 let masks: [__mmask16; 4] =
                     core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
                 let mut acc = [[_mm512_setzero_ps(); 4]; QB];
-                for j in 0..nk {
+                // bf16: keys in pairs, the odd one first, as `vdpbf16ps` adds.
+                for i in 0..if BF16 { nk.next_multiple_of(2) } else { nk } {
+                    let j = if BF16 { i ^ 1 } else { i };
+                    if j >= nk {
+                        continue;
+                    }
                     let base = if BF16 {
                         vr.as_ptr().add(j * dh + c)
                     } else {

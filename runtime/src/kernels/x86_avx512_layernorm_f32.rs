@@ -1,9 +1,11 @@
-//! Layer norm for AVX-512 (fp32): the same two passes as the reference (mean, then the
-//! biased variance of the deviations), 16 lanes at a time. Within a float tolerance.
+//! Layer norm for AVX-512 (fp32): the reference's two passes (mean, then the biased
+//! variance of the deviations), 16 lanes at a time, in the reference's order (lane
+//! c mod 16, then `scalar::sum16`) and with its separate multiplies and adds: the same
+//! bits as `scalar::layer_norm`.
 
 use core::arch::x86_64::*;
 
-use super::scalar::{MatMut, MatRef};
+use super::scalar::{sum16, MatMut, MatRef};
 
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
     let n = x.cols;
@@ -23,6 +25,14 @@ fn mask(n: usize) -> __mmask16 {
     }
 }
 
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn lanes(v: __m512) -> [f32; 16] {
+    let mut l = [0.0f32; 16];
+    _mm512_storeu_ps(l.as_mut_ptr(), v);
+    l
+}
+
 #[target_feature(enable = "avx512f,fma")]
 unsafe fn impl_(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
     let n = x.cols;
@@ -34,25 +44,27 @@ unsafe fn impl_(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
             s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask(n - c), xr.add(c)));
             c += 16;
         }
-        let mean = _mm512_reduce_add_ps(s) / n as f32;
+        let mean = sum16(lanes(s)) / n as f32;
         let vm = _mm512_set1_ps(mean);
         let mut v = _mm512_setzero_ps();
         let mut c = 0;
         while c < n {
             let m = mask(n - c);
             let d = _mm512_maskz_sub_ps(m, _mm512_maskz_loadu_ps(m, xr.add(c)), vm);
-            v = _mm512_fmadd_ps(d, d, v);
+            v = _mm512_add_ps(v, _mm512_mul_ps(d, d));
             c += 16;
         }
-        let inv = _mm512_set1_ps(1.0 / libm::sqrtf(_mm512_reduce_add_ps(v) / n as f32 + eps));
+        let inv = _mm512_set1_ps(1.0 / libm::sqrtf(sum16(lanes(v)) / n as f32 + eps));
         let yr = out.data.as_ptr().add(r * out.stride) as *mut f32;
         let mut c = 0;
         while c < n {
             let m = mask(n - c);
             let d = _mm512_sub_ps(_mm512_maskz_loadu_ps(m, xr.add(c)), vm);
-            let y = _mm512_fmadd_ps(
-                _mm512_mul_ps(d, inv),
-                _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(c)),
+            let y = _mm512_add_ps(
+                _mm512_mul_ps(
+                    _mm512_mul_ps(d, inv),
+                    _mm512_maskz_loadu_ps(m, gamma.as_ptr().add(c)),
+                ),
                 _mm512_maskz_loadu_ps(m, beta.as_ptr().add(c)),
             );
             _mm512_mask_storeu_ps(yr.add(c), m, y);

@@ -1,6 +1,5 @@
-//! AVX-512 element-wise kernels: activation quantization (bit-exact with the scalar
-//! reference) and a vectorised GELU-tanh (within 2e-6 of it; libm's `tanhf` per element
-//! would cost more than the GEMM it follows).
+//! AVX-512 element-wise kernels: activation quantization, the shared exponential, GELU-tanh
+//! and bf16 rounding, each bit-exact with the scalar reference.
 
 use core::arch::x86_64::*;
 
@@ -101,28 +100,23 @@ pub fn bf16_round_array(x: [f32; 16]) -> [f32; 16] {
     out
 }
 
-/// GELU-tanh of 16 lanes. 0.5·x·(1 + tanh(u)) = x·σ(2u) = x / (1 + e^(−2u)): one
-/// exponential and one reciprocal (`vrcp14ps` and a Newton step, ~2^−28 relative: a
-/// divide would cost more than the rest of the epilogue, which runs once per 8×32 tile of
-/// the GEMM feeding it). e^(−2u) is clamped to [2^−126, 2^126], so nothing overflows
-/// for finite inputs and the result tends to x (large x) or to 0 (very negative x).
+/// GELU-tanh of 16 lanes: `scalar::activate`'s formula, x / (1 + 2^(k·(x + 0.044715·x³))),
+/// operation for operation (the shared exponential, a true divide, no fused
+/// multiply-add), so the same bits. e is clamped to [2^−126, 2^126]: nothing overflows.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_tanh(x: __m512) -> __m512 {
-    const C: f32 = 0.797_884_6; // √(2/π)
     let x2 = _mm512_mul_ps(x, x);
-    let inner = _mm512_fmadd_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715), x2), x, x);
-    // e^(−2u) = 2^(−2·C·log2(e)·inner)
+    let inner = _mm512_add_ps(
+        x,
+        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715), x2), x),
+    );
     let e = exp2_clamped(_mm512_mul_ps(
         inner,
-        _mm512_set1_ps(-2.0 * C * core::f32::consts::LOG2_E),
+        _mm512_set1_ps(super::scalar::GELU_TANH_EXP2),
     ));
-    let one = _mm512_set1_ps(1.0);
-    let d = _mm512_add_ps(one, e);
-    let r = _mm512_rcp14_ps(d);
-    let r = _mm512_fmadd_ps(r, _mm512_fnmadd_ps(d, r, one), r);
-    _mm512_mul_ps(x, r)
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
 }

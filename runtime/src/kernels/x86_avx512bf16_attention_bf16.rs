@@ -4,12 +4,13 @@
 //! transposed (lane = key), values as bf16 pairs along the keys (lane = column), so both
 //! products are broadcast-one-pair, multiply-16-lanes loops with no horizontal sums.
 //! The softmax weights are rounded to bf16 before they are summed, and the output is
-//! divided by that sum: what `scalar::attention` computes, within a float tolerance.
+//! divided by that sum. `vdpbf16ps`'s order (pairs, odd element first) is the order
+//! `Precision::Bf16` fixes, so this is `scalar::attention` bit for bit.
 
 use core::arch::x86_64::*;
 use core::mem::transmute;
 
-use super::scalar::{MatMut, MatRef};
+use super::scalar::{sum16, MatMut, MatRef};
 use super::x86_avx512_math::exp2_clamped;
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
@@ -219,7 +220,9 @@ unsafe fn attention_impl(
                     );
                     j += n;
                 }
-                *inv_r = 1.0 / _mm512_reduce_add_ps(sum);
+                let mut lanes = [0.0f32; 16];
+                _mm512_storeu_ps(lanes.as_mut_ptr(), sum);
+                *inv_r = 1.0 / sum16(lanes);
             }
             // out[i0+r][c0..c0+dh] = inv[r] · Σ_jp e-pair[r][jp] · v-pair[jp][c], 64
             // columns (4 registers) at a time.
