@@ -149,6 +149,40 @@ pub fn gemm_u8i8(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, mut out: MatMut) {
     }
 }
 
+/// The bounds every pointer of the SIMD attention kernels relies on (validated at load
+/// already; a wrong caller panics here rather than reading out of bounds): `heads`
+/// heads of `head_dim` columns in q, k, v and out, as many values as keys, one output
+/// row per query, and `need` floats of scratch.
+#[allow(clippy::too_many_arguments)]
+pub fn check_attention_bounds(
+    q: &MatRef,
+    k: &MatRef,
+    v: &MatRef,
+    heads: usize,
+    head_dim: usize,
+    out: &MatMut,
+    scratch: usize,
+    need: usize,
+) {
+    let width = heads
+        .checked_mul(head_dim)
+        .expect("attention width overflows");
+    assert!(scratch >= need);
+    assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
+    assert!(v.rows == k.rows && out.rows == q.rows);
+    let fits = |rows: usize, stride: usize, cols: usize, len: usize| {
+        rows == 0
+            || (rows - 1)
+                .checked_mul(stride)
+                .and_then(|n| n.checked_add(cols))
+                .is_some_and(|n| len >= n)
+    };
+    for m in [q, k, v] {
+        assert!(fits(m.rows, m.stride, m.cols, m.data.len()));
+    }
+    assert!(fits(out.rows, out.stride, out.cols, out.data.len()));
+}
+
 /// The bounds every pointer of the SIMD GEMM kernels relies on, overflow included (the
 /// model validated them already; a wrong caller panics here rather than reading out of
 /// bounds). Returns the activation row stride and the number of 4-input groups.

@@ -12,21 +12,11 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{bf16_round, bf16_weight_sum, MatMut, MatRef};
-use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped};
+use super::scalar::{bf16_round, bf16_weight_sum, check_attention_bounds, MatMut, MatRef};
+use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped, lanes as mask};
 
 /// Query rows per block.
 const QB: usize = super::ATTENTION_ROWS;
-
-/// The first `n` of 16 lanes (all for n ≥ 16, none for 0).
-#[inline]
-fn mask(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -39,15 +29,8 @@ pub fn attention(
     out: MatMut,
     scratch: &mut [f32],
 ) {
-    let nk = k.rows;
-    let width = heads * head_dim;
-    assert!(scratch.len() >= super::attention_f32_scratch(head_dim, nk));
-    assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
-    assert!(v.rows == nk && out.rows == q.rows);
-    for m in [&q, &k, &v] {
-        assert!(m.rows == 0 || m.data.len() >= (m.rows - 1) * m.stride + m.cols);
-    }
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    let need = super::attention_f32_scratch(head_dim, k.rows);
+    check_attention_bounds(&q, &k, &v, heads, head_dim, &out, scratch.len(), need);
     // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
     unsafe { attention_impl::<false>(q, k, v, heads, head_dim, scale, out, scratch) }
 }
@@ -64,15 +47,8 @@ pub fn attention_bf16_emulated(
     out: MatMut,
     scratch: &mut [f32],
 ) {
-    let nk = k.rows;
-    let width = heads * head_dim;
-    assert!(scratch.len() >= super::attention_bf16_emulated_scratch(head_dim, nk));
-    assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
-    assert!(v.rows == nk && out.rows == q.rows);
-    for m in [&q, &k, &v] {
-        assert!(m.rows == 0 || m.data.len() >= (m.rows - 1) * m.stride + m.cols);
-    }
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    let need = super::attention_bf16_emulated_scratch(head_dim, k.rows);
+    check_attention_bounds(&q, &k, &v, heads, head_dim, &out, scratch.len(), need);
     // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
     unsafe { attention_impl::<true>(q, k, v, heads, head_dim, scale, out, scratch) }
 }

@@ -6,6 +6,7 @@
 use core::arch::x86_64::*;
 
 use super::scalar::{sum16, MatMut, MatRef};
+use super::x86_avx512_math::lanes as mask;
 
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
     let n = x.cols;
@@ -14,15 +15,6 @@ pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut)
     assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + n);
     // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
     unsafe { impl_(x, gamma, beta, eps, out) }
-}
-
-#[inline]
-fn mask(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        (1u16 << n) - 1
-    }
 }
 
 #[inline]

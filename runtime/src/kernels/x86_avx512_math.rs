@@ -5,6 +5,17 @@ use core::arch::x86_64::*;
 
 use super::scalar::{q_stride, MatRef};
 
+/// The first `n` of 16 lanes (all for n ≥ 16, none for 0): the mask of a row's last,
+/// partial register.
+#[inline]
+pub fn lanes(n: usize) -> __mmask16 {
+    if n >= 16 {
+        0xFFFF
+    } else {
+        ((1u32 << n) - 1) as __mmask16
+    }
+}
+
 /// [`super::scalar::quantize_u8`], 16 lanes at a time: the same multiply, round-half-even,
 /// add and clamp, so the bytes are identical.
 pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {

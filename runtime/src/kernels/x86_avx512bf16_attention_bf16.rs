@@ -10,22 +10,12 @@
 use core::arch::x86_64::*;
 use core::mem::transmute;
 
-use super::scalar::{sum16, MatMut, MatRef};
-use super::x86_avx512_math::exp2_clamped;
+use super::scalar::{check_attention_bounds, sum16, MatMut, MatRef};
+use super::x86_avx512_math::{exp2_clamped, lanes as mask};
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
 /// broadcast fit the 32 vector registers.
 const QB: usize = super::ATTENTION_BF16_ROWS;
-
-/// The first `n` of 16 lanes (all for n ≥ 16, none for 0).
-#[inline]
-fn mask(n: usize) -> __mmask16 {
-    if n >= 16 {
-        0xFFFF
-    } else {
-        ((1u32 << n) - 1) as __mmask16
-    }
-}
 
 #[allow(clippy::too_many_arguments)]
 pub fn attention(
@@ -38,15 +28,8 @@ pub fn attention(
     out: MatMut,
     scratch: &mut [f32],
 ) {
-    let nk = k.rows;
-    let width = heads * head_dim;
-    assert!(scratch.len() >= super::attention_bf16_scratch(head_dim, nk));
-    assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
-    assert!(v.rows == nk && out.rows == q.rows);
-    for m in [&q, &k, &v] {
-        assert!(m.rows == 0 || m.data.len() >= (m.rows - 1) * m.stride + m.cols);
-    }
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + out.cols);
+    let need = super::attention_bf16_scratch(head_dim, k.rows);
+    check_attention_bounds(&q, &k, &v, heads, head_dim, &out, scratch.len(), need);
     // SAFETY: AVX-512 BF16 support was checked by the dispatcher; bounds asserted above.
     unsafe { attention_impl(q, k, v, heads, head_dim, scale, out, scratch) }
 }
