@@ -261,7 +261,6 @@ pub fn activate_in_place(mut x: MatMut, act: Activation) {
     }
 }
 
-/// Row-wise layer norm (biased variance, as ONNX LayerNormalization and PyTorch).
 /// The sum of 16 lane partial sums by one fixed tree (lane i + lane i+8, then +4, +2,
 /// +1): how every SIMD kernel reduces a register, so reductions have one result.
 #[inline]
@@ -285,7 +284,8 @@ fn sum_lanes(xs: &[f32], f: impl Fn(f32) -> f32) -> f32 {
     sum16(l)
 }
 
-/// Row-wise layer norm: mean, then the biased variance of the deviations, each summed in
+/// Row-wise layer norm (biased variance, as ONNX LayerNormalization and PyTorch): mean,
+/// then the biased variance of the deviations, each summed in
 /// [`sum_lanes`] order, and `(x − mean)·inv·gamma + beta` with no fused multiply-add, so
 /// every ISA computes the same bits.
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, mut out: MatMut) {
@@ -357,6 +357,17 @@ pub fn exp2_clamped(t: f32) -> f32 {
         p = libm::fmaf(p, f, c);
     }
     p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+}
+
+/// Indices `0..n` in the order `Precision::Bf16` adds them (with `pairs`): pair by pair,
+/// the odd index first (1, 0, 3, 2, …), as `vdpbf16ps` adds; without, in order. Every
+/// kernel that computes bf16 attention with f32 instructions walks its sums this way.
+#[inline]
+pub fn pair_order(n: usize, pairs: bool) -> impl Iterator<Item = usize> {
+    let end = if pairs { n.next_multiple_of(2) } else { n };
+    (0..end)
+        .map(move |i| if pairs { i ^ 1 } else { i })
+        .filter(move |&j| j < n)
 }
 
 /// Σ bf16(a)·bf16(b) in the order `vdpbf16ps` adds (the order `Precision::Bf16` fixes):
@@ -450,19 +461,22 @@ pub fn attention(
                 } * scale;
                 max = max.max(*s);
             }
-            let mut sum = 0.0;
-            for s in scores.iter_mut() {
-                *s = match precision {
-                    Precision::F32 => libm::expf(*s - max),
-                    Precision::Bf16 => {
-                        bf16_round(exp2_clamped((*s - max) * core::f32::consts::LOG2_E))
+            let sum = match precision {
+                Precision::F32 => {
+                    let mut sum = 0.0;
+                    for s in scores.iter_mut() {
+                        *s = libm::expf(*s - max);
+                        sum += *s;
                     }
-                };
-                sum += *s;
-            }
-            if precision == Precision::Bf16 {
-                sum = bf16_weight_sum(scores);
-            }
+                    sum
+                }
+                Precision::Bf16 => {
+                    for s in scores.iter_mut() {
+                        *s = bf16_round(exp2_clamped((*s - max) * core::f32::consts::LOG2_E));
+                    }
+                    bf16_weight_sum(scores)
+                }
+            };
             let inv = 1.0 / sum;
             let oi = &mut out.row_mut(i)[cols.clone()];
             oi.iter_mut().for_each(|o| *o = 0.0);
@@ -476,12 +490,7 @@ pub fn attention(
                     }
                 }
                 Precision::Bf16 => {
-                    // Keys in pairs, the odd one first, as `vdpbf16ps` adds.
-                    for i in 0..nk.next_multiple_of(2) {
-                        let j = i ^ 1;
-                        if j >= nk {
-                            continue;
-                        }
+                    for j in pair_order(nk, true) {
                         let p = scores[j];
                         for (o, &vv) in oi.iter_mut().zip(&vr[j * dh..(j + 1) * dh]) {
                             *o += p * vv;

@@ -12,7 +12,9 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{bf16_round, bf16_weight_sum, check_attention_bounds, MatMut, MatRef};
+use super::scalar::{
+    bf16_round, bf16_weight_sum, check_attention_bounds, pair_order, MatMut, MatRef,
+};
 use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped, lanes as mask};
 
 /// Query rows per block.
@@ -124,13 +126,8 @@ unsafe fn attention_impl<const BF16: bool>(
                 let masks: [__mmask16; 3] =
                     core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
                 let mut acc = [[_mm512_setzero_ps(); 3]; QB];
-                // bf16 sums pair by pair, odd element first (`vdpbf16ps`'s order, which
-                // `Precision::Bf16` fixes): with exact products, the same bits.
-                for i in 0..if BF16 { dh.next_multiple_of(2) } else { dh } {
-                    let d = if BF16 { i ^ 1 } else { i };
-                    if d >= dh {
-                        continue;
-                    }
+                // bf16 sums in `Precision::Bf16`'s order: with exact products, the same bits.
+                for d in pair_order(dh, BF16) {
                     let base = kt.as_ptr().add(d * nk + j);
                     let kv: [__m512; 3] =
                         core::array::from_fn(|b| _mm512_maskz_loadu_ps(masks[b], base.add(16 * b)));
@@ -168,13 +165,15 @@ unsafe fn attention_impl<const BF16: bool>(
                 let mut j = 0;
                 while j < nk {
                     let n = (nk - j).min(16);
-                    let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
-                    let x = _mm512_maskz_loadu_ps(mask, s.add(j));
+                    let m = mask(n);
+                    let x = _mm512_maskz_loadu_ps(m, s.add(j));
                     let e = exp2_clamped(_mm512_mul_ps(_mm512_sub_ps(x, vmax), log2e));
                     let e = if BF16 { bf16_round_v(e) } else { e };
-                    let e = _mm512_maskz_mov_ps(mask, e);
-                    _mm512_mask_storeu_ps(s.add(j), mask, e);
-                    sum = _mm512_add_ps(sum, e);
+                    let e = _mm512_maskz_mov_ps(m, e);
+                    _mm512_mask_storeu_ps(s.add(j), m, e);
+                    if !BF16 {
+                        sum = _mm512_add_ps(sum, e);
+                    }
                     j += n;
                 }
                 if BF16 {
@@ -188,9 +187,9 @@ unsafe fn attention_impl<const BF16: bool>(
                 let mut j = 0;
                 while j < nk {
                     let n = (nk - j).min(16);
-                    let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
-                    let x = _mm512_maskz_loadu_ps(mask, s.add(j));
-                    _mm512_mask_storeu_ps(s.add(j), mask, _mm512_mul_ps(x, inv));
+                    let m = mask(n);
+                    let x = _mm512_maskz_loadu_ps(m, s.add(j));
+                    _mm512_mask_storeu_ps(s.add(j), m, _mm512_mul_ps(x, inv));
                     j += n;
                 }
             }
@@ -202,12 +201,7 @@ unsafe fn attention_impl<const BF16: bool>(
                 let masks: [__mmask16; 4] =
                     core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
                 let mut acc = [[_mm512_setzero_ps(); 4]; QB];
-                // bf16: keys in pairs, the odd one first, as `vdpbf16ps` adds.
-                for i in 0..if BF16 { nk.next_multiple_of(2) } else { nk } {
-                    let j = if BF16 { i ^ 1 } else { i };
-                    if j >= nk {
-                        continue;
-                    }
+                for j in pair_order(nk, BF16) {
                     let base = if BF16 {
                         vr.as_ptr().add(j * dh + c)
                     } else {

@@ -6,7 +6,7 @@
 use core::arch::x86_64::*;
 
 use super::scalar::{activate, MatMut, MatRef};
-use super::x86_avx512_math::gelu_tanh;
+use super::x86_avx512_math::{gelu_tanh, lanes};
 use crate::ops::Activation;
 
 pub fn gemm(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation, out: MatMut) {
@@ -32,7 +32,7 @@ unsafe fn gemm_impl(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation,
             let mut c = 0;
             while c < k {
                 let n = (k - c).min(16);
-                let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+                let mask = lanes(n);
                 let mut wv = [_mm512_setzero_ps(); 4];
                 for (j, v) in wv.iter_mut().enumerate().take(nr) {
                     *v = _mm512_maskz_loadu_ps(mask, w.as_ptr().add((o + j) * k + c));

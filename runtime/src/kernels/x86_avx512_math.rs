@@ -38,7 +38,7 @@ unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: us
         let mut c = 0;
         while c < row.len() {
             let n = (row.len() - c).min(16);
-            let mask: __mmask16 = if n == 16 { 0xFFFF } else { (1u16 << n) - 1 };
+            let mask = lanes(n);
             let v = _mm512_maskz_loadu_ps(mask, row.as_ptr().add(c));
             let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
                 _mm512_mul_ps(v, vinv),

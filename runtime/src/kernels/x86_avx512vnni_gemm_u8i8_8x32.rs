@@ -6,7 +6,7 @@
 use core::arch::x86_64::*;
 
 use super::scalar::{activate, check_gemm_bounds, Epilogue, MatMut};
-use super::x86_avx512_math::gelu_tanh;
+use super::x86_avx512_math::{gelu_tanh, lanes};
 use crate::format::{PANEL_K, PANEL_N};
 use crate::ops::Activation;
 
@@ -95,11 +95,7 @@ unsafe fn tile<const R: usize, const NB: usize>(
         for (b, a) in acc_r.iter().enumerate() {
             let o0 = (p + b) * PANEL_N;
             let valid = (out.cols - o0).min(PANEL_N);
-            let mask: __mmask16 = if valid == PANEL_N {
-                0xFFFF
-            } else {
-                (1u16 << valid) - 1
-            };
+            let mask = lanes(valid);
             // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings.
             let scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0)));
             let bias = match ep.bias {
