@@ -13,7 +13,8 @@
 use core::arch::x86_64::*;
 
 use super::scalar::{
-    bf16_round, bf16_weight_sum, check_attention_bounds, pair_order, MatMut, MatRef,
+    bf16_round, bf16_score_scale, bf16_weight_sum, check_attention_bounds, pair_order, MatMut,
+    MatRef,
 };
 use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped, lanes as mask};
 
@@ -138,7 +139,8 @@ unsafe fn attention_impl<const BF16: bool>(
                         }
                     }
                 }
-                let vs = _mm512_set1_ps(scale);
+                // bf16: logits in base 2, as `scalar::attention` makes them.
+                let vs = _mm512_set1_ps(if BF16 { bf16_score_scale(scale) } else { scale });
                 for (r, a) in acc.iter().enumerate().take(rb) {
                     for b in 0..3 {
                         if masks[b] != 0 {
@@ -167,7 +169,8 @@ unsafe fn attention_impl<const BF16: bool>(
                     let n = (nk - j).min(16);
                     let m = mask(n);
                     let x = _mm512_maskz_loadu_ps(m, s.add(j));
-                    let e = exp2_clamped(_mm512_mul_ps(_mm512_sub_ps(x, vmax), log2e));
+                    let d = _mm512_sub_ps(x, vmax);
+                    let e = exp2_clamped(if BF16 { d } else { _mm512_mul_ps(d, log2e) });
                     let e = if BF16 { bf16_round_v(e) } else { e };
                     let e = _mm512_maskz_mov_ps(m, e);
                     _mm512_mask_storeu_ps(s.add(j), m, e);

@@ -5,8 +5,8 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{sum16, MatMut, MatRef};
-use super::x86_avx512_math::lanes as mask;
+use super::scalar::{MatMut, MatRef};
+use super::x86_avx512_math::{lanes as mask, sum16};
 
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
     let n = x.cols;
@@ -15,14 +15,6 @@ pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut)
     assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + n);
     // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
     unsafe { impl_(x, gamma, beta, eps, out) }
-}
-
-#[inline]
-#[target_feature(enable = "avx512f")]
-unsafe fn lanes(v: __m512) -> [f32; 16] {
-    let mut l = [0.0f32; 16];
-    _mm512_storeu_ps(l.as_mut_ptr(), v);
-    l
 }
 
 #[target_feature(enable = "avx512f,fma")]
@@ -36,7 +28,7 @@ unsafe fn impl_(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
             s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(mask(n - c), xr.add(c)));
             c += 16;
         }
-        let mean = sum16(lanes(s)) / n as f32;
+        let mean = sum16(s) / n as f32;
         let vm = _mm512_set1_ps(mean);
         let mut v = _mm512_setzero_ps();
         let mut c = 0;
@@ -46,7 +38,7 @@ unsafe fn impl_(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
             v = _mm512_add_ps(v, _mm512_mul_ps(d, d));
             c += 16;
         }
-        let inv = _mm512_set1_ps(1.0 / libm::sqrtf(sum16(lanes(v)) / n as f32 + eps));
+        let inv = _mm512_set1_ps(1.0 / libm::sqrtf(sum16(v) / n as f32 + eps));
         let yr = out.data.as_ptr().add(r * out.stride) as *mut f32;
         let mut c = 0;
         while c < n {

@@ -16,6 +16,23 @@ pub fn lanes(n: usize) -> __mmask16 {
     }
 }
 
+/// [`super::scalar::sum16`] of a register, by the same tree in shuffles: the upper eight
+/// lanes onto the lower, then four, two, one.
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn sum16(v: __m512) -> f32 {
+    let a = _mm256_add_ps(
+        _mm512_castps512_ps256(v),
+        _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(v))),
+    );
+    let b = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps::<1>(a));
+    let c = _mm_add_ps(b, _mm_movehl_ps(b, b));
+    _mm_cvtss_f32(_mm_add_ss(c, _mm_movehdup_ps(c)))
+}
+
 /// [`super::scalar::quantize_u8`], 16 lanes at a time: the same multiply, round-half-even,
 /// add and clamp, so the bytes are identical.
 pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
@@ -53,9 +70,9 @@ unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: us
 }
 
 /// 2^t, with t clamped to [−126, 126] (softmax needs t ≤ 0, GELU both signs): split
-/// into an integer and a fraction in [−0.5, 0.5], a degree-7 polynomial for the fraction
-/// (relative error < 1e-8), the integer added to the exponent. Nothing below 2^−126 or
-/// above 2^126 comes out, so no lane becomes a denormal or overflows.
+/// into an integer and a fraction in [−0.5, 0.5], the shared polynomial for the fraction,
+/// scaled by 2^integer (`vscalefps`: the one correctly rounded product the scalar code
+/// makes by building 2^n's bits). Nothing above 2^126 comes out, so nothing overflows.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
@@ -68,16 +85,12 @@ pub unsafe fn exp2_clamped(t: __m512) -> __m512 {
     );
     let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(t);
     let f = _mm512_sub_ps(t, n);
-    const C: [f32; 8] = super::scalar::EXP2_POLY;
-    let mut p = _mm512_set1_ps(C[7]);
-    for &c in C[..7].iter().rev() {
+    let [rest @ .., last] = super::scalar::EXP2_POLY;
+    let mut p = _mm512_set1_ps(last);
+    for &c in rest.iter().rev() {
         p = _mm512_fmadd_ps(p, f, _mm512_set1_ps(c));
     }
-    let e = _mm512_slli_epi32::<23>(_mm512_add_epi32(
-        _mm512_cvtps_epi32(n),
-        _mm512_set1_epi32(127),
-    ));
-    _mm512_mul_ps(p, _mm512_castsi512_ps(e))
+    _mm512_scalef_ps(p, n)
 }
 
 /// [`super::scalar::bf16_round`] of 16 lanes, bit for bit: nearest bf16, ties to even,
@@ -111,23 +124,23 @@ pub fn bf16_round_array(x: [f32; 16]) -> [f32; 16] {
     out
 }
 
-/// GELU-tanh of 16 lanes: `scalar::activate`'s formula, x / (1 + 2^(k·(x + 0.044715·x³))),
-/// operation for operation (the shared exponential, a true divide, no fused
-/// multiply-add), so the same bits. e is clamped to [2^−126, 2^126]: nothing overflows.
+/// GELU-tanh of 16 lanes: `scalar::activate`'s formula, x / (1 + 2^t) with
+/// t = x·(a + b·x²), operation for operation (the same fused multiply-add, the shared
+/// exponential, a true divide), so the same bits.
 ///
 /// # Safety
 /// The CPU must support AVX-512F.
 #[inline]
 #[target_feature(enable = "avx512f")]
 pub unsafe fn gelu_tanh(x: __m512) -> __m512 {
-    let x2 = _mm512_mul_ps(x, x);
-    let inner = _mm512_add_ps(
+    use super::scalar::{GELU_TANH_EXP2, GELU_TANH_EXP2_CUBE};
+    let t = _mm512_mul_ps(
         x,
-        _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.044715), x2), x),
+        _mm512_fmadd_ps(
+            _mm512_mul_ps(x, x),
+            _mm512_set1_ps(GELU_TANH_EXP2_CUBE),
+            _mm512_set1_ps(GELU_TANH_EXP2),
+        ),
     );
-    let e = exp2_clamped(_mm512_mul_ps(
-        inner,
-        _mm512_set1_ps(super::scalar::GELU_TANH_EXP2),
-    ));
-    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), e))
+    _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), exp2_clamped(t)))
 }

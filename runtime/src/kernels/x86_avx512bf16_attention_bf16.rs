@@ -10,8 +10,8 @@
 use core::arch::x86_64::*;
 use core::mem::transmute;
 
-use super::scalar::{check_attention_bounds, sum16, MatMut, MatRef};
-use super::x86_avx512_math::{exp2_clamped, lanes as mask};
+use super::scalar::{bf16_score_scale, check_attention_bounds, MatMut, MatRef};
+use super::x86_avx512_math::{exp2_clamped, lanes as mask, sum16};
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
 /// broadcast fit the 32 vector registers.
@@ -44,6 +44,45 @@ unsafe fn pairs32(src: *const f32, n: usize) -> __m512i {
     transmute::<__m512bh, __m512i>(_mm512_cvtne2ps_pbh(hi, lo))
 }
 
+/// The 16 × 16 transpose of 32-bit lanes: `out[c]` lane `r` is `rows[r]` lane `c`.
+/// Pairs of rows interleave by 32 then 64 bits (within each 128-bit block), then the
+/// 128-bit blocks of four rows at a time are transposed as a 4 × 4 grid.
+#[inline]
+#[target_feature(enable = "avx512f")]
+unsafe fn transpose16(r: [__m512i; 16]) -> [__m512i; 16] {
+    let t: [__m512i; 16] = core::array::from_fn(|i| {
+        let (a, b) = (r[i & !1], r[i | 1]);
+        if i % 2 == 0 {
+            _mm512_unpacklo_epi32(a, b)
+        } else {
+            _mm512_unpackhi_epi32(a, b)
+        }
+    });
+    // u[4g + m]: column 4ℓ + m of rows 4g..4g + 4, in each 128-bit block ℓ.
+    let u: [__m512i; 16] = core::array::from_fn(|i| {
+        let (g, m) = (i / 4, i % 4);
+        let (a, b) = (t[4 * g + m / 2], t[4 * g + 2 + m / 2]);
+        if m % 2 == 0 {
+            _mm512_unpacklo_epi64(a, b)
+        } else {
+            _mm512_unpackhi_epi64(a, b)
+        }
+    });
+    let mut out = [_mm512_setzero_si512(); 16];
+    for m in 0..4 {
+        let (a0, a1, a2, a3) = (u[m], u[4 + m], u[8 + m], u[12 + m]);
+        let b0 = _mm512_shuffle_i32x4::<0x44>(a0, a1);
+        let b1 = _mm512_shuffle_i32x4::<0xEE>(a0, a1);
+        let b2 = _mm512_shuffle_i32x4::<0x44>(a2, a3);
+        let b3 = _mm512_shuffle_i32x4::<0xEE>(a2, a3);
+        out[m] = _mm512_shuffle_i32x4::<0x88>(b0, b2);
+        out[4 + m] = _mm512_shuffle_i32x4::<0xDD>(b0, b2);
+        out[8 + m] = _mm512_shuffle_i32x4::<0x88>(b1, b3);
+        out[12 + m] = _mm512_shuffle_i32x4::<0xDD>(b1, b3);
+    }
+    out
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
 #[allow(clippy::too_many_arguments)]
 unsafe fn attention_impl(
@@ -65,28 +104,41 @@ unsafe fn attention_impl(
     let (scores, rest) = rest.split_at_mut(QB * nk);
     let pp = &mut rest[..QB * nkp];
     let scores: &mut [f32] = bytemuck::cast_slice_mut(scores);
-    let log2e = _mm512_set1_ps(core::f32::consts::LOG2_E);
-    let vscale = _mm512_set1_ps(scale);
+    let vscale = _mm512_set1_ps(bf16_score_scale(scale));
     // bf16 1.0 in both halves: a dot product with it sums a vector's pairs.
     let ones: __m512bh = transmute(_mm512_set1_epi32(0x3F80_3F80));
     // Interleaves two rows' bf16 (a0..a15, b0..b15) into pairs (a0 b0, a1 b1, …).
     let zip: [u16; 32] = core::array::from_fn(|e| ((e / 2) + 16 * (e % 2)) as u16);
     let zip = _mm512_loadu_si512(zip.as_ptr() as *const _);
-    let mut tmp = [0u32; 16];
     for h in 0..heads {
         let c0 = h * dh;
-        // Key pairs, transposed: kt[p·nk + j] = (k[j][2p], k[j][2p+1]).
-        for j in 0..nk {
-            let row = k.data.as_ptr().add(j * k.stride + c0);
-            let mut d = 0;
-            while d < dh {
-                let n = (dh - d).min(32);
-                _mm512_storeu_si512(tmp.as_mut_ptr() as *mut _, pairs32(row.add(d), n));
-                for (i, &t) in tmp.iter().enumerate().take(n.div_ceil(2)) {
-                    *kt.get_unchecked_mut((d / 2 + i) * nk + j) = t;
+        // Key pairs, transposed: kt[p·nk + j] = (k[j][2p], k[j][2p+1]), 16 keys × 16
+        // pairs at a time through registers.
+        let mut j0 = 0;
+        while j0 < nk {
+            let nj = (nk - j0).min(16);
+            let mut p0 = 0;
+            while p0 < dhp {
+                let np = (dhp - p0).min(16);
+                let rows: [__m512i; 16] = core::array::from_fn(|i| {
+                    if i < nj {
+                        let row = k.data.as_ptr().add((j0 + i) * k.stride + c0 + 2 * p0);
+                        pairs32(row, (dh - 2 * p0).min(32))
+                    } else {
+                        _mm512_setzero_si512()
+                    }
+                });
+                let cols = transpose16(rows);
+                for (p, col) in cols.iter().enumerate().take(np) {
+                    _mm512_mask_storeu_epi32(
+                        kt.as_mut_ptr().add((p0 + p) * nk + j0) as *mut _,
+                        mask(nj),
+                        *col,
+                    );
                 }
-                d += n;
+                p0 += np;
             }
+            j0 += nj;
         }
         // Value pairs: vp[jp·dh + c] = (v[2jp][c], v[2jp+1][c]).
         for jp in 0..nkp {
@@ -147,6 +199,8 @@ unsafe fn attention_impl(
             // Scores: s[r][j] = scale · Σ_p q-pair[r][p] · k-pair[p][j], 48 keys (3
             // registers) at a time so each broadcast pair feeds 3 dot products; fewer
             // registers for the last keys, so a 196-key row wastes no work.
+            // Each row's running maximum, lane by lane, kept as the scores are stored.
+            let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); QB];
             let mut j = 0;
             while j < nk {
                 let n = (nk - j).min(48);
@@ -154,9 +208,9 @@ unsafe fn attention_impl(
                 macro_rules! go {
                     ($($r:literal),*) => {
                         match (rb, n.div_ceil(16)) {
-                            $(($r, 3) => scores_block::<$r, 3>(args, scores),
-                              ($r, 2) => scores_block::<$r, 2>(args, scores),
-                              ($r, _) => scores_block::<$r, 1>(args, scores),)*
+                            $(($r, 3) => scores_block::<$r, 3>(args, scores, &mut mx),
+                              ($r, 2) => scores_block::<$r, 2>(args, scores, &mut mx),
+                              ($r, _) => scores_block::<$r, 1>(args, scores, &mut mx),)*
                             _ => unreachable!(),
                         }
                     };
@@ -164,24 +218,13 @@ unsafe fn attention_impl(
                 go!(1, 2, 3, 4, 5, 6);
                 j += n;
             }
-            // Softmax weights e = exp(s − max), rounded to bf16 pairs along the keys;
-            // their sum (of the rounded values) divides the output.
+            // Softmax weights e = exp2(s − max) (the scores are in base 2), rounded to
+            // bf16 pairs along the keys; their sum (of the rounded values) divides the
+            // output.
             let mut inv = [0.0f32; QB];
             for (r, inv_r) in inv.iter_mut().enumerate().take(rb) {
                 let s = scores.as_ptr().add(r * nk);
-                let mut mx = _mm512_set1_ps(f32::NEG_INFINITY);
-                let mut j = 0;
-                while j < nk {
-                    let n = (nk - j).min(16);
-                    mx = _mm512_mask_max_ps(
-                        mx,
-                        mask(n),
-                        mx,
-                        _mm512_maskz_loadu_ps(mask(n), s.add(j)),
-                    );
-                    j += n;
-                }
-                let vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+                let vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx[r]));
                 let mut sum = _mm512_setzero_ps();
                 let mut j = 0;
                 while j < nk {
@@ -189,10 +232,7 @@ unsafe fn attention_impl(
                     let (m0, m1) = (mask(n), mask(n.saturating_sub(16)));
                     let e = |m: __mmask16, at: usize| {
                         let x = _mm512_maskz_loadu_ps(m, s.add(at));
-                        _mm512_maskz_mov_ps(
-                            m,
-                            exp2_clamped(_mm512_mul_ps(_mm512_sub_ps(x, vmax), log2e)),
-                        )
+                        _mm512_maskz_mov_ps(m, exp2_clamped(_mm512_sub_ps(x, vmax)))
                     };
                     let pair = _mm512_cvtne2ps_pbh(e(m1, j + 16), e(m0, j));
                     sum = _mm512_dpbf16_ps(sum, pair, ones);
@@ -203,9 +243,7 @@ unsafe fn attention_impl(
                     );
                     j += n;
                 }
-                let mut lanes = [0.0f32; 16];
-                _mm512_storeu_ps(lanes.as_mut_ptr(), sum);
-                *inv_r = 1.0 / sum16(lanes);
+                *inv_r = 1.0 / sum16(sum);
             }
             // out[i0+r][c0..c0+dh] = inv[r] · Σ_jp e-pair[r][jp] · v-pair[jp][c], 64
             // columns (4 registers) at a time.
@@ -238,6 +276,7 @@ unsafe fn attention_impl(
 unsafe fn scores_block<const R: usize, const NB: usize>(
     (kt, qp, nk, dhp, j, n, vscale): (&[u32], &[u32], usize, usize, usize, usize, __m512),
     scores: &mut [f32],
+    mx: &mut [__m512; QB],
 ) {
     let masks: [__mmask16; NB] = core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
     let mut acc = [[_mm512_setzero_ps(); NB]; R];
@@ -258,11 +297,9 @@ unsafe fn scores_block<const R: usize, const NB: usize>(
     }
     for (r, a) in acc.iter().enumerate() {
         for b in 0..NB {
-            _mm512_mask_storeu_ps(
-                scores.as_mut_ptr().add(r * nk + j + 16 * b),
-                masks[b],
-                _mm512_mul_ps(a[b], vscale),
-            );
+            let s = _mm512_mul_ps(a[b], vscale);
+            _mm512_mask_storeu_ps(scores.as_mut_ptr().add(r * nk + j + 16 * b), masks[b], s);
+            mx[r] = _mm512_mask_max_ps(mx[r], masks[b], mx[r], s);
         }
     }
 }

@@ -39,15 +39,16 @@ unsafe fn gemm_impl(q: &[u8], qs: usize, k4: usize, w: &[i8], ep: &Epilogue, mut
         while m < out.rows {
             let mr = (out.rows - m).min(MR);
             let t = m / MR;
-            let base = w.as_ptr().add(next * panel_bytes);
-            for line in t * next_lines / tiles..(t + 1) * next_lines / tiles {
-                _mm_prefetch::<_MM_HINT_T1>(base.add(line * 64));
-            }
+            let first = t * next_lines / tiles;
+            let pf = (
+                w.as_ptr().add(next * panel_bytes + first * 64),
+                (t + 1) * next_lines / tiles - first,
+            );
             macro_rules! go {
                 ($($r:literal),*) => {
                     match (mr, nb) {
-                        $(($r, 2) => tile::<$r, 2>(q, qs, k4, w, m, p, ep, &mut out),
-                          ($r, _) => tile::<$r, 1>(q, qs, k4, w, m, p, ep, &mut out),)*
+                        $(($r, 2) => tile::<$r, 2>(q, qs, k4, w, m, p, ep, &mut out, pf),
+                          ($r, _) => tile::<$r, 1>(q, qs, k4, w, m, p, ep, &mut out, pf),)*
                         _ => unreachable!(),
                     }
                 };
@@ -71,12 +72,19 @@ unsafe fn tile<const R: usize, const NB: usize>(
     p: usize,
     ep: &Epilogue,
     out: &mut MatMut,
+    (pf, pf_lines): (*const i8, usize),
 ) {
     let mut acc = [[_mm512_setzero_si512(); NB]; R];
     let qp = q.as_ptr().add(m * qs);
     let panel_bytes = k4 * PANEL_GROUP_BYTES;
     let wp = w.as_ptr().add(p * panel_bytes);
+    // One prefetch every `every` groups: a burst of them would fill the miss queue the
+    // loop's own loads need.
+    let every = (k4 / (pf_lines + 1)).max(1);
     for g in 0..k4 {
+        if g % every == 0 && g / every < pf_lines {
+            _mm_prefetch::<_MM_HINT_T1>(pf.add(g / every * 64));
+        }
         let mut wv = [_mm512_setzero_si512(); NB];
         for (b, v) in wv.iter_mut().enumerate() {
             *v = _mm512_loadu_si512(wp.add(b * panel_bytes + g * PANEL_GROUP_BYTES) as *const _);
@@ -90,19 +98,21 @@ unsafe fn tile<const R: usize, const NB: usize>(
         }
     }
     let xs = _mm512_set1_ps(ep.x_scale);
-    for (r, acc_r) in acc.iter().enumerate() {
-        let row = out.data.as_mut_ptr().add((m + r) * out.stride);
-        for (b, a) in acc_r.iter().enumerate() {
-            let o0 = (p + b) * PANEL_N;
-            let valid = (out.cols - o0).min(PANEL_N);
-            let mask = lanes(valid);
-            // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings.
-            let scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0)));
-            let bias = match ep.bias {
-                Some(bv) => _mm512_maskz_loadu_ps(mask, bv.as_ptr().add(o0)),
-                None => _mm512_setzero_ps(),
-            };
-            let mut y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(*a), scale), bias);
+    // Column block outside, rows inside: each block's scale and bias are loaded once
+    // (the compiler cannot hoist them past the stores, which might alias).
+    for b in 0..NB {
+        let o0 = (p + b) * PANEL_N;
+        let valid = (out.cols - o0).min(PANEL_N);
+        let mask = lanes(valid);
+        // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings.
+        let scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0)));
+        let bias = match ep.bias {
+            Some(bv) => _mm512_maskz_loadu_ps(mask, bv.as_ptr().add(o0)),
+            None => _mm512_setzero_ps(),
+        };
+        for (r, acc_r) in acc.iter().enumerate() {
+            let row = out.data.as_mut_ptr().add((m + r) * out.stride);
+            let mut y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc_r[b]), scale), bias);
             if ep.act == Activation::GeluTanh {
                 y = gelu_tanh(y);
             }
