@@ -4,8 +4,11 @@
 # base-size SigLIP (random weights: speed does not depend on them) and the same input.
 # Prints a table, then the same table in markdown for BENCHMARKS.md.
 #
-#   BENCH_RUNS     timed runs per row (default 10)
-#   BENCH_WARMUP   untimed runs first (default 3)
+#   BENCH_RUNS     timed runs per row (default 12)
+#   BENCH_ROUNDS   rounds the runs are split into (default 3): each round times every
+#                  runtime in turn, and each row pools its runs over the rounds, so a
+#                  shared machine's slow spell weighs on all the runtimes alike
+#   BENCH_WARMUP   untimed runs first, in every round (default 3)
 #   BENCH_THREADS  thread counts, space-separated (default "1 2")
 #   BENCH_KEEP     a folder to keep the model, artifacts and JSON in (default: a temp
 #                  folder, removed at exit)
@@ -14,7 +17,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$(pwd)"
-runs="${BENCH_RUNS:-10}"
+runs="${BENCH_RUNS:-12}"
+rounds="${BENCH_ROUNDS:-3}"
 warmup="${BENCH_WARMUP:-3}"
 threads="${BENCH_THREADS:-1 2}"
 say() { printf '==> %s\n' "$*" >&2; }
@@ -67,47 +71,70 @@ fi
 
 out="$work/results"
 mkdir -p "$out"
-ort() { recipes vlm_recipes.bench_ort --model "$work/model" --runs "$runs" --warmup "$warmup" "$@"; }
-for n in $threads; do
-  say "vlm int8, $n thread(s)"
-  "$vlm" bench --model "$work/model.vlmq" --threads "$n" --runs "$runs" --warmup "$warmup" \
-    --json >"$out/vlm-int8-$n.json"
-  say "onnxruntime int8 dynamic, $n thread(s)"
-  ort --onnx "$work/vision.int8.onnx" --threads "$n" --label "onnxruntime int8 dynamic" \
-    >"$out/ort-int8-$n.json"
-  say "onnxruntime fp32, $n thread(s)"
-  ort --threads "$n" --label "onnxruntime fp32" >"$out/ort-fp32-$n.json"
+if [ "$rounds" -lt 1 ] || [ "$runs" -lt 1 ]; then
+  echo "BENCH_RUNS and BENCH_ROUNDS must be at least 1" >&2
+  exit 2
+fi
+per=$(( (runs + rounds - 1) / rounds ))
+ort() { recipes vlm_recipes.bench_ort --model "$work/model" --runs "$per" --warmup "$warmup" "$@"; }
+for r in $(seq "$rounds"); do
+  for n in $threads; do
+    say "round $r of $rounds: vlm int8, $n thread(s)"
+    "$vlm" bench --model "$work/model.vlmq" --threads "$n" --runs "$per" --warmup "$warmup" \
+      --json >"$out/vlm-int8-$n.$r.json"
+    say "round $r of $rounds: onnxruntime int8 dynamic, $n thread(s)"
+    ort --onnx "$work/vision.int8.onnx" --threads "$n" --label "onnxruntime int8 dynamic" \
+      >"$out/ort-int8-$n.$r.json"
+    say "round $r of $rounds: onnxruntime fp32, $n thread(s)"
+    ort --threads "$n" --label "onnxruntime fp32" >"$out/ort-fp32-$n.$r.json"
+  done
 done
+# tract, far slower and no goal's yardstick, runs once.
 say "tract fp32 (one thread: it has no intra-op threading)"
-"$vlm" bench --model "$work/model" --runs "$runs" --warmup "$warmup" --json >"$out/tract-fp32.json"
+"$vlm" bench --model "$work/model" --runs "$per" --warmup "$warmup" --json >"$out/tract-fp32.1.json"
 
-"$py" - "$out" "$threads" "$runs" "$warmup" <<'EOF'
-import json, os, sys
+"$py" - "$out" "$threads" "$rounds" "$warmup" <<'EOF'
+import json, os, statistics, sys
 
-out, threads, runs, warmup = sys.argv[1], [int(t) for t in sys.argv[2].split()], sys.argv[3], sys.argv[4]
-load = lambda name: json.load(open(os.path.join(out, name)))
-tract = load("tract-fp32.json")
+out, threads, rounds, warmup = sys.argv[1], [int(t) for t in sys.argv[2].split()], int(sys.argv[3]), sys.argv[4]
+
+
+def load(prefix):
+    """One row: the first round's report, its timings pooled over every round there is."""
+    reports = [json.load(open(p)) for r in range(1, rounds + 1)
+               if os.path.exists(p := os.path.join(out, f"{prefix}.{r}.json"))]
+    row = dict(reports[0])
+    samples = [s for rep in reports for s in rep["samples_ms"]]
+    row.update(median_ms=statistics.median(samples), min_ms=min(samples), max_ms=max(samples),
+               runs=len(samples), rounds=len(reports))
+    return row
+
+
+tract = load("tract-fp32")
 rows, peaks = [], []
 for n in threads:
-    vlm = load(f"vlm-int8-{n}.json")
+    vlm = load(f"vlm-int8-{n}")
     base = vlm["median_ms"]
     if vlm.get("peak"):
         peaks.append(f"{vlm['peak']['gmac_per_s']:.0f} GMAC/s on {n} thread(s)")
-        note = f" ({vlm['isa']}, {vlm['peak_percent']:.0f}% of int8 peak)"
+        # The share of peak at the pooled median: GMAC/s = MACs / (ms · 1e6).
+        pct = 100 * vlm["macs"] / (base * 1e6) / vlm["peak"]["gmac_per_s"]
+        note = f" ({vlm['isa']}, {pct:.0f}% of int8 peak)"
     else:
         note = f" ({vlm['isa']})"
     rows.append(("vlm int8" + note, str(n), vlm, base))
-    for name, label in [(f"ort-int8-{n}.json", "onnxruntime int8 dynamic (U8S8)"),
-                        (f"ort-fp32-{n}.json", "onnxruntime fp32")]:
-        r = load(name)
+    for prefix, label in [(f"ort-int8-{n}", "onnxruntime int8 dynamic (U8S8)"),
+                          (f"ort-fp32-{n}", "onnxruntime fp32")]:
+        r = load(prefix)
         rows.append((f"{label} {r['onnxruntime']}", str(n), r, base))
     # tract has no intra-op threads: its one-thread time stands in every row.
     rows.append(("tract fp32", "1" if n == 1 else f"{n} (1 thread)", tract, base))
 
-first = load(f"vlm-int8-{threads[0]}.json")
+first = load(f"vlm-int8-{threads[0]}")
 print()
 print(f"SigLIP base patch16-224 vision tower, {first['macs'] / 1e9:.2f} GMAC per image;"
-      f" median of {runs} runs after {warmup} warmup; peer / vlm > 1: vlm is faster")
+      f" median of {first['runs']} runs in {rounds} interleaved rounds (each after {warmup}"
+      f" warmup; tract: {tract['runs']} runs, once); peer / vlm > 1: vlm is faster")
 if peaks:
     print(f"int8 peak ({first['peak']['instruction']}, registers only): " + ", ".join(peaks))
 w = max(len(r[0]) for r in rows)

@@ -48,6 +48,10 @@ pub struct BenchArgs {
     /// int8 linear layers.
     #[arg(long)]
     kernels: bool,
+    /// Also show where a run's time goes: each op's shortest time over the runs, summed
+    /// per kind and shape of op.
+    #[arg(long)]
+    profile: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -74,6 +78,13 @@ struct KernelShape {
 }
 
 #[derive(Serialize)]
+struct ProfileRow {
+    op: String,
+    calls: usize,
+    ms: f64,
+}
+
+#[derive(Serialize)]
 struct Report {
     runtime: &'static str,
     model: String,
@@ -85,12 +96,16 @@ struct Report {
     median_ms: f64,
     min_ms: f64,
     max_ms: f64,
+    /// Every timed run (ms), so runs made in several rounds can be pooled.
+    samples_ms: Vec<f64>,
     macs: u64,
     gmac_per_s: f64,
     peak: Option<Peak>,
     peak_percent: Option<f64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     kernels: Vec<KernelShape>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    profile: Vec<ProfileRow>,
 }
 
 /// Pixel values every runtime is timed on (`vlm_recipes.bench_ort` makes the same ones):
@@ -118,6 +133,8 @@ struct Timing {
     median: Duration,
     min: Duration,
     max: Duration,
+    /// Every timed run, in the order run.
+    samples: Vec<Duration>,
 }
 
 fn time_runs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> Result<Timing> {
@@ -135,18 +152,20 @@ fn time_runs(warmup: usize, runs: usize, mut f: impl FnMut() -> Result<()>) -> R
 
 /// Median (the mean of the middle two for an even count), min and max of `runs >= 1`
 /// samples.
-fn summarize(mut samples: Vec<Duration>) -> Timing {
-    samples.sort();
-    let mid = samples.len() / 2;
-    let median = if samples.len() % 2 == 1 {
-        samples[mid]
+fn summarize(samples: Vec<Duration>) -> Timing {
+    let mut sorted = samples.clone();
+    sorted.sort();
+    let mid = sorted.len() / 2;
+    let median = if sorted.len() % 2 == 1 {
+        sorted[mid]
     } else {
-        (samples[mid - 1] + samples[mid]) / 2
+        (sorted[mid - 1] + sorted[mid]) / 2
     };
     Timing {
         median,
-        min: samples[0],
-        max: samples[samples.len() - 1],
+        min: sorted[0],
+        max: sorted[sorted.len() - 1],
+        samples,
     }
 }
 
@@ -325,6 +344,142 @@ fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<(Shape, usize)> {
     shapes
 }
 
+/// What an op is, for the profile: its kind, shape and precision.
+fn op_label(op: &Op) -> String {
+    let prec = |w: &Weights| match w {
+        Weights::I8 { .. } => "int8",
+        Weights::F32 { .. } => "fp32",
+    };
+    match op {
+        Op::PatchEmbed {
+            channels,
+            patch,
+            weights,
+            out,
+            ..
+        } => format!(
+            "patch embedding {}×{}→{} {}",
+            out.rows,
+            channels * patch * patch,
+            out.cols,
+            prec(weights)
+        ),
+        Op::Linear {
+            x,
+            weights,
+            act,
+            out,
+            ..
+        } => {
+            let act = match act {
+                Activation::None => "",
+                Activation::GeluTanh => " + GELU-tanh",
+                Activation::GeluErf => " + GELU-erf",
+            };
+            format!(
+                "linear {}×{}→{} {}{act}",
+                x.rows,
+                x.cols,
+                out.cols,
+                prec(weights)
+            )
+        }
+        Op::Attention {
+            q,
+            k,
+            heads,
+            head_dim,
+            precision,
+            ..
+        } => {
+            let nq = match q {
+                vlm_runtime::ops::Query::Mat(m) => m.rows,
+                vlm_runtime::ops::Query::Const { rows, .. } => *rows,
+            };
+            format!(
+                "attention {nq} queries × {} keys, {heads}×{head_dim} {}",
+                k.rows,
+                precision.name()
+            )
+        }
+        Op::LayerNorm { x, .. } => format!("layer norm {}×{}", x.rows, x.cols),
+        Op::Add { out, .. } => format!("add {}×{}", out.rows, out.cols),
+        Op::Embedding { out, .. } => format!("embedding {}×{}", out.rows, out.cols),
+        Op::Activate { x, .. } => format!("activation {}×{}", x.rows, x.cols),
+    }
+}
+
+/// Each op's shortest time over `runs` runs (after `warmup`), summed per label, in
+/// order of first use. Minima: on a shared machine noise only ever adds, and an op's
+/// minimum is what it costs.
+fn profile(
+    session: &mut Session,
+    kind: TowerKind,
+    input: vlm_runtime::Input<'_>,
+    (warmup, runs): (usize, usize),
+) -> Result<Vec<ProfileRow>> {
+    struct Timer {
+        last: Instant,
+        spent: Vec<Duration>,
+    }
+    impl vlm_runtime::Observer for Timer {
+        fn observe(
+            &mut self,
+            node: usize,
+            what: vlm_runtime::Observed,
+            _: vlm_runtime::kernels::scalar::MatRef<'_>,
+        ) {
+            if what == vlm_runtime::Observed::Output {
+                let now = Instant::now();
+                if let Some(s) = self.spent.get_mut(node) {
+                    *s = now - self.last;
+                }
+                self.last = now;
+            }
+        }
+    }
+    let model = *session.model();
+    let tower = *model
+        .tower(kind)
+        .ok_or_else(|| anyhow!("the artifact has no {} tower", kind.name()))?;
+    let ops: Vec<Op> = tower.ops(&model).map(|(_, op)| op).collect();
+    let mut t = Timer {
+        last: Instant::now(),
+        spent: vec![Duration::ZERO; ops.len()],
+    };
+    let mut best = vec![Duration::MAX; ops.len()];
+    let mut out = vec![0.0f32; model.meta.embed_dim];
+    for run in 0..warmup + runs {
+        t.last = Instant::now();
+        session
+            .run(kind, input, &mut out, Some(&mut t))
+            .with_context(|| format!("profiling the {} tower", kind.name()))?;
+        if run >= warmup {
+            for (b, s) in best.iter_mut().zip(&t.spent) {
+                *b = (*b).min(*s);
+            }
+        }
+    }
+    let mut rows: Vec<ProfileRow> = Vec::new();
+    for (op, b) in ops.iter().zip(best) {
+        let label = op_label(op);
+        let row = match rows.iter_mut().position(|r| r.op == label) {
+            Some(i) => &mut rows[i],
+            None => {
+                rows.push(ProfileRow {
+                    op: label,
+                    calls: 0,
+                    ms: 0.0,
+                });
+                rows.last_mut().expect("just pushed")
+            }
+        };
+        row.calls += 1;
+        row.ms += ms(b);
+    }
+    Ok(rows)
+}
+
 fn gmacs(macs: u64, d: Duration) -> f64 {
     macs as f64 / d.as_secs_f64().max(1e-12) / 1e9
 }
@@ -381,6 +536,15 @@ fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
             });
         }
     }
+    let profile = if args.profile {
+        let input = match kind {
+            TowerKind::Vision => vlm_runtime::Input::Pixels(&pixels),
+            TowerKind::Text => vlm_runtime::Input::Tokens(&ids),
+        };
+        profile(&mut session, kind, input, (args.warmup.min(1), args.runs))?
+    } else {
+        Vec::new()
+    };
     Ok(Report {
         runtime: "vlm-int8",
         model: path.display().to_string(),
@@ -392,11 +556,13 @@ fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
         median_ms: ms(timing.median),
         min_ms: ms(timing.min),
         max_ms: ms(timing.max),
+        samples_ms: timing.samples.iter().map(|&d| ms(d)).collect(),
         macs,
         gmac_per_s,
         peak_percent: percent(gmac_per_s),
         peak,
         kernels,
+        profile,
     })
 }
 
@@ -464,11 +630,13 @@ fn bench_fp32(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
         median_ms: ms(timing.median),
         min_ms: ms(timing.min),
         max_ms: ms(timing.max),
+        samples_ms: timing.samples.iter().map(|&d| ms(d)).collect(),
         macs,
         gmac_per_s: gmacs(macs, timing.median),
         peak: None,
         peak_percent: None,
         kernels: Vec::new(),
+        profile: Vec::new(),
     })
 }
 
@@ -533,6 +701,24 @@ fn print_text(r: &Report, requested_threads: usize) {
     }
 }
 
+fn print_profile(rows: &[ProfileRow]) {
+    let total: f64 = rows.iter().map(|r| r.ms).sum();
+    let w = rows.iter().map(|r| r.op.chars().count()).max().unwrap_or(2);
+    println!();
+    println!("where the time goes (each op's shortest time over the runs):");
+    println!("{:<w$} {:>6} {:>10} {:>7}", "op", "calls", "ms", "share");
+    for r in rows {
+        println!(
+            "{:<w$} {:>6} {:>10.3} {:>6.1}%",
+            r.op,
+            r.calls,
+            r.ms,
+            100.0 * r.ms / total.max(1e-12)
+        );
+    }
+    println!("{:<w$} {:>6} {:>10.3}", "sum", "", total);
+}
+
 pub fn bench(args: BenchArgs) -> Result<()> {
     if args.threads == 0 {
         bail!("--threads must be at least 1");
@@ -547,9 +733,10 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let report = if args.model.is_file() {
         bench_int8(&args, kind)?
     } else if args.model.is_dir() {
-        if args.kernels {
+        if args.kernels || args.profile {
             bail!(
-                "--kernels times the int8 GEMM: pass an int8 artifact (.vlmq), not the folder {}",
+                "--{} times the vlm runtime: pass an int8 artifact (.vlmq), not the folder {}",
+                if args.kernels { "kernels" } else { "profile" },
                 args.model.display()
             );
         }
@@ -561,6 +748,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_text(&report, args.threads);
+        if !report.profile.is_empty() {
+            print_profile(&report.profile);
+        }
     }
     Ok(())
 }

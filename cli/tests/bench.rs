@@ -93,6 +93,84 @@ fn bench_json_and_kernels() {
     for (i, k) in keys.iter().enumerate() {
         assert!(!keys[..i].contains(k), "{k:?} listed twice");
     }
+    // Every timed run is reported, for scripts that pool runs over several rounds.
+    let samples = v["samples_ms"].as_array().expect("a samples list");
+    assert_eq!(samples.len(), 2);
+    assert!(samples.iter().all(|x| x.as_f64().is_some_and(|x| x > 0.0)));
+}
+
+#[test]
+fn bench_profile_accounts_for_every_op() {
+    let a = artifact().to_str().unwrap();
+    for tower in ["vision", "text"] {
+        let out = stdout_of(&vlm(&[
+            "bench",
+            "--model",
+            a,
+            "--tower",
+            tower,
+            "--runs",
+            "2",
+            "--warmup",
+            "0",
+            "--profile",
+            "--json",
+        ]));
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        let rows = v["profile"].as_array().expect("a profile list");
+        // Every op of the tower is in exactly one row, each row a distinct label.
+        let ops = vlm_quantize::Artifact::load(Path::new(a))
+            .unwrap()
+            .model()
+            .tower(match tower {
+                "vision" => vlm_runtime::TowerKind::Vision,
+                _ => vlm_runtime::TowerKind::Text,
+            })
+            .unwrap()
+            .op_count();
+        let calls: u64 = rows.iter().map(|r| r["calls"].as_u64().unwrap()).sum();
+        assert_eq!(calls as usize, ops, "{v}");
+        let labels: Vec<&str> = rows.iter().map(|r| r["op"].as_str().unwrap()).collect();
+        for (i, l) in labels.iter().enumerate() {
+            assert!(!labels[..i].contains(l), "{l} listed twice");
+        }
+        assert!(
+            labels.iter().any(|l| l.starts_with("linear ")),
+            "{labels:?}"
+        );
+        assert!(
+            labels.iter().any(|l| l.starts_with("attention ")),
+            "{labels:?}"
+        );
+        assert!(
+            rows.iter()
+                .all(|r| r["ms"].as_f64().is_some_and(|t| t >= 0.0)),
+            "{v}"
+        );
+    }
+    // The text table too.
+    let text = stdout_of(&vlm(&[
+        "bench",
+        "--model",
+        a,
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--profile",
+    ]));
+    assert!(text.contains("where the time goes"), "{text}");
+    assert!(has_line(&text, "sum"), "{text}");
+    // It profiles the vlm runtime: an fp32 folder is refused, cleanly.
+    let out = vlm(&[
+        "bench",
+        "--model",
+        root().join("models/demo").to_str().unwrap(),
+        "--profile",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--profile"), "{stderr}");
 }
 
 #[test]

@@ -21,17 +21,26 @@ pub struct AlignedBytes {
 }
 
 impl AlignedBytes {
-    pub fn from_slice(bytes: &[u8]) -> Self {
-        let mut words = vec![[0u64; 8]; bytes.len().div_ceil(64)];
-        bytemuck::cast_slice_mut::<[u64; 8], u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
+    /// `len` zero bytes.
+    fn zeroed(len: usize) -> Self {
         Self {
-            words,
-            len: bytes.len(),
+            words: vec![[0u64; 8]; len.div_ceil(64)],
+            len,
         }
+    }
+
+    pub fn from_slice(bytes: &[u8]) -> Self {
+        let mut b = Self::zeroed(bytes.len());
+        b.as_bytes_mut().copy_from_slice(bytes);
+        b
     }
 
     pub fn as_bytes(&self) -> &[u8] {
         &bytemuck::cast_slice::<[u64; 8], u8>(&self.words)[..self.len]
+    }
+
+    fn as_bytes_mut(&mut self) -> &mut [u8] {
+        &mut bytemuck::cast_slice_mut::<[u64; 8], u8>(&mut self.words)[..self.len]
     }
 
     pub fn len(&self) -> usize {
@@ -42,10 +51,28 @@ impl AlignedBytes {
         self.len == 0
     }
 
-    /// Reads a file into aligned memory.
+    /// Reads a file straight into aligned memory.
     pub fn read(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        Ok(Self::from_slice(&bytes))
+        use std::io::Read;
+        let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        let len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+        let len = usize::try_from(len).map_err(|_| {
+            Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::OutOfMemory, "file too large"),
+            )
+        })?;
+        let mut b = Self::zeroed(len);
+        f.read_exact(b.as_bytes_mut())
+            .map_err(|e| Error::io(path, e))?;
+        // A file that grew while being read would be cut short here: refuse it.
+        if f.read(&mut [0u8; 1]).map_err(|e| Error::io(path, e))? != 0 {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::InvalidData, "file changed while read"),
+            ));
+        }
+        Ok(b)
     }
 }
 

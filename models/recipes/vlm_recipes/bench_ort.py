@@ -71,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
                 "median_ms": float(np.median(samples)),
                 "min_ms": min(samples),
                 "max_ms": max(samples),
+                "samples_ms": samples,
                 "onnxruntime": ort.__version__,
             }
         )

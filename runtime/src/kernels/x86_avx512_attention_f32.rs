@@ -16,7 +16,7 @@ use super::scalar::{
     bf16_round, bf16_score_scale, bf16_weight_sum, check_attention_bounds, pair_order, MatMut,
     MatRef,
 };
-use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped, lanes as mask};
+use super::x86_avx512_math::{bf16_round as bf16_round_v, exp2_clamped_below, lanes as mask};
 
 /// Query rows per block.
 const QB: usize = super::ATTENTION_ROWS;
@@ -170,7 +170,7 @@ unsafe fn attention_impl<const BF16: bool>(
                     let m = mask(n);
                     let x = _mm512_maskz_loadu_ps(m, s.add(j));
                     let d = _mm512_sub_ps(x, vmax);
-                    let e = exp2_clamped(if BF16 { d } else { _mm512_mul_ps(d, log2e) });
+                    let e = exp2_clamped_below(if BF16 { d } else { _mm512_mul_ps(d, log2e) });
                     let e = if BF16 { bf16_round_v(e) } else { e };
                     let e = _mm512_maskz_mov_ps(m, e);
                     _mm512_mask_storeu_ps(s.add(j), m, e);

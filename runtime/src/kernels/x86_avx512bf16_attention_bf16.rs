@@ -11,7 +11,7 @@ use core::arch::x86_64::*;
 use core::mem::transmute;
 
 use super::scalar::{bf16_score_scale, check_attention_bounds, MatMut, MatRef};
-use super::x86_avx512_math::{exp2_clamped, lanes as mask, sum16};
+use super::x86_avx512_math::{exp2_clamped_below, lanes as mask, sum16};
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
 /// broadcast fit the 32 vector registers.
@@ -232,7 +232,7 @@ unsafe fn attention_impl(
                     let (m0, m1) = (mask(n), mask(n.saturating_sub(16)));
                     let e = |m: __mmask16, at: usize| {
                         let x = _mm512_maskz_loadu_ps(m, s.add(at));
-                        _mm512_maskz_mov_ps(m, exp2_clamped(_mm512_sub_ps(x, vmax)))
+                        _mm512_maskz_mov_ps(m, exp2_clamped_below(_mm512_sub_ps(x, vmax)))
                     };
                     let pair = _mm512_cvtne2ps_pbh(e(m1, j + 16), e(m0, j));
                     sum = _mm512_dpbf16_ps(sum, pair, ones);
