@@ -196,7 +196,7 @@ unsafe fn attention_impl(
                     d += n;
                 }
             }
-            // Scores: s[r][j] = scale · Σ_p q-pair[r][p] · k-pair[p][j], 48 keys (3
+            // Scores: s[r][j] = scale·log2(e) · Σ_p q-pair[r][p] · k-pair[p][j], 48 keys (3
             // registers) at a time so each broadcast pair feeds 3 dot products; fewer
             // registers for the last keys, so a 196-key row wastes no work.
             // Each row's running maximum, lane by lane, kept as the scores are stored.
