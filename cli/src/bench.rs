@@ -391,17 +391,12 @@ fn op_label(op: &Op) -> String {
             head_dim,
             precision,
             ..
-        } => {
-            let nq = match q {
-                vlm_runtime::ops::Query::Mat(m) => m.rows,
-                vlm_runtime::ops::Query::Const { rows, .. } => *rows,
-            };
-            format!(
-                "attention {nq} queries × {} keys, {heads}×{head_dim} {}",
-                k.rows,
-                precision.name()
-            )
-        }
+        } => format!(
+            "attention {} queries × {} keys, {heads}×{head_dim} {}",
+            q.rows(),
+            k.rows,
+            precision.name()
+        ),
         Op::LayerNorm { x, .. } => format!("layer norm {}×{}", x.rows, x.cols),
         Op::Add { out, .. } => format!("add {}×{}", out.rows, out.cols),
         Op::Embedding { out, .. } => format!("embedding {}×{}", out.rows, out.cols),

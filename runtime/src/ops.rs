@@ -108,6 +108,16 @@ pub enum Query {
     Const { tensor: u32, rows: u32 },
 }
 
+impl Query {
+    /// How many queries (rows of the attention's output).
+    pub fn rows(&self) -> u32 {
+        match *self {
+            Query::Mat(m) => m.rows,
+            Query::Const { rows, .. } => rows,
+        }
+    }
+}
+
 /// One operation of a tower's plan.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Op {
@@ -547,13 +557,7 @@ impl Op {
                 heads,
                 head_dim,
                 ..
-            } => {
-                let nq = match q {
-                    Query::Mat(m) => m.rows,
-                    Query::Const { rows, .. } => rows,
-                };
-                product(&[2, nq, k.rows, heads, head_dim])
-            }
+            } => product(&[2, q.rows(), k.rows, heads, head_dim]),
             _ => 0,
         }
     }
