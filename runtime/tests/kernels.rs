@@ -358,6 +358,108 @@ fn exp2_and_gelu_are_accurate() {
     }
 }
 
+/// `f` over `x` in arrays of `N` lanes (the last one zero-padded), the first `x.len()`
+/// results.
+fn by_lanes<const N: usize>(x: &[f32], f: impl Fn([f32; N]) -> [f32; N]) -> Vec<f32> {
+    x.chunks(N)
+        .flat_map(|c| {
+            let mut lanes = [0.0f32; N];
+            lanes[..c.len()].copy_from_slice(c);
+            f(lanes).into_iter().take(c.len())
+        })
+        .collect()
+}
+
+/// One ISA's vector exponential, GELU-tanh and bf16 rounding, on a slice.
+type VectorMath = (&'static str, [fn(&[f32]) -> Vec<f32>; 3]);
+
+/// The vector math of the AVX2 and NEON kernels this CPU can run.
+fn vector_math() -> Vec<VectorMath> {
+    #[allow(unused_mut)]
+    let mut out: Vec<VectorMath> = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    if Isa::X86Avx2.supported() {
+        use vlm_runtime::kernels::x86_avx2_math as m;
+        out.push((
+            "x86-avx2",
+            [
+                |x| by_lanes(x, m::exp2_array),
+                |x| by_lanes(x, m::gelu_tanh_array),
+                |x| by_lanes(x, m::bf16_round_array),
+            ],
+        ));
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        use vlm_runtime::kernels::aarch64_neon_math as m;
+        out.push((
+            "aarch64-neon",
+            [
+                |x| by_lanes(x, m::exp2_array),
+                |x| by_lanes(x, m::gelu_tanh_array),
+                |x| by_lanes(x, m::bf16_round_array),
+            ],
+        ));
+    }
+    out
+}
+
+/// The AVX2 and NEON exponential, GELU-tanh and bf16 rounding are the scalar code bit
+/// for bit, over the exponential's range, GELU's useful range and random bit patterns,
+/// edge values included (NaN only needs to stay NaN through GELU).
+#[test]
+fn vector_math_equals_the_reference() {
+    let mut xs: Vec<f32> = (0..=100_000)
+        .map(|i| -130.0 + 260.0 * i as f32 / 100_000.0)
+        .chain((0..=20_000).map(|i| -20.0 + 40.0 * i as f32 / 20_000.0))
+        .collect();
+    let mut s = 0x9E37_79B9u32;
+    xs.extend((0..8192).map(|_| {
+        s ^= s << 13;
+        s ^= s >> 17;
+        s ^= s << 5;
+        f32::from_bits(s)
+    }));
+    xs.extend([
+        f32::NAN,
+        -0.0,
+        0.0,
+        1e-40,
+        -1e-40,
+        f32::MAX,
+        f32::MIN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::from_bits(0x3F80_8000),
+        f32::from_bits(0x3F81_8000),
+        -126.5,
+        126.5,
+    ]);
+    let isas = vector_math();
+    #[cfg(target_arch = "aarch64")]
+    assert!(!isas.is_empty(), "NEON is in every AArch64 application CPU");
+    for (name, [exp2, gelu, bf16]) in isas {
+        let (e, g, b) = (exp2(&xs), gelu(&xs), bf16(&xs));
+        for (i, &x) in xs.iter().enumerate() {
+            let want = scalar::exp2_clamped(x);
+            assert_eq!(e[i].to_bits(), want.to_bits(), "{name} exp2({x:e})");
+            let want = scalar::activate(x, Activation::GeluTanh);
+            assert!(
+                g[i].to_bits() == want.to_bits() || (g[i].is_nan() && want.is_nan()),
+                "{name} gelu({x:e}) = {}, want {want}",
+                g[i]
+            );
+            let want = scalar::bf16_round(x);
+            assert_eq!(
+                b[i].to_bits(),
+                want.to_bits(),
+                "{name} bf16({:#010x})",
+                x.to_bits()
+            );
+        }
+    }
+}
+
 /// bf16 rounding: nearest, ties to even, denormals to signed zero, NaN kept; the
 /// AVX-512 rounding identical bit for bit.
 #[test]

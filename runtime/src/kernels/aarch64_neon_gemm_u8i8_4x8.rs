@@ -8,6 +8,7 @@
 
 use core::arch::aarch64::*;
 
+use super::aarch64_neon_math::gelu_tanh;
 use super::scalar::{activate, Epilogue, MatMut};
 use crate::format::{PANEL_K, PANEL_N};
 use crate::ops::Activation;
@@ -89,7 +90,8 @@ unsafe fn tile<const R: usize>(
 /// Writes one row of a tile through the epilogue: `acc` holds the sums of outputs
 /// `o0..o0 + 4·acc.len()`, of which the first `valid` exist; `row` is the row's column 0.
 /// The scalar formula exactly (`acc as f32 · (x_scale·w_scale) + bias`, two roundings,
-/// `fmul` then `fadd`, never fused), so only GELU can differ, and it uses the scalar one.
+/// `fmul` then `fadd`, never fused), then GELU-tanh in registers (the scalar operations,
+/// so the same bits) or the scalar GELU-erf.
 ///
 /// # Safety
 /// NEON; `w_scale`, `bias` and `row` hold outputs up to `o0 + valid`; `acc.len() ≤ 4`.
@@ -110,12 +112,15 @@ pub(super) unsafe fn store_row(
                 Some(b) => vld1q_f32(b.as_ptr().add(o)),
                 None => vdupq_n_f32(0.0),
             };
-            vst1q_f32(
-                row.add(o),
-                vaddq_f32(vmulq_f32(vcvtq_f32_s32(a), scale), bias),
-            );
+            let y = vaddq_f32(vmulq_f32(vcvtq_f32_s32(a), scale), bias);
+            let y = if ep.act == Activation::GeluTanh {
+                gelu_tanh(y)
+            } else {
+                y
+            };
+            vst1q_f32(row.add(o), y);
         }
-        if ep.act != Activation::None {
+        if ep.act == Activation::GeluErf {
             for o in o0..o0 + valid {
                 *row.add(o) = activate(*row.add(o), ep.act);
             }

@@ -5,8 +5,25 @@
 //!
 //! Choice: with `std`, the best ISA the running CPU has (and `VLM_KERNELS=<name>` forces
 //! one, for A/B runs on one binary); without `std`, what the build targets.
+//!
+//! The float kernels of AVX2 and NEON (attention) share one plan written once over
+//! `simd::F32Simd` (`simd_attention_f32`); their ISA files instantiate it in 8 or 4
+//! lanes. The three Arm levels differ only in their GEMM: the float kernels are NEON.
 
 pub mod scalar;
+// The ISA-generic kernels, for the ISAs that instantiate them.
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[allow(unsafe_code)]
+mod simd;
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[allow(unsafe_code)]
+mod simd_attention_f32;
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
@@ -16,11 +33,29 @@ pub mod aarch64_dotprod_gemm_u8i8_4x16;
 pub mod aarch64_i8mm_gemm_u8i8_8x8;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
+pub mod aarch64_neon_attention_f32;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
 pub mod aarch64_neon_gemm_u8i8_4x8;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_neon_layernorm_f32;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_neon_math;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx2_attention_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx2_gemm_u8i8_2x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx2_layernorm_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx2_math;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_peak;
@@ -344,6 +379,28 @@ impl Isa {
                     q, k, v, heads, head_dim, scale, out, scratch,
                 )
             }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::X86Avx2, Precision::F32) if self.supported() => {
+                x86_avx2_attention_f32::attention(q, k, v, heads, head_dim, scale, out, scratch)
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Isa::X86Avx2, Precision::Bf16) if self.supported() => {
+                x86_avx2_attention_f32::attention_bf16(
+                    q, k, v, heads, head_dim, scale, out, scratch,
+                )
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            (Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm, Precision::F32) if self.supported() => {
+                aarch64_neon_attention_f32::attention(q, k, v, heads, head_dim, scale, out, scratch)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            (Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm, Precision::Bf16)
+                if self.supported() =>
+            {
+                aarch64_neon_attention_f32::attention_bf16(
+                    q, k, v, heads, head_dim, scale, out, scratch,
+                )
+            }
             _ => scalar::attention(q, k, v, heads, head_dim, scale, precision, out, scratch),
         }
     }
@@ -354,6 +411,14 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx512Vnni if self.supported() => {
                 x86_avx512_layernorm_f32::layer_norm(x, gamma, beta, eps, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => {
+                x86_avx2_layernorm_f32::layer_norm(x, gamma, beta, eps, out)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                aarch64_neon_layernorm_f32::layer_norm(x, gamma, beta, eps, out)
             }
             _ => scalar::layer_norm(x, gamma, beta, eps, out),
         }
@@ -423,6 +488,12 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx512Vnni if self.supported() => {
                 x86_avx512_math::quantize_u8(x, scale, zero, q)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => x86_avx2_math::quantize_u8(x, scale, zero, q),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                aarch64_neon_math::quantize_u8(x, scale, zero, q)
             }
             _ => scalar::quantize_u8(x, scale, zero, q),
         }

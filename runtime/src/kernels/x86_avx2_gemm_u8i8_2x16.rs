@@ -5,7 +5,9 @@
 use core::arch::x86_64::*;
 
 use super::scalar::{check_gemm_bounds, Epilogue, MatMut};
+use super::x86_avx2_math::gelu_tanh;
 use crate::format::{PANEL_K, PANEL_N};
+use crate::ops::Activation;
 
 const MR: usize = 2;
 const PANEL_GROUP_BYTES: usize = PANEL_N * PANEL_K;
@@ -71,10 +73,30 @@ unsafe fn tile<const R: usize>(
         // permute restores 0..8.
         let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[0], acc_r[1]));
         let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[2], acc_r[3]));
+        let row = out.data.as_mut_ptr().add((m + r) * out.stride + o0);
+        if valid == PANEL_N && ep.act != Activation::GeluErf {
+            // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings,
+            // then GELU-tanh by the scalar operations.
+            let xs = _mm256_set1_ps(ep.x_scale);
+            for (h, acc) in [lo, hi].into_iter().enumerate() {
+                let o = o0 + 8 * h;
+                let scale = _mm256_mul_ps(xs, _mm256_loadu_ps(ep.w_scale.as_ptr().add(o)));
+                let bias = match ep.bias {
+                    Some(b) => _mm256_loadu_ps(b.as_ptr().add(o)),
+                    None => _mm256_setzero_ps(),
+                };
+                let mut y = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc), scale), bias);
+                if ep.act == Activation::GeluTanh {
+                    y = gelu_tanh(y);
+                }
+                _mm256_storeu_ps(row.add(8 * h), y);
+            }
+            continue;
+        }
+        // A panel's padded tail, or GELU-erf: element by element.
         let mut sums = [0i32; PANEL_N];
         _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, lo);
         _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, hi);
-        let row = out.data.as_mut_ptr().add((m + r) * out.stride + o0);
         for (j, &s) in sums.iter().enumerate().take(valid) {
             *row.add(j) = ep.apply(s, o0 + j);
         }
