@@ -3,8 +3,9 @@
 #   - builds it for the host and for aarch64-unknown-linux-gnu (profile release-lite)
 #     and fails if the stripped aarch64 binary is over 2 MiB: it is what a board ships;
 #   - quantizes the demo model with labels, runs the binary on the committed PPM fixtures
-#     on x86, `qemu -cpu cortex-a76` (dotprod) and `qemu -cpu max` (i8mm), checks the top
-#     label of each, and fails unless each aarch64 image embedding is bit-identical to
+#     on x86 (and with the AVX2 kernels forced), `qemu -cpu cortex-a76` (dotprod) and
+#     `qemu -cpu max` (i8mm, and with the NEON kernels forced), checks the top
+#     label of each, and fails unless every other run's image embedding is bit-identical to
 #     the x86 one (its cosine is printed): the same artifact must compute the same
 #     thing on every ISA.
 # The kernels are whatever `Isa::detect()` picks on each CPU (VLM_KERNELS forces one);
@@ -93,14 +94,22 @@ cosine() {
 }
 
 fixtures=(red-circle:"a red circle" two-blue-stars:"a blue star")
-runs=(x86 cortex-a76 max)
+# A run is a CPU, optionally +kernels forced through VLM_KERNELS: the lower levels'
+# own float kernels (AVX2; NEON on a CPU that would pick i8mm) must agree too.
+runs=(x86 cortex-a76 max max+aarch64-neon)
+if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
+  runs+=(x86+x86-avx2)
+fi
 failed=0
 for run in "${runs[@]}"; do
-  case $run in
+  cpu=${run%%+*} kernels=
+  [[ $run == *+* ]] && kernels=${run#*+}
+  case $cpu in
     x86) cmd=("$host_bin") ;;
-    *) cmd=("$qemu" -cpu "$run" -L "$sysroot" "$arm_bin") ;;
+    *) cmd=("$qemu" -cpu "$cpu" -L "$sysroot" "$arm_bin") ;;
   esac
-  step "run: $run"
+  [[ -n $kernels ]] && cmd=(env VLM_KERNELS="$kernels" "${cmd[@]}")
+  step "run: $cpu${kernels:+, VLM_KERNELS=$kernels}"
   for f in "${fixtures[@]}"; do
     name=${f%%:*} want=${f#*:}
     ppm=targets/vlm-lite/fixtures/$name.ppm
@@ -117,6 +126,10 @@ for run in "${runs[@]}"; do
     printf '%-15s isa %-16s top: %s (%s)' "$name" "$isa" "$(head -n1 "$out.txt")" "$((SECONDS - t)) s"
     if [[ $top != "$want" ]]; then
       printf '  FAIL: want "%s"' "$want"
+      failed=1
+    fi
+    if [[ -n $kernels && $isa != "$kernels" ]]; then
+      printf '  FAIL: VLM_KERNELS=%s not honoured' "$kernels"
       failed=1
     fi
     if [[ $run != x86 ]]; then
