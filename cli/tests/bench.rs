@@ -6,16 +6,14 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{root, vlm};
+use common::{root, tmp, vlm};
 use std::sync::OnceLock;
 
 /// The demo artifact, quantized once for every test in this file.
 fn artifact() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("vlm-bench-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let out = dir.join("demo.vlmq");
+        let out = tmp("demo.vlmq");
         let q = vlm(&[
             "quantize",
             "--model",

@@ -20,9 +20,10 @@ pub fn vlm(args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// A path in this test binary's own scratch folder.
+/// A path in this test binary's own scratch folder, under the build's target directory
+/// (cargo's tmp folder for integration tests), so runs leave nothing in the system's.
 pub fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!(
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "vlm-{}-{}",
         env!("CARGO_CRATE_NAME"),
         std::process::id()

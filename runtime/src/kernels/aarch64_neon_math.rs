@@ -65,6 +65,12 @@ impl F32Simd for F32x4 {
     unsafe fn bf16_round(self) -> Self {
         F32x4(bf16_round(self.0))
     }
+    #[inline(always)]
+    unsafe fn load_odd_even(p: *const f32) -> (Self, Self) {
+        // `ld2` de-interleaves as it loads: even elements in the first register.
+        let v = vld2q_f32(p);
+        (F32x4(v.1), F32x4(v.0))
+    }
 }
 
 /// [`super::scalar::sum16`] of 16 lanes held in four registers (lanes 0–3, 4–7, 8–11,

@@ -31,4 +31,6 @@ pub trait F32Simd: Copy {
     unsafe fn exp2_clamped_below(self) -> Self;
     /// `scalar::bf16_round`, bit for bit.
     unsafe fn bf16_round(self) -> Self;
+    /// `2·LANES` floats from `p`, split into (odd-indexed, even-indexed), each in order.
+    unsafe fn load_odd_even(p: *const f32) -> (Self, Self);
 }

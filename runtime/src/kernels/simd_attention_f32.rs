@@ -14,13 +14,16 @@
 //! through scalar code doing the same operations.
 
 use super::scalar::{
-    bf16_round, bf16_score_scale, bf16_weight_sum, check_attention_bounds, exp2_clamped,
-    pair_order, MatMut, MatRef,
+    bf16_round, bf16_score_scale, check_attention_bounds, exp2_clamped, pair_order, sum16, MatMut,
+    MatRef,
 };
 use super::simd::F32Simd;
 
-/// Query rows per block.
+/// Query rows per block (`attention` dispatches 1 to 4 rows as constants).
 const QB: usize = super::ATTENTION_ROWS;
+const _: () = assert!(QB == 4);
+/// The widest register an ISA may bring, in lanes (stack buffers are this long).
+const MAX_LANES: usize = 16;
 
 /// The bounds check of either precision's kernel: `BF16` needs room for rounded values
 /// and queries too.
@@ -57,7 +60,6 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
     scratch: &mut [f32],
 ) {
     let lanes = S::LANES;
-    let wide = NB * lanes;
     let nk = k.rows;
     let (kt, rest) = scratch.split_at_mut(dh * nk);
     let (scores, rest) = rest.split_at_mut(QB * nk);
@@ -75,7 +77,19 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
         let c0 = h * dh;
         for j in 0..nk {
             let row = k.data.as_ptr().add(j * k.stride + c0);
-            for d in 0..dh {
+            let mut d = 0;
+            if BF16 {
+                // Rounded in registers, then scattered down the transposed column.
+                let mut buf = [0.0f32; MAX_LANES];
+                while d + lanes <= dh {
+                    S::load(row.add(d)).bf16_round().store(buf.as_mut_ptr());
+                    for (i, &x) in buf[..lanes].iter().enumerate() {
+                        *kt.get_unchecked_mut((d + i) * nk + j) = x;
+                    }
+                    d += lanes;
+                }
+            }
+            for d in d..dh {
                 *kt.get_unchecked_mut(d * nk + j) = round(*row.add(d));
             }
         }
@@ -111,143 +125,178 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
             } else {
                 (q.data.as_ptr().add(i0 * q.stride + c0), q.stride)
             };
-            let block = Block {
-                q: qb,
-                qs,
-                rows: rb,
-                nk,
-                dh,
-            };
-            let sp = scores.as_mut_ptr();
-            let kp = kt.as_ptr();
-            let mut j = 0;
-            while j + wide <= nk {
-                block.scores::<S, NB, BF16>(kp, j, score_scale, sp);
-                j += wide;
-            }
-            while j + lanes <= nk {
-                block.scores::<S, 1, BF16>(kp, j, score_scale, sp);
-                j += lanes;
-            }
-            for j in j..nk {
-                for r in 0..rb {
-                    let mut acc = 0.0f32;
-                    for d in pair_order(dh, BF16) {
-                        acc += *qb.add(r * qs + d) * *kp.add(d * nk + j);
-                    }
-                    *sp.add(r * nk + j) = acc * score_scale;
-                }
-            }
-
-            let mut inv_rows = [1.0f32; QB];
-            for (r, inv) in inv_rows.iter_mut().enumerate().take(rb) {
-                let row = core::slice::from_raw_parts_mut(sp.add(r * nk), nk);
-                *inv = softmax_row::<S, BF16>(row);
-            }
-
             // bf16: the rounded values; f32: the values themselves.
             let (vb, vs) = if BF16 {
                 (vr.as_ptr(), dh)
             } else {
                 (v.data.as_ptr().add(c0), v.stride)
             };
-            let (ob, os) = (
-                out.data.as_ptr().add(i0 * out.stride + c0) as *mut f32,
-                out.stride,
-            );
-            let mut c = 0;
-            while c + wide <= dh {
-                block.weighted_values::<S, NB, BF16>(sp, vb.add(c), vs, &inv_rows, ob.add(c), os);
-                c += wide;
-            }
-            while c + lanes <= dh {
-                block.weighted_values::<S, 1, BF16>(sp, vb.add(c), vs, &inv_rows, ob.add(c), os);
-                c += lanes;
-            }
-            for c in c..dh {
-                for (r, inv) in inv_rows.iter().enumerate().take(rb) {
-                    let mut acc = 0.0f32;
-                    for j in pair_order(nk, BF16) {
-                        acc += *sp.add(r * nk + j) * *vb.add(j * vs + c);
-                    }
-                    *ob.add(r * os + c) = if BF16 { acc * inv } else { acc };
-                }
+            let block = Block {
+                q: qb,
+                qs,
+                kt: kt.as_ptr(),
+                nk,
+                dh,
+                scale: score_scale,
+                s: scores.as_mut_ptr(),
+                v: vb,
+                vs,
+                out: out.data.as_ptr().add(i0 * out.stride + c0) as *mut f32,
+                os: out.stride,
+            };
+            // The row count as a constant: every accumulator stays in a register.
+            match rb {
+                4 => block.run::<S, NB, BF16, 4>(),
+                3 => block.run::<S, NB, BF16, 3>(),
+                2 => block.run::<S, NB, BF16, 2>(),
+                _ => block.run::<S, NB, BF16, 1>(),
             }
             i0 += rb;
         }
     }
 }
 
-/// A block of up to [`QB`] query rows of one head.
+/// A block of query rows of one head, and where its inputs and output live.
 struct Block {
     /// Row 0's first element of this head; rows `qs` apart.
     q: *const f32,
     qs: usize,
-    rows: usize,
+    /// The head's keys transposed: `dh` rows of `nk`.
+    kt: *const f32,
     nk: usize,
     dh: usize,
+    /// What dot products are multiplied by.
+    scale: f32,
+    /// Score rows, `nk` apart.
+    s: *mut f32,
+    /// Value row 0 at this head's column 0; rows `vs` apart.
+    v: *const f32,
+    vs: usize,
+    /// Output row 0 at this head's column 0; rows `os` apart.
+    out: *mut f32,
+    os: usize,
 }
 
 impl Block {
+    /// Scores, softmax and weighted values of `R` query rows.
+    #[inline(always)]
+    unsafe fn run<S: F32Simd, const NB: usize, const BF16: bool, const R: usize>(&self) {
+        let (lanes, wide) = (S::LANES, NB * S::LANES);
+        let mut j = 0;
+        while j + wide <= self.nk {
+            self.scores::<S, NB, BF16, R>(j);
+            j += wide;
+        }
+        while j + lanes <= self.nk {
+            self.scores::<S, 1, BF16, R>(j);
+            j += lanes;
+        }
+        if j < self.nk {
+            self.scores_partial::<S, BF16, R>(j, self.nk - j);
+        }
+
+        let mut inv = [1.0f32; R];
+        for (r, inv) in inv.iter_mut().enumerate() {
+            let row = core::slice::from_raw_parts_mut(self.s.add(r * self.nk), self.nk);
+            *inv = softmax_row::<S, BF16>(row);
+        }
+
+        let mut c = 0;
+        while c + wide <= self.dh {
+            self.weighted_values::<S, NB, BF16, R>(c, &inv);
+            c += wide;
+        }
+        while c + lanes <= self.dh {
+            self.weighted_values::<S, 1, BF16, R>(c, &inv);
+            c += lanes;
+        }
+        for c in c..self.dh {
+            for (r, inv) in inv.iter().enumerate() {
+                let mut acc = 0.0f32;
+                for j in pair_order(self.nk, BF16) {
+                    acc += *self.s.add(r * self.nk + j) * *self.v.add(j * self.vs + c);
+                }
+                *self.out.add(r * self.os + c) = if BF16 { acc * inv } else { acc };
+            }
+        }
+    }
+
     /// Scores of keys `j..j + NB·LANES` for every row: `s[r][j] = scale · q[r]·k[j]`,
     /// each broadcast query element feeding NB FMAs.
     #[inline(always)]
-    unsafe fn scores<S: F32Simd, const NB: usize, const BF16: bool>(
+    unsafe fn scores<S: F32Simd, const NB: usize, const BF16: bool, const R: usize>(
         &self,
-        kt: *const f32,
         j: usize,
-        scale: f32,
-        s: *mut f32,
     ) {
-        let mut acc = [[S::splat(0.0); NB]; QB];
+        let mut acc = [[S::splat(0.0); NB]; R];
         // bf16 sums in `Precision::Bf16`'s order: with exact products, the same bits.
         for d in pair_order(self.dh, BF16) {
-            let base = kt.add(d * self.nk + j);
+            let base = self.kt.add(d * self.nk + j);
             let kv: [S; NB] = core::array::from_fn(|b| S::load(base.add(b * S::LANES)));
-            for (r, a) in acc.iter_mut().enumerate().take(self.rows) {
+            for (r, a) in acc.iter_mut().enumerate() {
                 let qv = S::splat(*self.q.add(r * self.qs + d));
                 for b in 0..NB {
                     a[b] = a[b].mul_add(qv, kv[b]);
                 }
             }
         }
-        let vs = S::splat(scale);
-        for (r, a) in acc.iter().enumerate().take(self.rows) {
+        let vs = S::splat(self.scale);
+        for (r, a) in acc.iter().enumerate() {
             for (b, &a) in a.iter().enumerate() {
-                a.mul(vs).store(s.add(r * self.nk + j + b * S::LANES));
+                a.mul(vs).store(self.s.add(r * self.nk + j + b * S::LANES));
             }
         }
     }
 
-    /// `out[r][c..c + NB·LANES] = Σ_j p[r][j] · v[j][c..]` (bf16: times the row's 1/Σp),
-    /// each broadcast weight feeding NB FMAs; `vb` is value row 0 at column c.
+    /// [`Block::scores`] of the last `n < LANES` keys: each key row's `n` values through
+    /// a zero-padded register, the same sums lane by lane, `n` lanes stored.
     #[inline(always)]
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn weighted_values<S: F32Simd, const NB: usize, const BF16: bool>(
+    unsafe fn scores_partial<S: F32Simd, const BF16: bool, const R: usize>(
         &self,
-        p: *const f32,
-        vb: *const f32,
-        vs: usize,
-        inv: &[f32; QB],
-        out: *mut f32,
-        os: usize,
+        j: usize,
+        n: usize,
     ) {
-        let mut acc = [[S::splat(0.0); NB]; QB];
+        let mut acc = [S::splat(0.0); R];
+        let mut kbuf = [0.0f32; MAX_LANES];
+        for d in pair_order(self.dh, BF16) {
+            core::ptr::copy_nonoverlapping(self.kt.add(d * self.nk + j), kbuf.as_mut_ptr(), n);
+            let kv = S::load(kbuf.as_ptr());
+            for (r, a) in acc.iter_mut().enumerate() {
+                *a = a.mul_add(S::splat(*self.q.add(r * self.qs + d)), kv);
+            }
+        }
+        let vs = S::splat(self.scale);
+        let mut row = [0.0f32; MAX_LANES];
+        for (r, a) in acc.iter().enumerate() {
+            a.mul(vs).store(row.as_mut_ptr());
+            core::ptr::copy_nonoverlapping(row.as_ptr(), self.s.add(r * self.nk + j), n);
+        }
+    }
+
+    /// `out[r][c..c + NB·LANES] = Σ_j p[r][j] · v[j][c..]` (bf16: times the row's 1/Σp),
+    /// each broadcast weight feeding NB FMAs.
+    #[inline(always)]
+    unsafe fn weighted_values<S: F32Simd, const NB: usize, const BF16: bool, const R: usize>(
+        &self,
+        c: usize,
+        inv: &[f32; R],
+    ) {
+        let mut acc = [[S::splat(0.0); NB]; R];
         for j in pair_order(self.nk, BF16) {
-            let base = vb.add(j * vs);
+            let base = self.v.add(j * self.vs + c);
             let vv: [S; NB] = core::array::from_fn(|b| S::load(base.add(b * S::LANES)));
-            for (r, a) in acc.iter_mut().enumerate().take(self.rows) {
-                let pv = S::splat(*p.add(r * self.nk + j));
+            for (r, a) in acc.iter_mut().enumerate() {
+                let pv = S::splat(*self.s.add(r * self.nk + j));
                 for b in 0..NB {
                     a[b] = a[b].mul_add(pv, vv[b]);
                 }
             }
         }
-        for (r, a) in acc.iter().enumerate().take(self.rows) {
+        for (r, a) in acc.iter().enumerate() {
             let vinv = S::splat(inv[r]);
             for (b, &a) in a.iter().enumerate() {
                 let y = if BF16 { a.mul(vinv) } else { a };
-                y.store(out.add(r * os + b * S::LANES));
+                y.store(self.out.add(r * self.os + c + b * S::LANES));
             }
         }
     }
@@ -294,11 +343,46 @@ unsafe fn softmax_row<S: F32Simd, const BF16: bool>(s: &mut [f32]) -> f32 {
         sum += *x;
     }
     if BF16 {
-        return 1.0 / bf16_weight_sum(s);
+        return 1.0 / weight_sum::<S>(s);
     }
     let inv = 1.0 / sum;
     for x in s.iter_mut() {
         *x *= inv;
     }
     1.0
+}
+
+/// `scalar::bf16_weight_sum` in registers, bit for bit: the 16 lanes of its order held in
+/// `16 / LANES` registers, each chunk of 32 weights split into odd and even elements as
+/// it loads, odd added first; the last chunk zero-padded (weights are ≥ +0, so padding
+/// adds nothing); the lanes reduced by the scalar tree.
+#[inline(always)]
+unsafe fn weight_sum<S: F32Simd>(e: &[f32]) -> f32 {
+    // The order's 16 lanes (`scalar::sum16`), LANES to a register.
+    let regs = 16 / S::LANES;
+    let mut acc = [S::splat(0.0); 16];
+    let full = e.len() - e.len() % 32;
+    let p = e.as_ptr();
+    for c in (0..full).step_by(32) {
+        add_pairs(&mut acc[..regs], p.add(c));
+    }
+    if full < e.len() {
+        let mut tail = [0.0f32; 32];
+        tail[..e.len() - full].copy_from_slice(&e[full..]);
+        add_pairs(&mut acc[..regs], tail.as_ptr());
+    }
+    let mut lanes = [0.0f32; 16];
+    for (m, a) in acc[..regs].iter().enumerate() {
+        a.store(lanes.as_mut_ptr().add(m * S::LANES));
+    }
+    sum16(lanes)
+}
+
+/// One chunk of 32 weights into the lane sums: lane i takes weight 2i + 1, then 2i.
+#[inline(always)]
+unsafe fn add_pairs<S: F32Simd>(acc: &mut [S], chunk: *const f32) {
+    for (m, a) in acc.iter_mut().enumerate() {
+        let (odd, even) = S::load_odd_even(chunk.add(2 * m * S::LANES));
+        *a = a.add(odd).add(even);
+    }
 }

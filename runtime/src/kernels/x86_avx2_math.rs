@@ -225,4 +225,20 @@ impl F32Simd for F32x8 {
     unsafe fn bf16_round(self) -> Self {
         F32x8(bf16_round(self.0))
     }
+    #[inline(always)]
+    unsafe fn load_odd_even(p: *const f32) -> (Self, Self) {
+        let (a, b) = (_mm256_loadu_ps(p), _mm256_loadu_ps(p.add(8)));
+        // `shufps` picks within 128-bit halves (a's odd pair, b's odd pair per half);
+        // the 64-bit permute puts the halves back in order.
+        let odd = _mm256_castps_pd(_mm256_shuffle_ps::<0b11_01_11_01>(a, b));
+        let even = _mm256_castps_pd(_mm256_shuffle_ps::<0b10_00_10_00>(a, b));
+        (
+            F32x8(_mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                odd,
+            ))),
+            F32x8(_mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(
+                even,
+            ))),
+        )
+    }
 }
