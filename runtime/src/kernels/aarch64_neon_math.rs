@@ -71,6 +71,23 @@ impl F32Simd for F32x4 {
         let v = vld2q_f32(p);
         (F32x4(v.1), F32x4(v.0))
     }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        // No masked loads on NEON: at most 3 lanes through a zeroed buffer.
+        let mut buf = [0.0f32; 4];
+        for (i, b) in buf.iter_mut().enumerate().take(n) {
+            *b = *p.add(i);
+        }
+        F32x4(vld1q_f32(buf.as_ptr()))
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        let mut buf = [0.0f32; 4];
+        vst1q_f32(buf.as_mut_ptr(), self.0);
+        for (i, &b) in buf.iter().enumerate().take(n) {
+            *p.add(i) = b;
+        }
+    }
 }
 
 /// [`super::scalar::sum16`] of 16 lanes held in four registers (lanes 0–3, 4–7, 8–11,

@@ -6,9 +6,9 @@
 //! Choice: with `std`, the best ISA the running CPU has (and `VLM_KERNELS=<name>` forces
 //! one, for A/B runs on one binary); without `std`, what the build targets.
 //!
-//! The float kernels of AVX2 and NEON (attention) share one plan written once over
-//! `simd::F32Simd` (`simd_attention_f32`); their ISA files instantiate it in 8 or 4
-//! lanes. The three Arm levels differ only in their GEMM: the float kernels are NEON.
+//! The f32-register attention of NEON, AVX2 and AVX-512 is one plan written once over
+//! `simd::F32Simd` (`simd_attention_f32`); each ISA's file instantiates it in 4, 8 or
+//! 16 lanes. The three Arm levels differ only in their GEMM: the float kernels are NEON.
 
 pub mod scalar;
 // The ISA-generic kernels, for the ISAs that instantiate them.

@@ -33,4 +33,9 @@ pub trait F32Simd: Copy {
     unsafe fn bf16_round(self) -> Self;
     /// `2·LANES` floats from `p`, split into (odd-indexed, even-indexed), each in order.
     unsafe fn load_odd_even(p: *const f32) -> (Self, Self);
+    /// The first `n < LANES` floats from `p`, zeros in the other lanes; reads nothing
+    /// past them.
+    unsafe fn load_first(p: *const f32, n: usize) -> Self;
+    /// The first `n < LANES` lanes to `p`; writes nothing past them.
+    unsafe fn store_first(self, p: *mut f32, n: usize);
 }

@@ -1,21 +1,22 @@
-//! Multi-head attention in f32 registers, generic over the ISA ([`F32Simd`]): the
-//! AVX-512 kernel's plan for the ISAs without a bf16 dot product and with fewer lanes
-//! (AArch64 NEON, x86 AVX2). Per head, keys are transposed once into scratch so a block
-//! of score rows is FMAs of broadcast query elements against `NB` registers of keys (no
-//! horizontal sums); the softmax uses the vector exponential; P·V runs 4 query rows ×
-//! `NB` registers of columns at a time.
+//! Multi-head attention in f32 registers, written once over the ISA ([`F32Simd`]) and
+//! instantiated for AArch64 NEON, x86 AVX2 and AVX-512 (fp32 attention everywhere; bf16
+//! where the CPU has no bf16 dot product matching `vdpbf16ps`). Per head, keys are
+//! transposed once into scratch so a block of score rows is FMAs of broadcast query
+//! elements against `NB` registers of keys (no horizontal sums); the softmax uses the
+//! vector exponential; P·V runs up to 4 query rows × `NB` registers of columns at a
+//! time, the row count a constant so every accumulator stays in a register.
 //!
 //! `BF16 = true` computes `Precision::Bf16` (Arm's bf16 dot products round differently
 //! from `vdpbf16ps`, and AVX2 has none, so it is emulated): operands rounded to bf16 as
 //! they are staged, exact products in f32 FMAs, every sum in the order
 //! `Precision::Bf16` fixes, weights left unnormalised and the output divided by their
 //! total: the same bits as the scalar reference. `BF16 = false` is within the float
-//! tolerance of `scalar::attention`. Keys and columns past the last full register go
+//! tolerance of `scalar::attention`. The last keys and softmax weights go through a
+//! partial register (the same operations), value columns past the last full register
 //! through scalar code doing the same operations.
 
 use super::scalar::{
-    bf16_round, bf16_score_scale, check_attention_bounds, exp2_clamped, pair_order, sum16, MatMut,
-    MatRef,
+    bf16_round, bf16_score_scale, check_attention_bounds, pair_order, sum16, MatMut, MatRef,
 };
 use super::simd::F32Simd;
 
@@ -248,8 +249,8 @@ impl Block {
         }
     }
 
-    /// [`Block::scores`] of the last `n < LANES` keys: each key row's `n` values through
-    /// a zero-padded register, the same sums lane by lane, `n` lanes stored.
+    /// [`Block::scores`] of the last `n < LANES` keys: each key row's `n` values in a
+    /// zero-padded register, the same sums lane by lane, `n` lanes stored.
     #[inline(always)]
     unsafe fn scores_partial<S: F32Simd, const BF16: bool, const R: usize>(
         &self,
@@ -257,19 +258,15 @@ impl Block {
         n: usize,
     ) {
         let mut acc = [S::splat(0.0); R];
-        let mut kbuf = [0.0f32; MAX_LANES];
         for d in pair_order(self.dh, BF16) {
-            core::ptr::copy_nonoverlapping(self.kt.add(d * self.nk + j), kbuf.as_mut_ptr(), n);
-            let kv = S::load(kbuf.as_ptr());
+            let kv = S::load_first(self.kt.add(d * self.nk + j), n);
             for (r, a) in acc.iter_mut().enumerate() {
                 *a = a.mul_add(S::splat(*self.q.add(r * self.qs + d)), kv);
             }
         }
         let vs = S::splat(self.scale);
-        let mut row = [0.0f32; MAX_LANES];
         for (r, a) in acc.iter().enumerate() {
-            a.mul(vs).store(row.as_mut_ptr());
-            core::ptr::copy_nonoverlapping(row.as_ptr(), self.s.add(r * self.nk + j), n);
+            a.mul(vs).store_first(self.s.add(r * self.nk + j), n);
         }
     }
 
@@ -332,16 +329,15 @@ unsafe fn softmax_row<S: F32Simd, const BF16: bool>(s: &mut [f32]) -> f32 {
         vsum = vsum.add(e);
         j += lanes;
     }
-    let mut sum = vsum.reduce_add();
-    for x in &mut s[j..] {
-        let d = *x - mx;
-        *x = if BF16 {
-            bf16_round(exp2_clamped(d))
-        } else {
-            exp2_clamped(d * log2e)
-        };
-        sum += *x;
+    if j < n {
+        // The tail in a partial register: the same operations, `n − j` lanes kept.
+        let d = S::load_first(p.add(j), n - j).sub(vm);
+        let e = if BF16 { d } else { d.mul(vl) }.exp2_clamped_below();
+        let e = if BF16 { e.bf16_round() } else { e };
+        e.store_first(p.add(j), n - j);
+        vsum = vsum.add(S::load_first(p.add(j), n - j));
     }
+    let sum = vsum.reduce_add();
     if BF16 {
         return 1.0 / weight_sum::<S>(s);
     }

@@ -241,4 +241,21 @@ impl F32Simd for F32x8 {
             ))),
         )
     }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        F32x8(_mm256_maskload_ps(p, first_lanes(n)))
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        _mm256_maskstore_ps(p, first_lanes(n), self.0)
+    }
+}
+
+/// The `vmaskmovps` mask of the first `n` of 8 lanes (the sign bit set in each).
+#[inline(always)]
+unsafe fn first_lanes(n: usize) -> __m256i {
+    _mm256_cmpgt_epi32(
+        _mm256_set1_epi32(n as i32),
+        _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7),
+    )
 }

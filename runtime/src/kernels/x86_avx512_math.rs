@@ -4,6 +4,7 @@
 use core::arch::x86_64::*;
 
 use super::scalar::{q_stride, MatRef};
+use super::simd::F32Simd;
 
 /// The first `n` of 16 lanes (all for n ≥ 16, none for 0): the mask of a row's last,
 /// partial register.
@@ -158,4 +159,82 @@ pub unsafe fn gelu_tanh(x: __m512) -> __m512 {
         ),
     );
     _mm512_div_ps(x, _mm512_add_ps(_mm512_set1_ps(1.0), exp2_clamped(t)))
+}
+
+/// An AVX-512 register for the ISA-generic kernels.
+#[derive(Clone, Copy)]
+pub struct F32x16(__m512);
+
+// `inline(always)` without `target_feature` (Rust refuses both together): these are
+// compiled inside their callers, which enable AVX-512F and FMA.
+impl F32Simd for F32x16 {
+    const LANES: usize = 16;
+    #[inline(always)]
+    unsafe fn splat(x: f32) -> Self {
+        F32x16(_mm512_set1_ps(x))
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        F32x16(_mm512_loadu_ps(p))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        _mm512_storeu_ps(p, self.0)
+    }
+    #[inline(always)]
+    unsafe fn add(self, o: Self) -> Self {
+        F32x16(_mm512_add_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn sub(self, o: Self) -> Self {
+        F32x16(_mm512_sub_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn mul(self, o: Self) -> Self {
+        F32x16(_mm512_mul_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn mul_add(self, a: Self, b: Self) -> Self {
+        F32x16(_mm512_fmadd_ps(a.0, b.0, self.0))
+    }
+    #[inline(always)]
+    unsafe fn max_skip_nan(self, x: Self) -> Self {
+        // `vmaxps` returns its second operand where either is NaN.
+        F32x16(_mm512_max_ps(x.0, self.0))
+    }
+    #[inline(always)]
+    unsafe fn reduce_max(self) -> f32 {
+        _mm512_reduce_max_ps(self.0)
+    }
+    #[inline(always)]
+    unsafe fn reduce_add(self) -> f32 {
+        sum16(self.0)
+    }
+    #[inline(always)]
+    unsafe fn exp2_clamped_below(self) -> Self {
+        F32x16(exp2_clamped_below(self.0))
+    }
+    #[inline(always)]
+    unsafe fn bf16_round(self) -> Self {
+        F32x16(bf16_round(self.0))
+    }
+    #[inline(always)]
+    unsafe fn load_odd_even(p: *const f32) -> (Self, Self) {
+        let (a, b) = (_mm512_loadu_ps(p), _mm512_loadu_ps(p.add(16)));
+        // Indices 0–15 pick from `a`, 16–31 from `b`.
+        let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+        let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+        (
+            F32x16(_mm512_permutex2var_ps(a, odd, b)),
+            F32x16(_mm512_permutex2var_ps(a, even, b)),
+        )
+    }
+    #[inline(always)]
+    unsafe fn load_first(p: *const f32, n: usize) -> Self {
+        F32x16(_mm512_maskz_loadu_ps(lanes(n), p))
+    }
+    #[inline(always)]
+    unsafe fn store_first(self, p: *mut f32, n: usize) {
+        _mm512_mask_storeu_ps(p, lanes(n), self.0)
+    }
 }
