@@ -13,7 +13,8 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setting up the recipe's Python environment in $venv (first time: a few GB)" >&2
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req" >&2
+  # In CI, no second copy of the wheels (torch's are GBs) in pip's cache.
+  "$venv/bin/pip" install --quiet --disable-pip-version-check ${CI:+--no-cache-dir} -r "$req" >&2
   echo "$want" > "$stamp"
 fi
 echo "$venv/bin/python"
