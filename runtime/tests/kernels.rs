@@ -251,7 +251,7 @@ proptest! {
         #[cfg(target_arch = "x86_64")]
         if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
             let mut got = vec![0.0f32; nq * w];
-            vlm_runtime::kernels::x86_avx512_attention_f32::attention_bf16_emulated(
+            vlm_runtime::kernels::x86_avx512_attention_f32::attention_bf16(
                 q, k, v, heads, dh, scale, MatMut { data: &mut got, rows: nq, cols: w, stride: w }, &mut scratch);
             runs.push(("x86-avx512 (bf16 emulated)", got));
         }

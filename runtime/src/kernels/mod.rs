@@ -375,7 +375,7 @@ impl Isa {
             }
             #[cfg(target_arch = "x86_64")]
             (Isa::X86Avx512Vnni, Precision::Bf16) if self.supported() => {
-                x86_avx512_attention_f32::attention_bf16_emulated(
+                x86_avx512_attention_f32::attention_bf16(
                     q, k, v, heads, head_dim, scale, out, scratch,
                 )
             }

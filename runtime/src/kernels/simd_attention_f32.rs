@@ -46,6 +46,90 @@ pub(super) fn check<const BF16: bool>(
     check_attention_bounds(q, k, v, heads, head_dim, out, scratch, need);
 }
 
+/// An ISA's two public entry points to the plan, the same for every ISA but for the
+/// register type, the block width and the features: `attention` (fp32, within tolerance
+/// of the reference) and `attention_bf16` (`Precision::Bf16`, the reference's bits).
+/// Each checks its bounds, then runs the plan inside a function that enables
+/// `$features`, so the plan's `inline(always)` code compiles to that ISA's instructions.
+macro_rules! entry_points {
+    ($simd:ty, $nb:expr, $features:literal) => {
+        use $crate::kernels::scalar::{MatMut, MatRef};
+
+        /// fp32 attention, within the float tolerance of `scalar::attention`.
+        #[allow(clippy::too_many_arguments)]
+        pub fn attention(
+            q: MatRef,
+            k: MatRef,
+            v: MatRef,
+            heads: usize,
+            head_dim: usize,
+            scale: f32,
+            out: MatMut,
+            scratch: &mut [f32],
+        ) {
+            run::<false>(q, k, v, heads, head_dim, scale, out, scratch)
+        }
+
+        /// `Precision::Bf16` attention, emulated in f32 FMAs: the reference's bits.
+        #[allow(clippy::too_many_arguments)]
+        pub fn attention_bf16(
+            q: MatRef,
+            k: MatRef,
+            v: MatRef,
+            heads: usize,
+            head_dim: usize,
+            scale: f32,
+            out: MatMut,
+            scratch: &mut [f32],
+        ) {
+            run::<true>(q, k, v, heads, head_dim, scale, out, scratch)
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        fn run<const BF16: bool>(
+            q: MatRef,
+            k: MatRef,
+            v: MatRef,
+            heads: usize,
+            head_dim: usize,
+            scale: f32,
+            out: MatMut,
+            scratch: &mut [f32],
+        ) {
+            $crate::kernels::simd_attention_f32::check::<BF16>(
+                &q,
+                &k,
+                &v,
+                heads,
+                head_dim,
+                &out,
+                scratch.len(),
+            );
+            // SAFETY: the dispatcher calls these only on CPUs with `$features`; the
+            // bounds were checked above.
+            unsafe { run_with_features::<BF16>(q, k, v, heads, head_dim, scale, out, scratch) }
+        }
+
+        #[target_feature(enable = $features)]
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn run_with_features<const BF16: bool>(
+            q: MatRef,
+            k: MatRef,
+            v: MatRef,
+            heads: usize,
+            dh: usize,
+            scale: f32,
+            out: MatMut,
+            scratch: &mut [f32],
+        ) {
+            $crate::kernels::simd_attention_f32::attention::<$simd, { $nb }, BF16>(
+                q, k, v, heads, dh, scale, out, scratch,
+            )
+        }
+    };
+}
+pub(super) use entry_points;
+
 /// # Safety
 /// `S`'s features are enabled; [`check`] passed for these arguments.
 #[inline(always)]
