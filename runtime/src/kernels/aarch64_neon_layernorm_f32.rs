@@ -6,16 +6,13 @@
 use core::arch::aarch64::*;
 
 use super::aarch64_neon_math::sum16;
-use super::scalar::{MatMut, MatRef};
+use super::scalar::{check_layer_norm_bounds, MatMut, MatRef};
 
 const LANES: usize = 16;
 
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
-    let n = x.cols;
-    assert!(gamma.len() >= n && beta.len() >= n && out.cols == n && out.rows == x.rows);
-    assert!(x.rows == 0 || x.data.len() >= (x.rows - 1) * x.stride + n);
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + n);
-    // SAFETY: NEON is in every AArch64 application target; bounds asserted above.
+    check_layer_norm_bounds(&x, gamma, beta, &out);
+    // SAFETY: NEON is in every AArch64 application target; bounds checked above.
     unsafe { impl_(x, gamma, beta, eps, out) }
 }
 

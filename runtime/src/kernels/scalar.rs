@@ -183,6 +183,22 @@ pub fn check_attention_bounds(
     assert!(fits(out.rows, out.stride, out.cols, out.data.len()));
 }
 
+/// The bounds every pointer of the SIMD layer norm kernels relies on (a wrong caller
+/// panics here rather than reading out of bounds): `gamma` and `beta` as long as a row,
+/// `out` the shape of `x`, both matrices' rows inside their slices, overflow included.
+pub fn check_layer_norm_bounds(x: &MatRef, gamma: &[f32], beta: &[f32], out: &MatMut) {
+    let n = x.cols;
+    assert!(gamma.len() >= n && beta.len() >= n && out.cols == n && out.rows == x.rows);
+    let fits = |rows: usize, stride: usize, len: usize| {
+        rows == 0
+            || (rows - 1)
+                .checked_mul(stride)
+                .and_then(|e| e.checked_add(n))
+                .is_some_and(|e| len >= e)
+    };
+    assert!(fits(x.rows, x.stride, x.data.len()) && fits(out.rows, out.stride, out.data.len()));
+}
+
 /// The bounds every pointer of the SIMD GEMM kernels relies on, overflow included (the
 /// model validated them already; a wrong caller panics here rather than reading out of
 /// bounds). Returns the activation row stride and the number of 4-input groups.

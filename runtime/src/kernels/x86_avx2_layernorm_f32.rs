@@ -5,18 +5,15 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{MatMut, MatRef};
+use super::scalar::{check_layer_norm_bounds, MatMut, MatRef};
 use super::x86_avx2_math::sum16;
 
 const LANES: usize = 16;
 
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
-    let n = x.cols;
-    assert!(gamma.len() >= n && beta.len() >= n && out.cols == n && out.rows == x.rows);
-    assert!(x.rows == 0 || x.data.len() >= (x.rows - 1) * x.stride + n);
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + n);
+    check_layer_norm_bounds(&x, gamma, beta, &out);
     // SAFETY: the dispatcher selected this kernel only where AVX2 and FMA are supported;
-    // bounds asserted above.
+    // bounds checked above.
     unsafe { impl_(x, gamma, beta, eps, out) }
 }
 

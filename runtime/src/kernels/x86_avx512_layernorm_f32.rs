@@ -5,15 +5,12 @@
 
 use core::arch::x86_64::*;
 
-use super::scalar::{MatMut, MatRef};
+use super::scalar::{check_layer_norm_bounds, MatMut, MatRef};
 use super::x86_avx512_math::{lanes as mask, sum16};
 
 pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, out: MatMut) {
-    let n = x.cols;
-    assert!(gamma.len() >= n && beta.len() >= n && out.cols == n && out.rows == x.rows);
-    assert!(x.rows == 0 || x.data.len() >= (x.rows - 1) * x.stride + n);
-    assert!(out.rows == 0 || out.data.len() >= (out.rows - 1) * out.stride + n);
-    // SAFETY: AVX-512 support was checked by the dispatcher; bounds asserted above.
+    check_layer_norm_bounds(&x, gamma, beta, &out);
+    // SAFETY: AVX-512 support was checked by the dispatcher; bounds checked above.
     unsafe { impl_(x, gamma, beta, eps, out) }
 }
 
