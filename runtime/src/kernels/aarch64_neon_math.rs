@@ -138,8 +138,9 @@ pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
     }
 }
 
-/// 2^t for t ≤ 126 (a softmax's t ≤ 0), clamped below at −126 (NaN becomes −126, as
-/// `f32::max` makes it): [`super::scalar::exp2_clamped`]'s rounding to nearest even, fused
+/// 2^t for t ≤ 126 (a softmax's t ≤ 0), clamped below at −126 (a quiet NaN becomes −126,
+/// as `f32::max` makes it; `fmaxnm` leaves a signalling one NaN, which no arithmetic
+/// produces): [`super::scalar::exp2_clamped`]'s rounding to nearest even, fused
 /// polynomial and product with 2^n built in the exponent bits, operation for operation.
 ///
 /// # Safety
@@ -211,27 +212,20 @@ pub unsafe fn gelu_tanh(x: float32x4_t) -> float32x4_t {
     vdivq_f32(x, vaddq_f32(vdupq_n_f32(1.0), exp2_clamped(t)))
 }
 
-/// The vector functions above on arrays, for the test battery.
-pub fn exp2_array(t: [f32; 4]) -> [f32; 4] {
-    // SAFETY: NEON; both arrays hold 4 floats.
-    unsafe { store(exp2_clamped(vld1q_f32(t.as_ptr()))) }
-}
-
-/// See [`exp2_array`].
-pub fn gelu_tanh_array(x: [f32; 4]) -> [f32; 4] {
-    // SAFETY: as above.
-    unsafe { store(gelu_tanh(vld1q_f32(x.as_ptr()))) }
-}
-
-/// See [`exp2_array`].
-pub fn bf16_round_array(x: [f32; 4]) -> [f32; 4] {
-    // SAFETY: as above.
-    unsafe { store(bf16_round(vld1q_f32(x.as_ptr()))) }
-}
-
-#[inline(always)]
-unsafe fn store(v: float32x4_t) -> [f32; 4] {
+/// `f` on 4 lanes, for the test battery.
+pub fn element_wise(f: super::ElementWise, x: [f32; 4]) -> [f32; 4] {
+    use super::ElementWise::*;
     let mut out = [0.0f32; 4];
-    vst1q_f32(out.as_mut_ptr(), v);
+    // SAFETY: NEON is in every AArch64 application target; both arrays hold 4 floats.
+    unsafe {
+        let v = vld1q_f32(x.as_ptr());
+        let y = match f {
+            Exp2 => exp2_clamped(v),
+            Exp2Below => exp2_clamped_below(v),
+            GeluTanh => gelu_tanh(v),
+            Bf16Round => bf16_round(v),
+        };
+        vst1q_f32(out.as_mut_ptr(), y);
+    }
     out
 }

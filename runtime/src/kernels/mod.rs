@@ -118,6 +118,22 @@ const fn attention_bf16_emulated_scratch(head_dim: usize, nk: usize) -> usize {
         .saturating_add(head_dim.saturating_mul(ATTENTION_ROWS))
 }
 
+/// The element-wise functions each SIMD math module computes bit for bit like the scalar
+/// reference: its `element_wise` applies one to a register's worth of lanes, so one test
+/// battery checks every ISA.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementWise {
+    /// `scalar::exp2_clamped`.
+    Exp2,
+    /// `scalar::exp2_clamped` through the softmax's variant, for arguments ≤ 126 or a
+    /// quiet NaN (a softmax's differences are arithmetic results: never signalling).
+    Exp2Below,
+    /// `scalar::activate(_, GeluTanh)`.
+    GeluTanh,
+    /// `scalar::bf16_round`.
+    Bf16Round,
+}
+
 /// An instruction-set level with its own kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {

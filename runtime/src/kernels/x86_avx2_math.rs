@@ -136,30 +136,23 @@ pub unsafe fn gelu_tanh(x: __m256) -> __m256 {
     _mm256_div_ps(x, _mm256_add_ps(_mm256_set1_ps(1.0), exp2_clamped(t)))
 }
 
-/// The vector functions above on arrays, for the test battery (AVX2 and FMA checked).
+/// `f` on 8 lanes, for the test battery (AVX2 and FMA checked).
 #[cfg(feature = "std")]
-pub fn exp2_array(t: [f32; 8]) -> [f32; 8] {
-    on_array(t, |v| unsafe { exp2_clamped(v) })
-}
-
-/// See [`exp2_array`].
-#[cfg(feature = "std")]
-pub fn gelu_tanh_array(x: [f32; 8]) -> [f32; 8] {
-    on_array(x, |v| unsafe { gelu_tanh(v) })
-}
-
-/// See [`exp2_array`].
-#[cfg(feature = "std")]
-pub fn bf16_round_array(x: [f32; 8]) -> [f32; 8] {
-    on_array(x, |v| unsafe { bf16_round(v) })
-}
-
-#[cfg(feature = "std")]
-fn on_array(x: [f32; 8], f: impl Fn(__m256) -> __m256) -> [f32; 8] {
+pub fn element_wise(f: super::ElementWise, x: [f32; 8]) -> [f32; 8] {
+    use super::ElementWise::*;
     assert!(std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma"));
     let mut out = [0.0f32; 8];
     // SAFETY: AVX2 and FMA were just checked; both arrays hold 8 floats.
-    unsafe { _mm256_storeu_ps(out.as_mut_ptr(), f(_mm256_loadu_ps(x.as_ptr()))) };
+    unsafe {
+        let v = _mm256_loadu_ps(x.as_ptr());
+        let y = match f {
+            Exp2 => exp2_clamped(v),
+            Exp2Below => exp2_clamped_below(v),
+            GeluTanh => gelu_tanh(v),
+            Bf16Round => bf16_round(v),
+        };
+        _mm256_storeu_ps(out.as_mut_ptr(), y);
+    }
     out
 }
 

@@ -130,13 +130,23 @@ pub unsafe fn bf16_round(x: __m512) -> __m512 {
     _mm512_castsi512_ps(rounded)
 }
 
-/// [`bf16_round`] of an array, for tests on CPUs with AVX-512F.
+/// `f` on 16 lanes, for the test battery (AVX-512F and FMA checked).
 #[cfg(feature = "std")]
-pub fn bf16_round_array(x: [f32; 16]) -> [f32; 16] {
-    assert!(std::is_x86_feature_detected!("avx512f"));
+pub fn element_wise(f: super::ElementWise, x: [f32; 16]) -> [f32; 16] {
+    use super::ElementWise::*;
+    assert!(std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma"));
     let mut out = [0.0f32; 16];
-    // SAFETY: AVX-512F was just checked; both arrays hold 16 floats.
-    unsafe { _mm512_storeu_ps(out.as_mut_ptr(), bf16_round(_mm512_loadu_ps(x.as_ptr()))) };
+    // SAFETY: AVX-512F and FMA were just checked; both arrays hold 16 floats.
+    unsafe {
+        let v = _mm512_loadu_ps(x.as_ptr());
+        let y = match f {
+            Exp2 => exp2_clamped(v),
+            Exp2Below => exp2_clamped_below(v),
+            GeluTanh => gelu_tanh(v),
+            Bf16Round => bf16_round(v),
+        };
+        _mm512_storeu_ps(out.as_mut_ptr(), y);
+    }
     out
 }
 
