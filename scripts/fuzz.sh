@@ -1,11 +1,16 @@
 #!/usr/bin/env bash
-# Fuzzes the artifact reader and executor (runtime/fuzz, target `artifact`) for
-# VLM_FUZZ_SECONDS seconds (default 60), starting from the committed seeds. Installs what
-# it needs (nightly, cargo-fuzz) on a fresh machine. Exits non-zero on a crash, a hang or
-# an out-of-memory, and says where the input that caused it was saved.
+# Fuzzes, for VLM_FUZZ_SECONDS seconds each (default 60), starting from committed seeds:
+#   artifact  the artifact reader and executor (runtime/fuzz), seeds runtime/fuzz/seeds
+#   image     image decoding and preprocessing, every format (host/fuzz), seeds
+#             host/fuzz/seeds and the shipped example images
+# VLM_FUZZ_TARGETS picks some ("image", "artifact image"). Installs what it needs
+# (nightly, cargo-fuzz) on a fresh machine. Exits non-zero on a crash, a hang or an
+# out-of-memory, and says where the input that caused it was saved.
 set -euo pipefail
-cd "$(dirname "$0")/../runtime/fuzz"
+cd "$(dirname "$0")/.."
+root=$PWD
 seconds="${VLM_FUZZ_SECONDS:-60}"
+targets="${VLM_FUZZ_TARGETS:-artifact image}"
 step() { printf '\n==> %s\n' "$*"; }
 
 step "toolchain: nightly (sanitizers and coverage instrumentation need it)"
@@ -16,33 +21,50 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
-# corpus/ is scratch (git-ignored): what the fuzzer learns stays for the next local run.
-# seeds/ is read-only to libFuzzer, being listed second.
-mkdir -p corpus/artifact
-found="artifacts/artifact"
-mkdir -p "$found"
-before="$(ls "$found")"
+# fuzz DIR TARGET REGRESSION_TEST SEED_DIR...
+fuzz() {
+  local dir=$1 target=$2 regression=$3
+  shift 3
+  cd "$root/$dir"
+  # corpus/ is scratch (git-ignored): what the fuzzer learns stays for the next local
+  # run. The seed folders are read-only to libFuzzer, being listed after it.
+  mkdir -p "corpus/$target"
+  local found="artifacts/$target"
+  mkdir -p "$found"
+  local before
+  before="$(ls "$found")"
 
-step "fuzzing for ${seconds}s"
-status=0
-# -timeout: the target skips plans too large to run quickly, so a slow input is a bug.
-cargo +nightly fuzz run artifact corpus/artifact seeds -- \
-  -max_total_time="$seconds" -timeout=30 -print_final_stats=1 || status=$?
+  step "fuzzing $target for ${seconds}s"
+  local status=0
+  # -timeout: each target skips inputs too large to handle quickly, so a slow input
+  # is a bug.
+  cargo +nightly fuzz run "$target" "corpus/$target" "$@" -- \
+    -max_total_time="$seconds" -timeout=30 -print_final_stats=1 || status=$?
 
-new="$(comm -13 <(printf '%s\n' "$before" | sort) <(ls "$found" | sort) | sed '/^$/d')"
-if [ "$status" -ne 0 ] || [ -n "$new" ]; then
-  echo
-  echo "fuzz: FAILED (exit $status). Input(s) saved:" >&2
-  for f in $new; do
-    echo "  $PWD/$found/$f" >&2
-  done
-  cat >&2 <<EOF
-Reproduce:  (cd runtime/fuzz && cargo +nightly fuzz run artifact <input>)
-Minimise:   (cd runtime/fuzz && cargo +nightly fuzz tmin artifact <input>)
-Once fixed, commit the input under runtime/fuzz/regressions/ (runtime/tests/hostile.rs
-runs every file there).
-EOF
-  [ "$status" -ne 0 ] || status=1
-  exit "$status"
-fi
-echo "fuzz: no crash in ${seconds}s"
+  local new
+  new="$(comm -13 <(printf '%s\n' "$before" | sort) <(ls "$found" | sort) | sed '/^$/d')"
+  if [ "$status" -ne 0 ] || [ -n "$new" ]; then
+    echo
+    echo "fuzz $target: FAILED (exit $status). Input(s) saved:" >&2
+    for f in $new; do
+      echo "  $PWD/$found/$f" >&2
+    done
+    cat >&2 <<MSG
+Reproduce:  (cd $dir && cargo +nightly fuzz run $target <input>)
+Minimise:   (cd $dir && cargo +nightly fuzz tmin $target <input>)
+Once fixed, commit the input under $dir/regressions/ ($regression runs every file
+there).
+MSG
+    [ "$status" -ne 0 ] || status=1
+    exit "$status"
+  fi
+  echo "fuzz $target: no crash in ${seconds}s"
+}
+
+for t in $targets; do
+  case $t in
+    artifact) fuzz runtime/fuzz artifact runtime/tests/hostile.rs seeds ;;
+    image) fuzz host/fuzz image host/tests/images.rs seeds "$root/models/demo/examples" ;;
+    *) echo "unknown fuzz target $t (artifact, image)" >&2; exit 2 ;;
+  esac
+done

@@ -424,11 +424,14 @@ fn fidelity(model: PathBuf, reference: PathBuf, data: PathBuf, json: bool) -> Re
             "{:<8} {:>6} {:>10} {:>10} {:>10}",
             "tower", "inputs", "median", "min", "mean"
         );
-        for (name, c) in [("vision", &f.images), ("text", &f.texts)] {
-            println!(
-                "{:<8} {:>6} {:>10.6} {:>10.6} {:>10.6}",
-                name, c.count, c.median, c.min, c.mean
-            );
+        for (name, c) in [("vision", Some(&f.images)), ("text", f.texts.as_ref())] {
+            match c {
+                Some(c) => println!(
+                    "{:<8} {:>6} {:>10.6} {:>10.6} {:>10.6}",
+                    name, c.count, c.median, c.min, c.mean
+                ),
+                None => println!("{name:<8} {:>6} {:>10}", 0, "-"),
+            }
         }
         println!("text inputs: {}", f.text_inputs);
     }
@@ -557,6 +560,12 @@ fn progress_bar(enabled: bool) -> indicatif::ProgressBar {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // For the tests of `main`'s last resort: a panic, with or without the panic hook.
+    match std::env::var("VLM_DEBUG_PANIC").as_deref() {
+        Ok("resume") => std::panic::resume_unwind(Box::new("a resumed test panic".to_string())),
+        Ok(_) => panic!("a test panic (VLM_DEBUG_PANIC is set)"),
+        Err(_) => {}
+    }
     match cli.command {
         Command::Classify(a) => classify(a),
         Command::Embed(a) => embed(a),
@@ -566,14 +575,46 @@ fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The last panic's message and place, kept by the panic hook for `main` to print as
+/// one error line (the default hook's several lines would not be one).
+static PANIC: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 fn main() -> ExitCode {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| info.payload().downcast_ref::<&str>().copied())
+            .unwrap_or("(no message)");
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        if let Ok(mut last) = PANIC.lock() {
+            *last = Some(format!("{msg}{at}"));
+        }
+    }));
     let cli = Cli::parse();
-    match run(cli) {
+    // A panic is a bug, but it still ends as one error line and exit 2, never as a
+    // silent exit: a panic resumed without the hook (as a C library's error unwinding
+    // through Rust is) carries its message as the payload.
+    let result = std::panic::catch_unwind(|| run(cli)).unwrap_or_else(|payload| {
+        let hooked = PANIC.lock().ok().and_then(|mut p| p.take());
+        let msg = hooked
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "(no message)".into());
+        Err(anyhow::anyhow!(
+            "internal error (a bug in vlm; please report it): {msg}"
+        ))
+    });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: the context chain joined, outermost first.
             let msg: Vec<String> = e.chain().map(ToString::to_string).collect();
-            eprintln!("vlm: error: {}", msg.join(": "));
+            eprintln!("vlm: error: {}", msg.join(": ").replace('\n', " "));
             ExitCode::from(2)
         }
     }

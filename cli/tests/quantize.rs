@@ -10,9 +10,20 @@ fn p(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// The acceptance budget of the int8 pipeline on the demo model (points).
-const MAX_TOP1_DROP: f64 = 1.0;
-const MAX_RECALL5_DROP: f64 = 1.0;
+/// The acceptance budget of the int8 pipeline on the demo model: 1 point below fp32,
+/// counted in items, since no set resolves finer than one: at most `max(1, ⌊n/100⌋)` of
+/// a set of `n` more misses (108 items: 1; 636: 6; 70 captions: 1, i.e. 1.43 points).
+/// Both sides are the same numbers on every CPU (the artifact is byte-identical, and the
+/// report's fp32 side runs the runtime's fp32 graphs in the reference order), so the
+/// verdict cannot depend on the machine.
+fn allowed_extra_misses(n: usize) -> i64 {
+    (n / 100).max(1) as i64
+}
+
+/// Hits out of `n` from a percentage the report rounded nowhere (`100·hits/n`).
+fn hits(percent: f64, n: usize) -> i64 {
+    (percent * n as f64 / 100.0).round() as i64
+}
 /// Artifact size against the fp32 ONNX files.
 const MAX_SIZE_RATIO: f64 = 0.27;
 
@@ -58,18 +69,22 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     );
     let zs = &report["zero_shot"];
     let (fp, q8) = (&zs["fp32"], &zs["int8"]);
+    let mut checked = 0;
     for (a, b) in fp["tasks"]
         .as_array()
         .unwrap()
         .iter()
         .zip(q8["tasks"].as_array().unwrap())
     {
-        let drop = a["accuracy"].as_f64().unwrap() - b["accuracy"].as_f64().unwrap();
+        let n = a["total"].as_u64().unwrap() as usize;
+        let drop = a["correct"].as_i64().unwrap() - b["correct"].as_i64().unwrap();
         assert!(
-            drop <= MAX_TOP1_DROP,
-            "{}: int8 {drop:.2} points below fp32",
-            a["name"]
+            drop <= allowed_extra_misses(n),
+            "{}: int8 gets {drop} fewer of {n} right than fp32 (budget {})",
+            a["name"],
+            allowed_extra_misses(n)
         );
+        checked += 1;
     }
     for (a, b) in fp["retrieval"]
         .as_array()
@@ -77,14 +92,18 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
         .iter()
         .zip(q8["retrieval"].as_array().unwrap())
     {
-        for dir in ["image_to_text", "text_to_image"] {
-            let drop = a[dir][1].as_f64().unwrap() - b[dir][1].as_f64().unwrap();
+        for (dir, count) in [("image_to_text", "images"), ("text_to_image", "captions")] {
+            let n = a[count].as_u64().unwrap() as usize;
+            let drop = hits(a[dir][1].as_f64().unwrap(), n) - hits(b[dir][1].as_f64().unwrap(), n);
             assert!(
-                drop <= MAX_RECALL5_DROP,
-                "{dir} R@5: int8 {drop:.2} points below fp32"
+                drop <= allowed_extra_misses(n),
+                "{dir} R@5: int8 finds {drop} fewer of {n} than fp32 (budget {})",
+                allowed_extra_misses(n)
             );
+            checked += 1;
         }
     }
+    assert!(checked >= 3, "the report has {checked} zero-shot rows");
 
     // The artifact runs on the runtime: eval reproduces the report's int8 figures.
     let e = vlm(&[
@@ -215,4 +234,58 @@ fn quantize_refuses_bad_input_and_writes_nothing() {
         .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
         .collect();
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
+}
+
+/// The artifact is computed the same way on every CPU: `vlm quantize` under each kernel
+/// set this CPU supports (the best one, the lower ones, the scalar reference) writes the
+/// same bytes. `scripts/repro-check.sh` compares against aarch64 under QEMU too.
+#[test]
+fn quantize_writes_the_same_artifact_under_every_kernel_set() {
+    let isas: Vec<&str> = vlm_runtime::kernels::ALL
+        .into_iter()
+        .filter(|i| i.supported())
+        .map(|i| i.name())
+        .collect();
+    assert!(isas.contains(&"scalar"));
+    let mut first: Option<(String, Vec<u8>)> = None;
+    for isa in &isas {
+        let out = tmp(&format!("repro-{isa}.vlmq"));
+        let q = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
+            .args([
+                "quantize",
+                "--model",
+                p(&root().join("models/demo")),
+                "--calib",
+                p(&root().join("models/demo-calib")),
+                "--labels",
+                "red circle,blue star",
+                "--template",
+                "a {}",
+                "--out",
+                p(&out),
+            ])
+            .env("VLM_KERNELS", isa)
+            .env_remove("VLM_MODEL")
+            .output()
+            .unwrap();
+        assert!(
+            q.status.success(),
+            "{isa}: {}",
+            String::from_utf8_lossy(&q.stderr)
+        );
+        let bytes = std::fs::read(&out).unwrap();
+        match &first {
+            None => first = Some((isa.to_string(), bytes)),
+            Some((name, want)) => {
+                let at = want.iter().zip(&bytes).position(|(a, b)| a != b);
+                assert!(
+                    *want == bytes,
+                    "VLM_KERNELS={isa} wrote another artifact than {name}: {} vs {} bytes, first difference at byte {at:?}",
+                    bytes.len(),
+                    want.len()
+                );
+            }
+        }
+    }
+    eprintln!("same artifact under {isas:?}");
 }

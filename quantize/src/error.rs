@@ -29,14 +29,9 @@ pub enum Error {
     NoTokenizer,
     #[error("cannot tokenize {text:?}: {msg}")]
     Tokenize { text: String, msg: String },
-    #[error("{}: not an image (unrecognised or unsupported format)", path.display())]
-    NotImage { path: PathBuf },
-    #[error("{}: unsupported image: {msg}", path.display())]
-    UnsupportedImage { path: PathBuf, msg: String },
-    #[error("{}: image too large: {msg}", path.display())]
-    ImageTooLarge { path: PathBuf, msg: String },
-    #[error("{}: corrupt or unreadable image: {msg}", path.display())]
-    CorruptImage { path: PathBuf, msg: String },
+    /// Reading or preparing an input image.
+    #[error(transparent)]
+    Host(#[from] vlm_host::Error),
     #[error("no labels given")]
     NoLabels,
     #[error("{tower} tower: {msg}")]

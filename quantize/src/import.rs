@@ -525,10 +525,10 @@ impl Ex {
                     Un::Neg => -a,
                     Un::Abs => a.abs(),
                     Un::Sqrt => a.sqrt(),
-                    Un::Exp => a.exp(),
-                    Un::Tanh => a.tanh(),
+                    Un::Exp => libm::exp(a),
+                    Un::Tanh => libm::tanh(a),
                     Un::Erf => erf(a),
-                    Un::Sigmoid => 1.0 / (1.0 + (-a).exp()),
+                    Un::Sigmoid => 1.0 / (1.0 + libm::exp(-a)),
                     Un::Recip => 1.0 / a,
                 }
             }
@@ -539,7 +539,7 @@ impl Ex {
                     Bin::Sub => a - b,
                     Bin::Mul => a * b,
                     Bin::Div => a / b,
-                    Bin::Pow => a.powf(b),
+                    Bin::Pow => libm::pow(a, b),
                 }
             }
         }
@@ -631,14 +631,14 @@ fn erf(x: f64) -> f64 {
         for k in (1..=60).rev() {
             f = a + (k as f64 / 2.0) / f;
         }
-        1.0 - (-a * a).exp() / (std::f64::consts::PI.sqrt() * f)
+        1.0 - libm::exp(-a * a) / (std::f64::consts::PI.sqrt() * f)
     };
     r.copysign(x)
 }
 
 fn gelu_tanh(x: f64) -> f64 {
     let c = (2.0 / std::f64::consts::PI).sqrt();
-    0.5 * x * (1.0 + (c * (x + 0.044715 * x * x * x)).tanh())
+    0.5 * x * (1.0 + libm::tanh(c * (x + 0.044715 * x * x * x)))
 }
 
 fn gelu_erf(x: f64) -> f64 {
@@ -915,7 +915,7 @@ fn arith(op: &str, n: &pb::NodeProto, a: &Arr, b: &Arr) -> Res<Arr> {
                 "Sub" => |p, q| p - q,
                 "Mul" => |p, q| p * q,
                 "Div" => |p, q| p / q,
-                "Pow" => f32::powf,
+                "Pow" => libm::powf,
                 "Mod" => |p, q| p % q,
                 "Min" => f32::min,
                 "Max" => f32::max,
@@ -1422,11 +1422,11 @@ fn fold(n: &pb::NodeProto, c: &[Option<Rc<Arr>>]) -> Res<Vec<Arr>> {
         "Sqrt" | "Exp" | "Log" | "Tanh" | "Erf" | "Sigmoid" | "Reciprocal" | "Floor" | "Ceil" => {
             let f: fn(f32) -> f32 = match op {
                 "Sqrt" => f32::sqrt,
-                "Exp" => f32::exp,
-                "Log" => f32::ln,
-                "Tanh" => f32::tanh,
+                "Exp" => libm::expf,
+                "Log" => libm::logf,
+                "Tanh" => libm::tanhf,
                 "Erf" => |v| erf(v as f64) as f32,
-                "Sigmoid" => |v| 1.0 / (1.0 + (-v).exp()),
+                "Sigmoid" => |v| 1.0 / (1.0 + libm::expf(-v)),
                 "Reciprocal" => |v| 1.0 / v,
                 "Floor" => f32::floor,
                 _ => f32::ceil,

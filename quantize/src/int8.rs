@@ -274,7 +274,7 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
         let s: Vec<f32> = (0..cols)
             .map(|j| {
                 if a[j] > 0.0 && w[j] > 0.0 {
-                    (a[j].powf(alpha) / w[j].powf(1.0 - alpha)).clamp(1e-4, 1e4)
+                    (libm::powf(a[j], alpha) / libm::powf(w[j], 1.0 - alpha)).clamp(1e-4, 1e4)
                 } else {
                     1.0
                 }

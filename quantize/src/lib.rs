@@ -14,17 +14,18 @@ pub mod graph;
 pub mod import;
 pub mod int8;
 pub mod pipeline;
-pub mod preprocess;
 pub mod reference;
 pub mod report;
-pub mod resample;
 pub mod runner;
 pub mod tokenize;
 pub mod writer;
 
 pub use classify::{rank_labels, RankedLabel};
+// Image decoding and preprocessing live in the host crate (no tract); re-exported under
+// their old paths.
 pub use error::Error;
 pub use reference::Fp32Siglip;
 pub use runner::{Artifact, Embedder};
+pub use vlm_host::{preprocess, resample};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

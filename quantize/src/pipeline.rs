@@ -246,11 +246,15 @@ pub fn quantize_model(
     let qv = quantize_tower(&vision, &icalib, &icheck, &req.options, progress)?;
     let qt = quantize_tower(&text, &tcalib, &tcheck_set, &req.options, progress)?;
 
+    // The labels' fp32 embeddings from the runtime's own fp32 graph, not tract: its
+    // kernels round differently on every CPU, and these bytes go into the artifact.
+    let text_fp32 = single_tower(&text)?;
     let label_embeddings: Vec<f32> = req
         .labels
         .iter()
         .map(|l| {
-            let mut e = fp32.embed_text(l)?;
+            let ids: Vec<u32> = fp32.token_ids(l)?.into_iter().map(|i| i as u32).collect();
+            let mut e = text_fp32.embed_ids(&ids)?;
             l2_normalize(&mut e);
             Ok(e)
         })
@@ -292,7 +296,24 @@ pub fn quantize_model(
     let zero_shot = match &req.eval_data {
         Some(dir) => {
             let artifact = Artifact::from_bytes(bytes.clone(), Path::new("the new artifact"))?;
-            let fp = evaluate(&fp32, dir, |d, t| progress("zero-shot eval, fp32", d, t))?;
+            // The fp32 side on the runtime's own fp32 graphs (checked against tract at
+            // import) in the reference's order: both sides of the comparison are then the
+            // same numbers on every CPU, so a budget cannot pass on one machine and fail
+            // on another by a near-tie that tract's kernels round either way.
+            let reference = Artifact::from_bytes(
+                write_artifact(&ArtifactParts {
+                    meta: meta_from_config(&cfg),
+                    towers: vec![&vision, &text],
+                    tokenizer_json: tokenizer_json.as_deref(),
+                    config_json: Some(&config_json),
+                    labels: None,
+                })?,
+                Path::new("the fp32 graphs"),
+            )?;
+            reference.set_reproducible(true);
+            let fp = evaluate(&reference, dir, |d, t| {
+                progress("zero-shot eval, fp32", d, t)
+            })?;
             let q = evaluate(&artifact, dir, |d, t| {
                 progress("zero-shot eval, int8", d, t)
             })?;
@@ -320,7 +341,8 @@ pub fn quantize_model(
 #[derive(Debug, Clone, Serialize)]
 pub struct Fidelity {
     pub images: crate::int8::CosineStats,
-    pub texts: crate::int8::CosineStats,
+    /// None when there was no text to check (no prompts for a model with a tokenizer).
+    pub texts: Option<crate::int8::CosineStats>,
     /// What the text inputs were.
     pub text_inputs: String,
 }
@@ -357,7 +379,14 @@ pub fn fidelity(
             ));
         }
         let n = v.len();
-        (v, format!("{n} prompts"))
+        let what = if n == 0 {
+            format!(
+                "none (no prompts: put {PROMPTS_FILE}, one prompt per line, in the data folder)"
+            )
+        } else {
+            format!("{n} prompts")
+        };
+        (v, what)
     };
     let mut tc = Vec::new();
     for (i, s) in samples.iter().enumerate() {
@@ -370,7 +399,7 @@ pub fn fidelity(
     }
     Ok(Fidelity {
         images: crate::int8::CosineStats::of(&ic),
-        texts: crate::int8::CosineStats::of(&tc),
+        texts: (!tc.is_empty()).then(|| crate::int8::CosineStats::of(&tc)),
         text_inputs,
     })
 }

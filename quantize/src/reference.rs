@@ -116,7 +116,7 @@ impl Fp32Siglip {
     /// The vision tower's input for one image file.
     pub fn pixels_for(&self, path: &Path) -> Result<Vec<f32>> {
         let img = load_rgb8(path)?;
-        pixel_values(&img, &self.config.preprocess)
+        Ok(pixel_values(&img, &self.config.preprocess)?)
     }
 
     /// The (unnormalised) image embedding of an image file.

@@ -209,7 +209,7 @@ pub fn render_text(r: &QuantReport) -> String {
     out.push(sizes_line(r));
     if let Some(z) = &r.zero_shot {
         out.push(String::new());
-        out.push("zero-shot evaluation, fp32 vs int8:".into());
+        out.push("zero-shot evaluation, fp32 (the runtime's fp32 graphs) vs int8:".into());
         text_table(&zero_shot_table(z), &mut out);
     }
     out.iter().map(|l| clean(l) + "\n").collect()

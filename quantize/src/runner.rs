@@ -32,6 +32,7 @@ pub struct Artifact {
     tokenizer: Option<TextEncoder>,
     arena: RefCell<Vec<u8>>,
     threads: std::cell::Cell<usize>,
+    reproducible: std::cell::Cell<bool>,
 }
 
 /// Anything that turns images and texts into SigLIP embeddings: the fp32 ONNX folder
@@ -86,6 +87,7 @@ impl Artifact {
             tokenizer,
             arena,
             threads: std::cell::Cell::new(1),
+            reproducible: std::cell::Cell::new(false),
         })
     }
 
@@ -112,6 +114,12 @@ impl Artifact {
         }
     }
 
+    /// Computes the scalar reference's bits on any CPU (`Session::set_reproducible`):
+    /// for every run whose numbers go into an artifact.
+    pub fn set_reproducible(&self, on: bool) {
+        self.reproducible.set(on);
+    }
+
     pub fn has_tower(&self, kind: TowerKind) -> bool {
         self.model().tower(kind).is_some()
     }
@@ -130,6 +138,7 @@ impl Artifact {
             error,
         })?;
         session.set_threads(self.threads.get());
+        session.set_reproducible(self.reproducible.get());
         let mut out = vec![0.0f32; model.meta.embed_dim];
         session
             .run(kind, input, &mut out, observer)
@@ -263,7 +272,9 @@ fn meta_for_graph(g: &Graph) -> Meta {
 }
 
 /// An artifact holding just `graph` (no config, no tokenizer): for running one tower on
-/// the runtime during calibration and tests.
+/// the runtime during calibration and tests. It computes the reference's bits on any
+/// CPU (what it computes decides an artifact's numbers), on every core (splitting rows
+/// changes no bit).
 pub fn single_tower(graph: &Graph) -> Result<Artifact> {
     let bytes = write_artifact(&ArtifactParts {
         meta: meta_for_graph(graph),
@@ -272,7 +283,10 @@ pub fn single_tower(graph: &Graph) -> Result<Artifact> {
         config_json: None,
         labels: None,
     })?;
-    Artifact::from_bytes(bytes, Path::new(graph.kind.name()))
+    let a = Artifact::from_bytes(bytes, Path::new(graph.kind.name()))?;
+    a.set_reproducible(true);
+    a.set_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok(a)
 }
 
 /// Runs a graph once on the runtime. `input` is pixel values, or token ids as f32.

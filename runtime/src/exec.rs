@@ -10,7 +10,7 @@ use crate::format::{FormatError, ALIGN};
 use crate::kernels::scalar::{self as k, MatMut, MatRef};
 use crate::kernels::Isa;
 use crate::model::{Model, Tower, TowerKind};
-use crate::ops::{Mat, Op, Query, Weights};
+use crate::ops::{Mat, Op, Precision, Query, Weights};
 use crate::Error;
 
 /// What an [`Observer`] is shown.
@@ -98,6 +98,8 @@ pub struct Session<'m, 'a> {
     arena: &'a mut [u8],
     isa: Isa,
     threads: usize,
+    /// fp32 attention through the scalar reference (see [`Session::set_reproducible`]).
+    reproducible: bool,
     /// The input window, scale bits and zero point whose u8 quantization the scratch
     /// holds, after an int8 linear layer: q, k and v projections read one input, and
     /// quantize it once.
@@ -126,6 +128,7 @@ impl<'m, 'a> Session<'m, 'a> {
             arena,
             isa: if isa.supported() { isa } else { Isa::Scalar },
             threads: 1,
+            reproducible: false,
             quantized: None,
         })
     }
@@ -139,6 +142,17 @@ impl<'m, 'a> Session<'m, 'a> {
     #[cfg(feature = "std")]
     pub fn set_threads(&mut self, n: usize) {
         self.threads = n.max(1);
+    }
+
+    /// With `true`, every op computes the scalar reference's bits on any CPU: fp32
+    /// attention (the one float kernel whose SIMD versions are only within a tolerance of
+    /// the reference: their exponential and sum order differ) runs the reference. Every
+    /// other op already does (int8 GEMMs are exact; fp32 GEMM, layer norm, bf16
+    /// attention and activation quantization fix their operations and order). What
+    /// calibration and label embeddings run on, so an artifact is the same file whichever
+    /// CPU wrote it.
+    pub fn set_reproducible(&mut self, on: bool) {
+        self.reproducible = on;
     }
 
     /// The kernels this session runs.
@@ -406,6 +420,10 @@ impl<'m, 'a> Session<'m, 'a> {
                 };
                 let (km, v) = (read(km)?, read(v)?);
                 let scores: &mut [f32] = cast_mut(scratch)?;
+                let isa = match precision {
+                    Precision::F32 if self.reproducible => Isa::Scalar,
+                    _ => isa,
+                };
                 #[cfg(feature = "std")]
                 isa.attention_threads(
                     threads,
@@ -461,7 +479,11 @@ fn linear(
 ) -> Option<()> {
     match weights {
         Weights::F32 { w } => {
-            isa.gemm_f32(x, model.tensor(w)?.f32s(), bias, act, out.reborrow());
+            let w = model.tensor(w)?.f32s();
+            #[cfg(feature = "std")]
+            isa.gemm_f32_threads(threads, x, w, bias, act, out.reborrow());
+            #[cfg(not(feature = "std"))]
+            isa.gemm_f32(x, w, bias, act, out.reborrow());
         }
         Weights::I8 {
             w,

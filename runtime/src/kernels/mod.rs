@@ -11,6 +11,9 @@
 //! 16 lanes. The three Arm levels differ only in their GEMM: the float kernels are NEON.
 
 pub mod scalar;
+// The fp32 GEMM in the reference's order, compiled per ISA (target features only).
+#[allow(unsafe_code)]
+pub mod lanes16_gemm_f32;
 // The ISA-generic kernels, for the ISAs that instantiate them.
 #[cfg(any(
     target_arch = "x86_64",
@@ -62,9 +65,6 @@ pub mod x86_avx2_peak;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx512_attention_f32;
-#[cfg(target_arch = "x86_64")]
-#[allow(unsafe_code)]
-pub mod x86_avx512_gemm_f32_4x4;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx512_layernorm_f32;
@@ -258,7 +258,8 @@ impl Isa {
         }
     }
 
-    /// `out = act(x · Wᵀ + bias)` in fp32, `W` row-major `[out.cols, x.cols]`.
+    /// `out = act(x · Wᵀ + bias)` in fp32, `W` row-major `[out.cols, x.cols]`: the
+    /// reference's bits on every ISA (`lanes16_gemm_f32`).
     pub fn gemm_f32(
         self,
         x: MatRef,
@@ -270,10 +271,39 @@ impl Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx512Vnni if self.supported() => {
-                x86_avx512_gemm_f32_4x4::gemm(x, w, bias, act, out)
+                lanes16_gemm_f32::gemm_avx512(x, w, bias, act, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => lanes16_gemm_f32::gemm_avx2(x, w, bias, act, out),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                lanes16_gemm_f32::gemm_neon(x, w, bias, act, out)
             }
             _ => scalar::linear_f32(x, w, bias, act, out),
         }
+    }
+
+    /// [`Isa::gemm_f32`] with the rows split across `threads` scoped threads (each row
+    /// is computed as on one thread: the same bits).
+    #[cfg(feature = "std")]
+    pub fn gemm_f32_threads(
+        self,
+        threads: usize,
+        x: MatRef,
+        w: &[f32],
+        bias: Option<&[f32]>,
+        act: crate::ops::Activation,
+        out: MatMut,
+    ) {
+        split_rows(threads, out, |row, m| {
+            let xm = MatRef {
+                data: &x.data[row * x.stride..],
+                rows: m.rows,
+                cols: x.cols,
+                stride: x.stride,
+            };
+            self.gemm_f32(xm, w, bias, act, m)
+        });
     }
 
     /// [`Isa::gemm_u8i8`] with the rows split across `threads` scoped threads (std only:
@@ -288,38 +318,9 @@ impl Isa {
         ep: &Epilogue,
         out: MatMut,
     ) {
-        // Below a few rows per thread the spawn costs more than it saves.
-        let threads = threads.min(out.rows / 8).max(1);
-        if threads == 1 {
-            return self.gemm_u8i8(q, k, w, ep, out);
-        }
-        let per = out.rows.div_ceil(threads);
         let qs = scalar::q_stride(k);
-        std::thread::scope(|s| {
-            let (mut data, mut q, mut left) = (out.data, q, out.rows);
-            while left > 0 {
-                let rows = per.min(left);
-                let split = if rows == left {
-                    data.len()
-                } else {
-                    rows * out.stride
-                };
-                let (head, tail) = data.split_at_mut(split);
-                let (qh, qt) = q.split_at(rows * qs);
-                let m = MatMut {
-                    data: head,
-                    rows,
-                    cols: out.cols,
-                    stride: out.stride,
-                };
-                if rows == left {
-                    // The last block runs here: the calling thread works, not waits.
-                    self.gemm_u8i8(qh, k, w, ep, m);
-                } else {
-                    s.spawn(move || self.gemm_u8i8(qh, k, w, ep, m));
-                }
-                (data, q, left) = (tail, qt, left - rows);
-            }
+        split_rows(threads, out, |row, m| {
+            self.gemm_u8i8(&q[row * qs..], k, w, ep, m)
         });
     }
 
@@ -514,4 +515,44 @@ impl Isa {
             _ => scalar::quantize_u8(x, scale, zero, q),
         }
     }
+}
+
+/// Runs `f(first_row, block)` on `out` split into row blocks, one per thread (the last
+/// on the calling thread: it works, not waits), each a block of at least 8 rows: below a
+/// few rows per thread the spawn costs more than it saves.
+#[cfg(feature = "std")]
+fn split_rows<F>(threads: usize, out: MatMut, f: F)
+where
+    F: Fn(usize, MatMut) + Sync,
+{
+    let threads = threads.min(out.rows / 8).max(1);
+    if threads == 1 {
+        return f(0, out);
+    }
+    let per = out.rows.div_ceil(threads);
+    let f = &f;
+    std::thread::scope(|s| {
+        let (mut data, mut row, mut left) = (out.data, 0, out.rows);
+        while left > 0 {
+            let rows = per.min(left);
+            let split = if rows == left {
+                data.len()
+            } else {
+                rows * out.stride
+            };
+            let (head, tail) = data.split_at_mut(split);
+            let m = MatMut {
+                data: head,
+                rows,
+                cols: out.cols,
+                stride: out.stride,
+            };
+            if rows == left {
+                f(row, m);
+            } else {
+                s.spawn(move || f(row, m));
+            }
+            (data, row, left) = (tail, row + rows, left - rows);
+        }
+    });
 }

@@ -54,25 +54,24 @@ impl MatMut<'_> {
     }
 }
 
+/// Lanes of the fp32 dot product's fixed order ([`dot_f32`]).
+pub const DOT_LANES: usize = 16;
+
+/// The fp32 dot product every kernel computes bit for bit: element `c` into lane
+/// `c mod 16`, each lane a multiply then an add in order (no fused multiply-add), then
+/// [`sum16`]. One fixed order makes fp32 results — calibration's, and so an artifact's
+/// scales — the same on every CPU; 16 lanes are one AVX-512 register, two AVX2, four NEON.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    // Eight partial sums: the same association a vectorised loop uses, and lets the
-    // compiler vectorise this reference without fast-math.
-    let mut acc = [0.0f32; 8];
-    let chunks = a.len() / 8;
-    for i in 0..chunks {
-        for l in 0..8 {
-            acc[l] += a[8 * i + l] * b[8 * i + l];
-        }
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut l = [0.0f32; DOT_LANES];
+    for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
+        l[c % DOT_LANES] += x * y;
     }
-    let mut s = 0.0;
-    for i in chunks * 8..a.len() {
-        s += a[i] * b[i];
-    }
-    acc.iter().sum::<f32>() + s
+    sum16(l)
 }
 
-/// `out = act(x · Wᵀ + bias)`, `W` `[out.cols, x.cols]` row-major.
+/// `out = act(x · Wᵀ + bias)`, `W` `[out.cols, x.cols]` row-major, each output a
+/// [`dot_f32`].
 pub fn linear_f32(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation, mut out: MatMut) {
     let k = x.cols;
     for r in 0..x.rows {
@@ -80,7 +79,7 @@ pub fn linear_f32(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation, m
         let yr = out.row_mut(r);
         for (o, y) in yr.iter_mut().enumerate() {
             let b = bias.map_or(0.0, |b| b[o]);
-            *y = activate(dot(xr, &w[o * k..(o + 1) * k]) + b, act);
+            *y = activate(dot_f32(xr, &w[o * k..(o + 1) * k]) + b, act);
         }
     }
 }
@@ -484,7 +483,7 @@ pub fn attention(
             }
             for (j, s) in scores.iter_mut().enumerate() {
                 *s = match precision {
-                    Precision::F32 => dot(qi, &k.row(j)[cols.clone()]),
+                    Precision::F32 => dot_f32(qi, &k.row(j)[cols.clone()]),
                     Precision::Bf16 => dot_bf16_pairs(qr, &kr[j * dh..(j + 1) * dh]),
                 } * scale;
                 max = max.max(*s);

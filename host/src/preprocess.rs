@@ -5,7 +5,7 @@
 
 use std::path::Path;
 
-use image::{ImageError, ImageFormat, ImageReader, Limits, RgbImage};
+use image::{DynamicImage, ImageError, ImageFormat, ImageReader, Limits, RgbImage};
 use vlm_models::siglip::PreprocessConfig;
 use vlm_runtime::preprocess::Normalize;
 
@@ -20,6 +20,22 @@ pub const MAX_IMAGE_BYTES: u64 = 1 << 30;
 /// Largest accepted image file, in bytes.
 pub const MAX_FILE_BYTES: u64 = 1 << 30;
 
+/// What a decoder may be asked for before it allocates.
+#[derive(Debug, Clone, Copy)]
+pub struct DecodeLimits {
+    /// Largest width or height, in pixels.
+    pub max_side: u32,
+    /// Largest decoder allocation, in bytes.
+    pub max_bytes: u64,
+}
+
+impl DecodeLimits {
+    pub const DEFAULT: DecodeLimits = DecodeLimits {
+        max_side: MAX_IMAGE_SIDE,
+        max_bytes: MAX_IMAGE_BYTES,
+    };
+}
+
 /// Decodes an image file into 8-bit RGB, with bounded memory. The format comes from
 /// the file's content, not its name: a text file called `x.png` is "not an image".
 pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
@@ -31,13 +47,21 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
         });
     }
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let format = image::guess_format(&bytes).map_err(|_| Error::NotImage {
+    decode_rgb8(&bytes, path, DecodeLimits::DEFAULT)
+}
+
+/// Decodes an encoded image (`path` names it in errors) into 8-bit RGB as Pillow's
+/// `Image.open(…).convert("RGB")` does, which the Hugging Face processor calls — with
+/// one deliberate exception: 16-bit greyscale keeps its high byte, as Pillow does for
+/// 16-bit colour, where Pillow clips it to 0–255 (almost every pixel white).
+pub fn decode_rgb8(bytes: &[u8], path: &Path, limits: DecodeLimits) -> Result<RgbImage> {
+    let format = image::guess_format(bytes).map_err(|_| Error::NotImage {
         path: path.to_owned(),
     })?;
     let img = if format == ImageFormat::Jpeg {
-        decode_jpeg(path, &bytes)?
+        decode_jpeg(path, bytes, limits)?
     } else {
-        decode_other(path, &bytes, format)?
+        decode_other(path, bytes, format, limits)?
     };
     if img.width() == 0 || img.height() == 0 {
         return Err(Error::CorruptImage {
@@ -49,17 +73,22 @@ pub fn load_rgb8(path: &Path) -> Result<RgbImage> {
 }
 
 /// Every format but JPEG, through the `image` crate's decoders with bounded memory.
-fn decode_other(path: &Path, bytes: &[u8], format: ImageFormat) -> Result<RgbImage> {
+fn decode_other(
+    path: &Path,
+    bytes: &[u8],
+    format: ImageFormat,
+    limits: DecodeLimits,
+) -> Result<RgbImage> {
     let mut reader = ImageReader::with_format(std::io::Cursor::new(bytes), format);
-    let mut limits = Limits::default();
-    limits.max_image_width = Some(MAX_IMAGE_SIDE);
-    limits.max_image_height = Some(MAX_IMAGE_SIDE);
-    limits.max_alloc = Some(MAX_IMAGE_BYTES);
-    reader.limits(limits);
+    let mut l = Limits::default();
+    l.max_image_width = Some(limits.max_side);
+    l.max_image_height = Some(limits.max_side);
+    l.max_alloc = Some(limits.max_bytes);
+    reader.limits(l);
     let img = reader.decode().map_err(|e| match e {
         ImageError::Limits(l) => Error::ImageTooLarge {
             path: path.to_owned(),
-            msg: format!("{l} (limit {MAX_IMAGE_SIDE} px a side)"),
+            msg: format!("{l} (limit {} px a side)", limits.max_side),
         },
         ImageError::Unsupported(u) => Error::UnsupportedImage {
             path: path.to_owned(),
@@ -70,16 +99,31 @@ fn decode_other(path: &Path, bytes: &[u8], format: ImageFormat) -> Result<RgbIma
             msg: other.to_string(),
         },
     })?;
-    Ok(img.to_rgb8())
+    Ok(match img {
+        // Pillow reads 16-bit colour (and grey with alpha) as its high byte; the `image`
+        // crate would round (v/257), a level off now and then.
+        DynamicImage::ImageLuma16(_)
+        | DynamicImage::ImageLumaA16(_)
+        | DynamicImage::ImageRgb16(_)
+        | DynamicImage::ImageRgba16(_) => {
+            let wide = img.to_rgb16();
+            let (w, h) = wide.dimensions();
+            let raw = wide
+                .into_raw()
+                .into_iter()
+                .map(|v| (v >> 8) as u8)
+                .collect();
+            RgbImage::from_raw(w, h, raw).expect("as many values as the 16-bit image")
+        }
+        other => other.to_rgb8(),
+    })
 }
 
 /// JPEG through libjpeg-turbo's own decoder (islow IDCT, fancy upsampling: its
-/// defaults, which Pillow keeps), so the pixels equal Pillow's exactly.
-fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
-    let corrupt = |e: std::io::Error| Error::CorruptImage {
-        path: path.to_owned(),
-        msg: e.to_string(),
-    };
+/// defaults, which Pillow keeps), so the pixels equal Pillow's exactly. CMYK and YCCK
+/// files come out as Pillow makes them: libjpeg's CMYK, inverted (Pillow assumes
+/// Adobe's convention, as Photoshop writes them), then Pillow's CMYK → RGB.
+fn decode_jpeg(path: &Path, bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage> {
     if !jpeg_reaches_eoi(bytes) {
         // libjpeg pads a cut-off file with grey and calls it a warning; Pillow refuses
         // it ("image file is truncated"), and so do we.
@@ -88,23 +132,73 @@ fn decode_jpeg(path: &Path, bytes: &[u8]) -> Result<RgbImage> {
             msg: "truncated JPEG (no end-of-image marker after the last scan)".into(),
         });
     }
+    // The mozjpeg crate reports libjpeg's fatal errors by unwinding (its documented
+    // contract: callers catch it); the message is the payload.
+    std::panic::catch_unwind(|| decode_jpeg_unwinding(path, bytes, limits)).unwrap_or_else(
+        |payload| {
+            let msg = payload
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| payload.downcast_ref::<&str>().copied())
+                .unwrap_or("the JPEG decoder failed");
+            Err(Error::CorruptImage {
+                path: path.to_owned(),
+                msg: msg.to_string(),
+            })
+        },
+    )
+}
+
+fn decode_jpeg_unwinding(path: &Path, bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage> {
+    use mozjpeg::ColorSpace;
+    let corrupt = |e: std::io::Error| Error::CorruptImage {
+        path: path.to_owned(),
+        msg: e.to_string(),
+    };
     let header = mozjpeg::Decompress::new_mem(bytes).map_err(corrupt)?;
     let (w, h) = (header.width(), header.height());
-    let side = MAX_IMAGE_SIDE as usize;
-    if w > side || h > side || (w * h * 3) as u64 > MAX_IMAGE_BYTES {
+    let side = limits.max_side as usize;
+    if w > side || h > side || (w as u64) * (h as u64) * 4 > limits.max_bytes {
         return Err(Error::ImageTooLarge {
             path: path.to_owned(),
-            msg: format!("{w}x{h} (limit {MAX_IMAGE_SIDE} px a side)"),
+            msg: format!("{w}x{h} (limit {} px a side)", limits.max_side),
         });
     }
-    let mut started = header.rgb().map_err(corrupt)?;
-    let pixels: Vec<[u8; 3]> = started.read_scanlines().map_err(corrupt)?;
-    started.finish().map_err(corrupt)?;
-    let raw: Vec<u8> = pixels.into_iter().flatten().collect();
+    let raw: Vec<u8> = match header.color_space() {
+        ColorSpace::JCS_CMYK | ColorSpace::JCS_YCCK => {
+            let mut started = header
+                .to_colorspace(ColorSpace::JCS_CMYK)
+                .map_err(corrupt)?;
+            let pixels: Vec<[u8; 4]> = started.read_scanlines().map_err(corrupt)?;
+            started.finish().map_err(corrupt)?;
+            pixels.into_iter().flat_map(inverted_cmyk_to_rgb).collect()
+        }
+        _ => {
+            let mut started = header.rgb().map_err(corrupt)?;
+            let pixels: Vec<[u8; 3]> = started.read_scanlines().map_err(corrupt)?;
+            started.finish().map_err(corrupt)?;
+            pixels.into_iter().flatten().collect()
+        }
+    };
     RgbImage::from_raw(w as u32, h as u32, raw).ok_or_else(|| Error::CorruptImage {
         path: path.to_owned(),
         msg: "decoder returned fewer pixels than the header announced".into(),
     })
+}
+
+/// One pixel of libjpeg's CMYK as Pillow turns it into RGB: each byte inverted (its
+/// `CMYK;I` raw mode), then `k' = 255 − k`, `channel = k' − round(c·k'/255)` with
+/// Pillow's rounded division by 255.
+#[inline]
+pub fn inverted_cmyk_to_rgb(px: [u8; 4]) -> [u8; 3] {
+    let [c, m, y, k] = px.map(|v| 255 - u32::from(v));
+    let nk = 255 - k;
+    let mul_div_255 = |a: u32| {
+        let t = a * nk + 128;
+        ((t >> 8) + t) >> 8
+    };
+    // nk ≥ mul_div_255(a) for every a ≤ 255, so no clamp is needed.
+    [c, m, y].map(|a| (nk - mul_div_255(a)) as u8)
 }
 
 /// Walks the JPEG's marker segments (skipping each scan's entropy-coded data) and says

@@ -1,0 +1,40 @@
+use std::path::PathBuf;
+
+/// Errors of reading and preparing inputs; each names the file it is about, so a CLI
+/// prints it as one line.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{}: no such file", path.display())]
+    NotFound { path: PathBuf },
+    #[error("{}: cannot read: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not an image (unrecognised or unsupported format)", path.display())]
+    NotImage { path: PathBuf },
+    #[error("{}: unsupported image: {msg}", path.display())]
+    UnsupportedImage { path: PathBuf, msg: String },
+    #[error("{}: image too large: {msg}", path.display())]
+    ImageTooLarge { path: PathBuf, msg: String },
+    #[error("{}: corrupt or unreadable image: {msg}", path.display())]
+    CorruptImage { path: PathBuf, msg: String },
+    // Not `source`: the message already includes it, and a source would repeat it in
+    // the CLI's error chain.
+    #[error("{what}: {error}")]
+    Runtime {
+        what: &'static str,
+        error: vlm_runtime::Error,
+    },
+}
+
+impl Error {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        let path = path.into();
+        if source.kind() == std::io::ErrorKind::NotFound {
+            Error::NotFound { path }
+        } else {
+            Error::Io { path, source }
+        }
+    }
+}

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# The same artifact from every CPU: `vlm quantize` of the shipped demo model (the flags
+# below) on this x86 machine, and the aarch64 build of `vlm` under QEMU user-mode
+# emulation on `-cpu cortex-a76` (dotprod) and `-cpu max` (i8mm; and with the plain NEON
+# kernels forced), must write byte-identical files, equal to the hash committed here.
+# Prints each run's sha256. (The host's other kernel sets are compared by
+# cli/tests/quantize.rs.)
+#
+# A change that moves the quantizer's numbers on purpose changes the hash: update
+# EXPECTED with the printed one, and say why in the commit.
+#
+# Needs what scripts/cross-test.sh installs (qemu-user, the aarch64 cross gcc and libc).
+# Builds into <target>/cross (shared with the cross tests); uses $VLM, else
+# target/debug/vlm (built if missing), on the host.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+step() { printf '\n==> %s\n' "$*"; }
+
+EXPECTED=PLACEHOLDER
+
+target=aarch64-unknown-linux-gnu
+sysroot=/usr/aarch64-linux-gnu
+main_target=${CARGO_TARGET_DIR:-$PWD/target}
+cross_target=$main_target/cross
+work=$cross_target/repro
+start=$SECONDS
+mkdir -p "$work"
+
+qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static || true)
+if [[ -z $qemu ]] || ! command -v aarch64-linux-gnu-gcc >/dev/null; then
+  echo "qemu-aarch64 and aarch64-linux-gnu-gcc are needed (scripts/cross-test.sh installs them)" >&2
+  exit 1
+fi
+
+step "build vlm for $target"
+t=$SECONDS
+# tokenizers (onig) and the JPEG decoder (libjpeg-turbo) are C: the cross compiler
+# builds them.
+CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc} \
+  CC_aarch64_unknown_linux_gnu=${CC_aarch64_unknown_linux_gnu:-aarch64-linux-gnu-gcc} \
+  AR_aarch64_unknown_linux_gnu=${AR_aarch64_unknown_linux_gnu:-aarch64-linux-gnu-ar} \
+  cargo build --quiet -p vlm-cli --target "$target" --target-dir "$cross_target"
+arm_vlm=$cross_target/$target/debug/vlm
+echo "built in $((SECONDS - t)) s"
+
+host_vlm=${VLM:-$main_target/debug/vlm}
+[[ -x $host_vlm ]] || cargo build --quiet -p vlm-cli
+
+quantize=(quantize --model models/demo --calib models/demo-calib
+  --labels "red circle,blue star" --template "a {}")
+failed=0
+for run in x86 cortex-a76 max max+aarch64-neon; do
+  cpu=${run%%+*} kernels=
+  [[ $run == *+* ]] && kernels=${run#*+}
+  case $cpu in
+    x86) cmd=("$host_vlm") ;;
+    *) cmd=("$qemu" -cpu "$cpu" -L "$sysroot" "$arm_vlm") ;;
+  esac
+  [[ -n $kernels ]] && cmd=(env VLM_KERNELS="$kernels" "${cmd[@]}")
+  step "quantize the demo model: $cpu${kernels:+, VLM_KERNELS=$kernels}"
+  t=$SECONDS
+  out=$work/$run.vlmq
+  if ! "${cmd[@]}" "${quantize[@]}" --out "$out" >"$work/$run.log" 2>&1; then
+    cat "$work/$run.log" >&2
+    exit 1
+  fi
+  hash=$(sha256sum "$out" | cut -d' ' -f1)
+  printf 'demo artifact sha256 %s  (%s%s, %s s)' "$hash" "$cpu" "${kernels:+ $kernels}" "$((SECONDS - t))"
+  if [[ $hash != "$EXPECTED" ]]; then
+    printf '  FAIL: want %s' "$EXPECTED"
+    failed=1
+  fi
+  echo
+done
+
+if ((failed)); then
+  echo "quantize wrote different artifacts on different CPUs, or another one than the committed hash (files in $work)" >&2
+  exit 1
+fi
+step "the same demo artifact on every CPU ($EXPECTED), in $((SECONDS - start)) s"
