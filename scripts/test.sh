@@ -4,8 +4,8 @@
 # in smoke mode (train a few steps, export, golden file), the recipe's own tests, and
 # every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime and
 # the int8 pipeline on them), the runtime's tests on aarch64 under qemu (dotprod and
-# i8mm CPUs), the runtime-only aarch64 binary, and a bounded fuzz run of the artifact
-# reader.
+# i8mm CPUs), the runtime-only aarch64 binary, the same quantized artifact from x86 and
+# aarch64, and bounded fuzz runs of the artifact reader and the image decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
@@ -62,5 +62,8 @@ scripts/cross-test.sh
 step "runtime-only aarch64 binary: size, and the same answer as x86"
 scripts/lite-check.sh
 
-step "fuzz the artifact reader (${VLM_FUZZ_SECONDS:-60} s)"
+step "the same artifact from every CPU: vlm quantize on x86 and on aarch64 under qemu"
+scripts/repro-check.sh
+
+step "fuzz the artifact reader and the image decoders (${VLM_FUZZ_SECONDS:-60} s each)"
 scripts/fuzz.sh

@@ -308,3 +308,44 @@ fn eval_with_a_missing_data_folder() {
     let out = vlm(&["eval", "zero-shot", "--data", "no/such/data"]);
     assert_clean_failure(&out, "no/such/data");
 }
+
+/// Every image variant the decoder's fuzzer starts from (each format and JPEG kind,
+/// CMYK and YCCK included, 16-bit PNGs, a 1×1 and an 8000×10) classifies.
+#[test]
+fn every_image_variant_classifies() {
+    let seeds = root().join("host/fuzz/seeds");
+    let mut files: Vec<String> = std::fs::read_dir(&seeds)
+        .unwrap()
+        .map(|e| e.unwrap().path().to_str().unwrap().to_owned())
+        .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f.contains("cmyk")) && files.iter().any(|f| f.contains("ycck")));
+    let mut args = vec!["classify"];
+    args.extend(files.iter().map(String::as_str));
+    args.extend(["--labels", "a red circle,a blue star", "--json"]);
+    let out = vlm(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), files.len());
+}
+
+/// A bug that panics still ends as one `vlm: error:` line and exit 2, whether the panic
+/// went through the panic hook or was resumed without it (as libjpeg's errors are).
+#[test]
+fn a_panic_is_one_error_line_and_exit_2() {
+    for mode in ["panic", "resume"] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
+            .args(["classify", &example("red-circle.png"), "--labels", "a,b"])
+            .env("VLM_DEBUG_PANIC", mode)
+            .env_remove("VLM_MODEL")
+            .output()
+            .unwrap();
+        assert_clean_failure(&out, "vlm: error: internal error");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("test panic"), "{mode}: {err}");
+    }
+}

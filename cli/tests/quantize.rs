@@ -156,6 +156,21 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
     let f: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
     assert!(f["images"]["min"].as_f64().unwrap() > 0.99, "{f}");
+    // No prompts.txt there: the text tower is not checked, and says so (no NaN row).
+    assert!(f["texts"].is_null(), "{f}");
+    let t = vlm(&[
+        "eval",
+        "fidelity",
+        "--model",
+        p(&out),
+        "--reference",
+        p(&demo),
+        "--data",
+        p(&root().join("models/demo/examples")),
+    ]);
+    let text = String::from_utf8_lossy(&t.stdout);
+    assert!(t.status.success() && !text.contains("NaN"), "{text}");
+    assert!(text.contains("no prompts"), "{text}");
 
     hostile_artifacts_are_refused(&out);
 }

@@ -159,7 +159,8 @@ pub fn quantize_tower(
     let mut fallback: HashSet<usize> = HashSet::new();
     // Most sensitive first: the lowest SQNR of a layer quantized on its own.
     let mut order: Vec<usize> = own.keys().copied().collect();
-    order.sort_by(|a, b| own[a].total_cmp(&own[b]));
+    // Ties (layers as sensitive as each other) in node order, not the hash map's.
+    order.sort_by(|a, b| own[a].total_cmp(&own[b]).then(a.cmp(b)));
     loop {
         let q = to_int8(&smoothed, &act, &means, &fallback, opts.attention);
         let (cos, layers) = compare(&q, &reference, eval, &mut |d, t| {
@@ -621,7 +622,7 @@ pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
     if noise <= 0.0 {
         f64::INFINITY
     } else {
-        10.0 * (signal / noise).log10()
+        10.0 * libm::log10(signal / noise)
     }
 }
 

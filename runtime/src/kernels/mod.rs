@@ -11,9 +11,6 @@
 //! 16 lanes. The three Arm levels differ only in their GEMM: the float kernels are NEON.
 
 pub mod scalar;
-// The fp32 GEMM in the reference's order, compiled per ISA (target features only).
-#[allow(unsafe_code)]
-pub mod lanes16_gemm_f32;
 // The ISA-generic kernels, for the ISAs that instantiate them.
 #[cfg(any(
     target_arch = "x86_64",
@@ -27,6 +24,12 @@ mod simd;
 ))]
 #[allow(unsafe_code)]
 mod simd_attention_f32;
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[allow(unsafe_code)]
+mod simd_gemm_f32;
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
@@ -37,6 +40,9 @@ pub mod aarch64_i8mm_gemm_u8i8_8x8;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_attention_f32;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_neon_gemm_f32_2x2;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_gemm_u8i8_4x8;
@@ -52,6 +58,9 @@ pub mod aarch64_neon_math;
 pub mod x86_avx2_attention_f32;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx2_gemm_f32_2x2;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx2_gemm_u8i8_2x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -65,6 +74,9 @@ pub mod x86_avx2_peak;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx512_attention_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx512_gemm_f32_4x4;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx512_layernorm_f32;
@@ -259,7 +271,7 @@ impl Isa {
     }
 
     /// `out = act(x · Wᵀ + bias)` in fp32, `W` row-major `[out.cols, x.cols]`: the
-    /// reference's bits on every ISA (`lanes16_gemm_f32`).
+    /// reference's bits on every ISA (`simd_gemm_f32`).
     pub fn gemm_f32(
         self,
         x: MatRef,
@@ -271,13 +283,13 @@ impl Isa {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx512Vnni if self.supported() => {
-                lanes16_gemm_f32::gemm_avx512(x, w, bias, act, out)
+                x86_avx512_gemm_f32_4x4::gemm(x, w, bias, act, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => lanes16_gemm_f32::gemm_avx2(x, w, bias, act, out),
+            Isa::X86Avx2 if self.supported() => x86_avx2_gemm_f32_2x2::gemm(x, w, bias, act, out),
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
-                lanes16_gemm_f32::gemm_neon(x, w, bias, act, out)
+                aarch64_neon_gemm_f32_2x2::gemm(x, w, bias, act, out)
             }
             _ => scalar::linear_f32(x, w, bias, act, out),
         }

@@ -63,9 +63,19 @@ pub const DOT_LANES: usize = 16;
 /// scales — the same on every CPU; 16 lanes are one AVX-512 register, two AVX2, four NEON.
 #[inline]
 pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
     let mut l = [0.0f32; DOT_LANES];
-    for (c, (&x, &y)) in a.iter().zip(b).enumerate() {
-        l[c % DOT_LANES] += x * y;
+    // Whole groups as fixed-size arrays, so the compiler keeps the lanes in registers.
+    let (ga, gb) = (a.chunks_exact(DOT_LANES), b.chunks_exact(DOT_LANES));
+    let (ra, rb) = (ga.remainder(), gb.remainder());
+    for (xa, xb) in ga.zip(gb) {
+        for c in 0..DOT_LANES {
+            l[c] += xa[c] * xb[c];
+        }
+    }
+    for (c, (&x, &y)) in ra.iter().zip(rb).enumerate() {
+        l[c] += x * y;
     }
     sum16(l)
 }
