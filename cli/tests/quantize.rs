@@ -141,36 +141,32 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     let r: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(r[0]["labels"][0]["label"], "red circle");
 
-    // Fidelity against the fp32 folder on the calibration images.
-    let f = vlm(&[
-        "eval",
-        "fidelity",
-        "--model",
-        p(&out),
-        "--reference",
-        p(&demo),
-        "--data",
-        p(&root().join("models/demo/examples")),
-        "--json",
-    ]);
-    assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
-    let f: serde_json::Value = serde_json::from_slice(&f.stdout).unwrap();
+    // Fidelity against the fp32 folder on the example images, as JSON and as a table.
+    let examples = root().join("models/demo/examples");
+    let fidelity = |extra: &[&str]| {
+        let mut args = vec![
+            "eval",
+            "fidelity",
+            "--model",
+            p(&out),
+            "--reference",
+            p(&demo),
+        ];
+        args.extend(["--data", p(&examples)]);
+        args.extend(extra);
+        let f = vlm(&args);
+        assert!(f.status.success(), "{}", String::from_utf8_lossy(&f.stderr));
+        f.stdout
+    };
+    let f: serde_json::Value = serde_json::from_slice(&fidelity(&["--json"])).unwrap();
     assert!(f["images"]["min"].as_f64().unwrap() > 0.99, "{f}");
     // No prompts.txt there: the text tower is not checked, and says so (no NaN row).
     assert!(f["texts"].is_null(), "{f}");
-    let t = vlm(&[
-        "eval",
-        "fidelity",
-        "--model",
-        p(&out),
-        "--reference",
-        p(&demo),
-        "--data",
-        p(&root().join("models/demo/examples")),
-    ]);
-    let text = String::from_utf8_lossy(&t.stdout);
-    assert!(t.status.success() && !text.contains("NaN"), "{text}");
-    assert!(text.contains("no prompts"), "{text}");
+    let table = String::from_utf8(fidelity(&[])).unwrap();
+    assert!(
+        !table.contains("NaN") && table.contains("no prompts"),
+        "{table}"
+    );
 
     hostile_artifacts_are_refused(&out);
 }

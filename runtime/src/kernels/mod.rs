@@ -307,7 +307,7 @@ impl Isa {
         act: crate::ops::Activation,
         out: MatMut,
     ) {
-        split_rows(threads, out, |row, m| {
+        split_rows(threads, 8, out, core::iter::repeat(()), |row, m, ()| {
             let xm = MatRef {
                 data: &x.data[row * x.stride..],
                 rows: m.rows,
@@ -331,7 +331,7 @@ impl Isa {
         out: MatMut,
     ) {
         let qs = scalar::q_stride(k);
-        split_rows(threads, out, |row, m| {
+        split_rows(threads, 8, out, core::iter::repeat(()), |row, m, ()| {
             self.gemm_u8i8(&q[row * qs..], k, w, ep, m)
         });
     }
@@ -471,43 +471,15 @@ impl Isa {
         scratch: &mut [f32],
     ) {
         let one = Self::attention_scratch_floats(head_dim, k.rows, precision).max(1);
-        let threads = threads.min(scratch.len() / one).min(q.rows / 4).max(1);
-        if threads == 1 {
-            return self.attention(q, k, v, heads, head_dim, scale, precision, out, scratch);
-        }
-        let per = q.rows.div_ceil(threads);
-        std::thread::scope(|s| {
-            let (mut data, mut scratch, mut row, mut left) = (out.data, scratch, 0, out.rows);
-            while left > 0 {
-                let rows = per.min(left);
-                let split = if rows == left {
-                    data.len()
-                } else {
-                    rows * out.stride
-                };
-                let (head, tail) = data.split_at_mut(split);
-                let (mine, rest) = scratch.split_at_mut(one);
-                let qm = MatRef {
-                    data: &q.data[row * q.stride..],
-                    rows,
-                    cols: q.cols,
-                    stride: q.stride,
-                };
-                let om = MatMut {
-                    data: head,
-                    rows,
-                    cols: out.cols,
-                    stride: out.stride,
-                };
-                if rows == left {
-                    self.attention(qm, k, v, heads, head_dim, scale, precision, om, mine);
-                } else {
-                    s.spawn(move || {
-                        self.attention(qm, k, v, heads, head_dim, scale, precision, om, mine)
-                    });
-                }
-                (data, scratch, row, left) = (tail, rest, row + rows, left - rows);
-            }
+        let threads = threads.min(scratch.len() / one);
+        split_rows(threads, 4, out, scratch.chunks_mut(one), |row, om, mine| {
+            let qm = MatRef {
+                data: &q.data[row * q.stride..],
+                rows: om.rows,
+                cols: q.cols,
+                stride: q.stride,
+            };
+            self.attention(qm, k, v, heads, head_dim, scale, precision, om, mine)
         });
     }
 
@@ -529,17 +501,23 @@ impl Isa {
     }
 }
 
-/// Runs `f(first_row, block)` on `out` split into row blocks, one per thread (the last
-/// on the calling thread: it works, not waits), each a block of at least 8 rows: below a
-/// few rows per thread the spawn costs more than it saves.
+/// Runs `f(first_row, block, extra)` on `out` split into row blocks of at least
+/// `min_rows` rows (below a few rows per thread the spawn costs more than it saves), one
+/// per thread, each with the next of `extras` (its own scratch, say); the last block on
+/// the calling thread: it works, not waits. One block spawns nothing and allocates
+/// nothing.
 #[cfg(feature = "std")]
-fn split_rows<F>(threads: usize, out: MatMut, f: F)
-where
-    F: Fn(usize, MatMut) + Sync,
-{
-    let threads = threads.min(out.rows / 8).max(1);
+fn split_rows<T: Send>(
+    threads: usize,
+    min_rows: usize,
+    out: MatMut,
+    mut extras: impl Iterator<Item = T>,
+    f: impl Fn(usize, MatMut, T) + Sync,
+) {
+    let threads = threads.min(out.rows / min_rows).max(1);
+    let mut extra = || extras.next().expect("an extra for every block");
     if threads == 1 {
-        return f(0, out);
+        return f(0, out, extra());
     }
     let per = out.rows.div_ceil(threads);
     let f = &f;
@@ -559,10 +537,11 @@ where
                 cols: out.cols,
                 stride: out.stride,
             };
+            let x = extra();
             if rows == left {
-                f(row, m);
+                f(row, m, x);
             } else {
-                s.spawn(move || f(row, m));
+                s.spawn(move || f(row, m, x));
             }
             (data, row, left) = (tail, row + rows, left - rows);
         }

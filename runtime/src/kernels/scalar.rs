@@ -179,17 +179,10 @@ pub fn check_attention_bounds(
     assert!(scratch >= need);
     assert!(q.cols >= width && k.cols >= width && v.cols >= width && out.cols >= width);
     assert!(v.rows == k.rows && out.rows == q.rows);
-    let fits = |rows: usize, stride: usize, cols: usize, len: usize| {
-        rows == 0
-            || (rows - 1)
-                .checked_mul(stride)
-                .and_then(|n| n.checked_add(cols))
-                .is_some_and(|n| len >= n)
-    };
     for m in [q, k, v] {
-        assert!(fits(m.rows, m.stride, m.cols, m.data.len()));
+        assert!(rows_fit(m.rows, m.stride, m.cols, m.data.len()));
     }
-    assert!(fits(out.rows, out.stride, out.cols, out.data.len()));
+    assert!(rows_fit(out.rows, out.stride, out.cols, out.data.len()));
 }
 
 /// The bounds every pointer of the SIMD layer norm kernels relies on (a wrong caller
@@ -198,14 +191,20 @@ pub fn check_attention_bounds(
 pub fn check_layer_norm_bounds(x: &MatRef, gamma: &[f32], beta: &[f32], out: &MatMut) {
     let n = x.cols;
     assert!(gamma.len() >= n && beta.len() >= n && out.cols == n && out.rows == x.rows);
-    let fits = |rows: usize, stride: usize, len: usize| {
-        rows == 0
-            || (rows - 1)
-                .checked_mul(stride)
-                .and_then(|e| e.checked_add(n))
-                .is_some_and(|e| len >= e)
-    };
-    assert!(fits(x.rows, x.stride, x.data.len()) && fits(out.rows, out.stride, out.data.len()));
+    assert!(
+        rows_fit(x.rows, x.stride, n, x.data.len())
+            && rows_fit(out.rows, out.stride, n, out.data.len())
+    );
+}
+
+/// Whether `rows` rows of `cols` values, `stride` apart, lie within `len` values
+/// (overflow counted as not fitting): the bounds check every SIMD kernel's pointers need.
+pub fn rows_fit(rows: usize, stride: usize, cols: usize, len: usize) -> bool {
+    rows == 0
+        || (rows - 1)
+            .checked_mul(stride)
+            .and_then(|n| n.checked_add(cols))
+            .is_some_and(|n| len >= n)
 }
 
 /// The bounds every pointer of the SIMD GEMM kernels relies on, overflow included (the
@@ -227,13 +226,7 @@ pub fn check_gemm_bounds(
         .and_then(|n| n.checked_mul(PANEL_N * PANEL_K))
         .is_some_and(|n| w.len() >= n));
     assert!(ep.w_scale.len() >= out.cols && ep.bias.is_none_or(|b| b.len() >= out.cols));
-    assert!(
-        out.rows == 0
-            || (out.rows - 1)
-                .checked_mul(out.stride)
-                .and_then(|n| n.checked_add(out.cols))
-                .is_some_and(|n| out.data.len() >= n)
-    );
+    assert!(rows_fit(out.rows, out.stride, out.cols, out.data.len()));
     (qs, k4)
 }
 

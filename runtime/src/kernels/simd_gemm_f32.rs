@@ -11,7 +11,7 @@
 //! and an add instead of a fused multiply-add is its price (the FMA would round once
 //! where the scalar reference, on CPUs without FMA, rounds twice).
 
-use super::scalar::{activate, sum16, MatMut, MatRef, DOT_LANES};
+use super::scalar::{activate, rows_fit, sum16, MatMut, MatRef, DOT_LANES};
 use super::simd::F32Simd;
 use crate::ops::Activation;
 
@@ -24,15 +24,8 @@ pub(super) fn check(x: &MatRef, w: &[f32], bias: Option<&[f32]>, out: &MatMut) {
     assert!(x.rows == out.rows);
     assert!(out.cols.checked_mul(k).is_some_and(|n| w.len() >= n));
     assert!(bias.is_none_or(|b| b.len() >= out.cols));
-    let fits = |rows: usize, stride: usize, cols: usize, len: usize| {
-        rows == 0
-            || (rows - 1)
-                .checked_mul(stride)
-                .and_then(|n| n.checked_add(cols))
-                .is_some_and(|n| len >= n)
-    };
-    assert!(fits(x.rows, x.stride, k, x.data.len()));
-    assert!(fits(out.rows, out.stride, out.cols, out.data.len()));
+    assert!(rows_fit(x.rows, x.stride, k, x.data.len()));
+    assert!(rows_fit(out.rows, out.stride, out.cols, out.data.len()));
 }
 
 /// `M × N` dot products, rows `r..r+M` of `x` with weight rows `o..o+N`, into `out`
