@@ -12,7 +12,7 @@ use crate::eval::{evaluate, EvalReport};
 use crate::graph::{Graph, TowerInput, TowerKind as GraphTower};
 use crate::import::import_tower;
 use crate::int8::{quantize_tower, Options, TowerReport};
-use crate::runner::{meta_from_config, single_tower, Artifact};
+use crate::runner::{meta_from_config, reproducible, single_tower, Artifact, Embedder};
 use crate::writer::{write_artifact, AlignedBytes, ArtifactParts, LabelSet};
 use crate::{Error, Fp32Siglip, Result};
 
@@ -246,20 +246,6 @@ pub fn quantize_model(
     let qv = quantize_tower(&vision, &icalib, &icheck, &req.options, progress)?;
     let qt = quantize_tower(&text, &tcalib, &tcheck_set, &req.options, progress)?;
 
-    // The labels' fp32 embeddings from the runtime's own fp32 graph, not tract: its
-    // kernels round differently on every CPU, and these bytes go into the artifact.
-    let text_fp32 = single_tower(&text)?;
-    let label_embeddings: Vec<f32> = req
-        .labels
-        .iter()
-        .map(|l| {
-            let ids: Vec<u32> = fp32.token_ids(l)?.into_iter().map(|i| i as u32).collect();
-            let mut e = text_fp32.embed_ids(&ids)?;
-            l2_normalize(&mut e);
-            Ok(e)
-        })
-        .collect::<Result<Vec<_>>>()?
-        .concat();
     let config_json = std::fs::read(req.model_dir.join(vlm_models::siglip::CONFIG_FILE))
         .map_err(|e| Error::io(req.model_dir.join(vlm_models::siglip::CONFIG_FILE), e))?;
     let tokenizer_json = match &cfg.tokenizer {
@@ -268,6 +254,37 @@ pub fn quantize_model(
                 .map_err(|e| Error::io(req.model_dir.join(t), e))?,
         ),
         None => None,
+    };
+    // The fp32 graphs (checked against tract at import) as one artifact with the model's
+    // tokenizer and config, run in the reference's order. The stored labels' embeddings
+    // come from it, not from tract, whose kernels round differently on every CPU; so
+    // does the report's fp32 side, so that both sides of the zero-shot comparison are
+    // the same numbers on every CPU and a budget cannot pass on one machine and fail on
+    // another by a near-tie.
+    let fp32_graphs = if req.labels.is_empty() && req.eval_data.is_none() {
+        None
+    } else {
+        let bytes = write_artifact(&ArtifactParts {
+            meta: meta_from_config(&cfg),
+            towers: vec![&vision, &text],
+            tokenizer_json: tokenizer_json.as_deref(),
+            config_json: Some(&config_json),
+            labels: None,
+        })?;
+        Some(reproducible(bytes, Path::new("the fp32 graphs"))?)
+    };
+    let label_embeddings: Vec<f32> = match &fp32_graphs {
+        Some(g) => req
+            .labels
+            .iter()
+            .map(|l| {
+                let mut e = g.embed_text(l)?;
+                l2_normalize(&mut e);
+                Ok(e)
+            })
+            .collect::<Result<Vec<_>>>()?
+            .concat(),
+        None => Vec::new(),
     };
     let bytes = write_artifact(&ArtifactParts {
         meta: meta_from_config(&cfg),
@@ -296,22 +313,8 @@ pub fn quantize_model(
     let zero_shot = match &req.eval_data {
         Some(dir) => {
             let artifact = Artifact::from_bytes(bytes.clone(), Path::new("the new artifact"))?;
-            // The fp32 side on the runtime's own fp32 graphs (checked against tract at
-            // import) in the reference's order: both sides of the comparison are then the
-            // same numbers on every CPU, so a budget cannot pass on one machine and fail
-            // on another by a near-tie that tract's kernels round either way.
-            let reference = Artifact::from_bytes(
-                write_artifact(&ArtifactParts {
-                    meta: meta_from_config(&cfg),
-                    towers: vec![&vision, &text],
-                    tokenizer_json: tokenizer_json.as_deref(),
-                    config_json: Some(&config_json),
-                    labels: None,
-                })?,
-                Path::new("the fp32 graphs"),
-            )?;
-            reference.set_reproducible(true);
-            let fp = evaluate(&reference, dir, |d, t| {
+            let reference = fp32_graphs.as_ref().expect("built when eval data is given");
+            let fp = evaluate(reference, dir, |d, t| {
                 progress("zero-shot eval, fp32", d, t)
             })?;
             let q = evaluate(&artifact, dir, |d, t| {

@@ -271,10 +271,18 @@ fn meta_for_graph(g: &Graph) -> Meta {
     }
 }
 
-/// An artifact holding just `graph` (no config, no tokenizer): for running one tower on
-/// the runtime during calibration and tests. It computes the reference's bits on any
-/// CPU (what it computes decides an artifact's numbers), on every core (splitting rows
+/// Artifact bytes loaded to run as calibration runs: the reference's bits on any CPU
+/// (what they compute decides an artifact's numbers), on every core (splitting rows
 /// changes no bit).
+pub fn reproducible(bytes: AlignedBytes, source: &Path) -> Result<Artifact> {
+    let a = Artifact::from_bytes(bytes, source)?;
+    a.set_reproducible(true);
+    a.set_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
+    Ok(a)
+}
+
+/// An artifact holding just `graph` (no config, no tokenizer), run [`reproducible`]:
+/// for running one tower on the runtime during calibration and tests.
 pub fn single_tower(graph: &Graph) -> Result<Artifact> {
     let bytes = write_artifact(&ArtifactParts {
         meta: meta_for_graph(graph),
@@ -283,10 +291,7 @@ pub fn single_tower(graph: &Graph) -> Result<Artifact> {
         config_json: None,
         labels: None,
     })?;
-    let a = Artifact::from_bytes(bytes, Path::new(graph.kind.name()))?;
-    a.set_reproducible(true);
-    a.set_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
-    Ok(a)
+    reproducible(bytes, Path::new(graph.kind.name()))
 }
 
 /// Runs a graph once on the runtime. `input` is pixel values, or token ids as f32.
