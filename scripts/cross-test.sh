@@ -55,11 +55,12 @@ export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER
 cargo_test=(cargo test --quiet --manifest-path runtime/Cargo.toml --target "$target" --features std)
 # Doc tests do not run for a foreign target; these are the unit and integration tests.
 all_targets=(--lib --tests)
-# Every target but the battery, which already runs each supported kernel itself.
+# Every target but the batteries (kernels, ops), which already run each supported
+# kernel set themselves.
 session_targets=(--lib)
 for f in runtime/tests/*.rs; do
   name=$(basename "$f" .rs)
-  [[ $name == kernels ]] || session_targets+=(--test "$name")
+  [[ $name == kernels || $name == ops ]] || session_targets+=(--test "$name")
 done
 
 step "build (without std too: the compile-time ISA choice)"

@@ -5,42 +5,61 @@
 //! multiply-accumulate instruction (`kernels::x86_*_peak`) on as many threads as the
 //! tower gets, so turbo, SMT siblings and a shared machine weigh on both sides alike.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Args, ValueEnum};
 use serde::Serialize;
-use vlm_quantize::graph::{TowerInput, TowerKind as GraphTower};
+use vlm_quantize::graph::TowerInput;
 use vlm_quantize::{Artifact, Fp32Siglip};
 use vlm_runtime::format::{packed_index, packed_len};
+use vlm_runtime::harness::Rng;
 use vlm_runtime::kernels::scalar::{q_stride, Epilogue, MatMut};
 use vlm_runtime::kernels::Isa;
 use vlm_runtime::ops::{Activation, Op, Weights};
-use vlm_runtime::{Session, TowerKind};
+use vlm_runtime::{Role, Session};
 
+/// The tower to time (a SigLIP artifact's image or text encoder).
 #[derive(Clone, Copy, ValueEnum)]
-pub enum TowerArg {
+pub enum Tower {
     Vision,
     Text,
+}
+
+impl Tower {
+    fn role(self) -> Role {
+        match self {
+            Tower::Vision => Role::ImageEncoder,
+            Tower::Text => Role::TextEncoder,
+        }
+    }
+
+    /// The name reports and `bench-peers.sh` use.
+    fn name(self) -> &'static str {
+        match self {
+            Tower::Vision => "vision",
+            Tower::Text => "text",
+        }
+    }
 }
 
 #[derive(Args)]
 pub struct BenchArgs {
     /// An int8 artifact (.vlmq, timed on the vlm runtime) or an fp32 model folder
     /// (timed on tract, for comparison).
-    #[arg(long, value_name = "FILE|DIR")]
-    model: PathBuf,
+    #[arg(long, value_name = "FILE|DIR", required_unless_present = "ops")]
+    model: Option<PathBuf>,
     /// The tower to time.
     #[arg(long, value_enum, default_value = "vision")]
-    tower: TowerArg,
+    tower: Tower,
     /// Threads the large GEMMs are split across (tract ignores it: it runs on one).
     #[arg(long, default_value_t = 1)]
-    threads: usize,
+    pub(crate) threads: usize,
     /// Timed runs.
     #[arg(long, default_value_t = 10)]
-    runs: usize,
+    pub(crate) runs: usize,
     /// Untimed runs first (caches, page faults, CPU frequency).
     #[arg(long, default_value_t = 3)]
     warmup: usize,
@@ -52,9 +71,13 @@ pub struct BenchArgs {
     /// per kind and shape of op.
     #[arg(long)]
     profile: bool,
+    /// Time the op battery instead of a model: every op variant on every kernel set
+    /// this CPU has, next to the scalar reference (`vlm_runtime::harness`).
+    #[arg(long)]
+    pub(crate) ops: bool,
     /// Print JSON instead of text.
     #[arg(long)]
-    json: bool,
+    pub(crate) json: bool,
 }
 
 #[derive(Serialize)]
@@ -246,18 +269,6 @@ fn measure_peak(f: PeakLoop, threads: usize) -> f64 {
     best
 }
 
-/// xorshift64: the kernel timings need bytes with no structure, not good randomness.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
 /// (M, K, N) of a GEMM: `[M, K]` activations by `[N, K]` weights.
 type Shape = (usize, usize, usize);
 
@@ -271,12 +282,12 @@ fn time_gemm(
 ) -> Result<Duration> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (m * 31 + k * 17 + n) as u64);
     let qs = q_stride(k);
-    let q: Vec<u8> = (0..m * qs).map(|_| rng.next() as u8).collect();
+    let q: Vec<u8> = (0..m * qs).map(|_| rng.next_u64() as u8).collect();
     // Padding stays zero, as the writer leaves it.
     let mut w = vec![0i8; packed_len(n, k)];
     for o in 0..n {
         for j in 0..k {
-            w[packed_index(o, j, k)] = rng.next() as i8;
+            w[packed_index(o, j, k)] = rng.next_u64() as i8;
         }
     }
     let w_scale = vec![1.0f32 / 4096.0; n];
@@ -316,25 +327,8 @@ fn time_gemm(
 fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<(Shape, usize)> {
     let mut shapes: Vec<(Shape, usize)> = Vec::new();
     for op in ops {
-        let shape = match op {
-            Op::Linear {
-                x,
-                out,
-                weights: Weights::I8 { .. },
-                ..
-            } => (x.rows as usize, x.cols as usize, out.cols as usize),
-            Op::PatchEmbed {
-                channels,
-                patch,
-                out,
-                weights: Weights::I8 { .. },
-                ..
-            } => (
-                out.rows as usize,
-                (channels * patch * patch) as usize,
-                out.cols as usize,
-            ),
-            _ => continue,
+        let (Some(Weights::I8 { .. }), Some(shape)) = (op.weights(), op.gemm_shape()) else {
+            continue;
         };
         match shapes.iter_mut().find(|(s, _)| *s == shape) {
             Some((_, count)) => *count += 1,
@@ -344,111 +338,28 @@ fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<(Shape, usize)> {
     shapes
 }
 
-/// What an op is, for the profile: its kind, shape and precision.
-fn op_label(op: &Op) -> String {
-    let prec = |w: &Weights| match w {
-        Weights::I8 { .. } => "int8",
-        Weights::F32 { .. } => "fp32",
-    };
-    match op {
-        Op::PatchEmbed {
-            channels,
-            patch,
-            weights,
-            out,
-            ..
-        } => format!(
-            "patch embedding {}×{}→{} {}",
-            out.rows,
-            channels * patch * patch,
-            out.cols,
-            prec(weights)
-        ),
-        Op::Linear {
-            x,
-            weights,
-            act,
-            out,
-            ..
-        } => {
-            let act = match act {
-                Activation::None => "",
-                Activation::GeluTanh => " + GELU-tanh",
-                Activation::GeluErf => " + GELU-erf",
-            };
-            format!(
-                "linear {}×{}→{} {}{act}",
-                x.rows,
-                x.cols,
-                out.cols,
-                prec(weights)
-            )
-        }
-        Op::Attention {
-            q,
-            k,
-            heads,
-            head_dim,
-            precision,
-            ..
-        } => format!(
-            "attention {} queries × {} keys, {heads}×{head_dim} {}",
-            q.rows(),
-            k.rows,
-            precision.name()
-        ),
-        Op::LayerNorm { x, .. } => format!("layer norm {}×{}", x.rows, x.cols),
-        Op::Add { out, .. } => format!("add {}×{}", out.rows, out.cols),
-        Op::Embedding { out, .. } => format!("embedding {}×{}", out.rows, out.cols),
-        Op::Activate { x, .. } => format!("activation {}×{}", x.rows, x.cols),
-    }
-}
-
 /// Each op's shortest time over `runs` runs (after `warmup`), summed per label, in
 /// order of first use. Minima: on a shared machine noise only ever adds, and an op's
 /// minimum is what it costs.
 fn profile(
     session: &mut Session,
-    kind: TowerKind,
+    graph: usize,
     input: vlm_runtime::Input<'_>,
     (warmup, runs): (usize, usize),
 ) -> Result<Vec<ProfileRow>> {
-    struct Timer {
-        last: Instant,
-        spent: Vec<Duration>,
-    }
-    impl vlm_runtime::Observer for Timer {
-        fn observe(
-            &mut self,
-            node: usize,
-            what: vlm_runtime::Observed,
-            _: vlm_runtime::kernels::scalar::MatRef<'_>,
-        ) {
-            if what == vlm_runtime::Observed::Output {
-                let now = Instant::now();
-                if let Some(s) = self.spent.get_mut(node) {
-                    *s = now - self.last;
-                }
-                self.last = now;
-            }
-        }
-    }
     let model = *session.model();
-    let tower = *model
-        .tower(kind)
-        .ok_or_else(|| anyhow!("the artifact has no {} tower", kind.name()))?;
-    let ops: Vec<Op> = tower.ops(&model).map(|(_, op)| op).collect();
-    let mut t = Timer {
-        last: Instant::now(),
-        spent: vec![Duration::ZERO; ops.len()],
-    };
+    let g = *model
+        .graph_at(graph)
+        .ok_or_else(|| anyhow!("the artifact has no graph {graph}"))?;
+    let ops: Vec<Op> = g.ops().map(|(_, op)| op).collect();
+    let mut t = vlm_runtime::harness::OpTimer::new(ops.len());
     let mut best = vec![Duration::MAX; ops.len()];
-    let mut out = vec![0.0f32; model.meta.embed_dim];
+    let mut out = vec![0.0f32; g.outputs().next().map_or(0, |p| p.len())];
     for run in 0..warmup + runs {
-        t.last = Instant::now();
+        t.start();
         session
-            .run(kind, input, &mut out, Some(&mut t))
-            .with_context(|| format!("profiling the {} tower", kind.name()))?;
+            .run(graph, &[input], &mut [&mut out], Some(&mut t))
+            .with_context(|| format!("profiling the {}", g.role.name()))?;
         if run >= warmup {
             for (b, s) in best.iter_mut().zip(&t.spent) {
                 *b = (*b).min(*s);
@@ -457,7 +368,7 @@ fn profile(
     }
     let mut rows: Vec<ProfileRow> = Vec::new();
     for (op, b) in ops.iter().zip(best) {
-        let label = op_label(op);
+        let label = op.to_string();
         let row = match rows.iter_mut().position(|r| r.op == label) {
             Some(i) => &mut rows[i],
             None => {
@@ -479,32 +390,39 @@ fn gmacs(macs: u64, d: Duration) -> f64 {
     macs as f64 / d.as_secs_f64().max(1e-12) / 1e9
 }
 
-fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
-    let path = &args.model;
+fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
+    let path = args.model.as_deref().unwrap_or(Path::new(""));
     let artifact =
         Artifact::load(path).with_context(|| format!("loading model {}", path.display()))?;
-    let model = artifact.model();
-    let tower = *model.tower(kind).ok_or_else(|| {
+    let model = artifact.runtime();
+    let index = model.graph_index(kind.role()).ok_or_else(|| {
         anyhow!(
-            "{}: the artifact has no {} tower",
+            "{}: the artifact has no {} graph",
             path.display(),
-            kind.name()
+            kind.role().name()
         )
     })?;
-    let macs = tower.macs(model);
+    let tower = *model.graph_at(index).expect("found above");
+    let input_len = tower.inputs().next().map_or(0, |p| p.len());
+    let macs = tower.macs();
     let mut arena = vec![0u8; model.arena_size_for_threads(args.threads)];
     let mut session = Session::new(model, &mut arena).context("starting a session")?;
     session.set_threads(args.threads);
     let isa = session.isa();
-    let mut out = vec![0.0f32; model.meta.embed_dim];
-    let pixels = pattern_pixels(tower.input_len);
-    let ids = pattern_ids(tower.input_len, model.meta.vocab_size, model.meta.pad_id);
+    let mut out = vec![0.0f32; tower.outputs().next().map_or(0, |p| p.len())];
+    let pixels = pattern_pixels(input_len);
+    let meta = artifact
+        .siglip()
+        .ok_or_else(|| anyhow!("{}: not a SigLIP artifact", path.display()))?;
+    let ids = pattern_ids(input_len, meta.vocab_size, meta.pad_id);
+    let input = match kind {
+        Tower::Vision => vlm_runtime::Input::F32(&pixels),
+        Tower::Text => vlm_runtime::Input::U32(&ids),
+    };
     let timing = time_runs(args.warmup, args.runs, || {
-        match kind {
-            TowerKind::Vision => session.encode_image(&pixels, &mut out),
-            TowerKind::Text => session.encode_text(&ids, &mut out),
-        }
-        .with_context(|| format!("running the {} tower", kind.name()))
+        session
+            .run(index, &[input], &mut [&mut out], None)
+            .with_context(|| format!("running the {} tower", kind.name()))
     })?;
     let gmac_per_s = gmacs(macs, timing.median);
     let peak = peak_loop(isa).map(|(f, instruction)| Peak {
@@ -515,7 +433,7 @@ fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
     let percent = |g: f64| peak.as_ref().map(|p| 100.0 * g / p.gmac_per_s);
     let mut kernels = Vec::new();
     if args.kernels {
-        for ((m, k, n), layers) in int8_shapes(tower.ops(model).map(|(_, op)| op)) {
+        for ((m, k, n), layers) in int8_shapes(tower.ops().map(|(_, op)| op)) {
             let per_call = time_gemm(isa, args.threads, (m, k, n), args.warmup, args.runs)?;
             let shape_macs = (m * k * n) as u64;
             let g = gmacs(shape_macs, per_call);
@@ -532,11 +450,7 @@ fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
         }
     }
     let profile = if args.profile {
-        let input = match kind {
-            TowerKind::Vision => vlm_runtime::Input::Pixels(&pixels),
-            TowerKind::Text => vlm_runtime::Input::Tokens(&ids),
-        };
-        profile(&mut session, kind, input, (args.warmup.min(1), args.runs))?
+        profile(&mut session, index, input, (args.warmup.min(1), args.runs))?
     } else {
         Vec::new()
     };
@@ -563,34 +477,32 @@ fn bench_int8(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
 
 /// The MACs of a folder's tower, counted on the same import `vlm quantize` starts from,
 /// so the fp32 and int8 figures divide the same work.
-fn fp32_macs(fp32: &Fp32Siglip, kind: TowerKind) -> Result<u64> {
+fn fp32_macs(fp32: &Fp32Siglip, kind: Tower) -> Result<u64> {
     let cfg = fp32.config();
-    let (file, graph_kind, input) = match kind {
-        TowerKind::Vision => (
+    let (file, input) = match kind {
+        Tower::Vision => (
             &cfg.vision.onnx,
-            GraphTower::Vision,
             TowerInput::Pixels {
                 channels: cfg.vision.num_channels,
                 height: cfg.preprocess.size[0],
                 width: cfg.preprocess.size[1],
             },
         ),
-        TowerKind::Text => (
+        Tower::Text => (
             &cfg.text.onnx,
-            GraphTower::Text,
             TowerInput::Tokens {
                 len: cfg.text.max_length,
             },
         ),
     };
     let path = fp32.dir().join(file);
-    let graph = vlm_quantize::import::import_tower(&path, graph_kind, input)
+    let graph = vlm_quantize::import::import_tower(&path, kind.role(), input)
         .with_context(|| format!("counting the MACs of {}", path.display()))?;
     Ok(graph.macs())
 }
 
-fn bench_fp32(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
-    let path = &args.model;
+fn bench_fp32(args: &BenchArgs, kind: Tower) -> Result<Report> {
+    let path = args.model.as_deref().unwrap_or(Path::new(""));
     let fp32 =
         Fp32Siglip::load(path).with_context(|| format!("loading model {}", path.display()))?;
     let macs = fp32_macs(&fp32, kind)?;
@@ -608,8 +520,8 @@ fn bench_fp32(args: &BenchArgs, kind: TowerKind) -> Result<Report> {
     let timing = time_runs(args.warmup, args.runs, || {
         match kind {
             // The copy is ~0.6 MB against a forward pass of hundreds of ms.
-            TowerKind::Vision => fp32.embed_pixels(pixels.clone()),
-            TowerKind::Text => fp32.embed_ids(&ids),
+            Tower::Vision => fp32.embed_pixels(pixels.clone()),
+            Tower::Text => fp32.embed_ids(&ids),
         }
         .map(drop)
         .with_context(|| format!("running the {} tower", kind.name()))
@@ -721,23 +633,24 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    let kind = match args.tower {
-        TowerArg::Vision => TowerKind::Vision,
-        TowerArg::Text => TowerKind::Text,
-    };
-    let report = if args.model.is_file() {
+    let kind = args.tower;
+    if args.ops {
+        return crate::bench_ops::bench_ops(&args);
+    }
+    let model = args.model.clone().unwrap_or_default();
+    let report = if model.is_file() {
         bench_int8(&args, kind)?
-    } else if args.model.is_dir() {
+    } else if model.is_dir() {
         if args.kernels || args.profile {
             bail!(
                 "--{} times the vlm runtime: pass an int8 artifact (.vlmq), not the folder {}",
                 if args.kernels { "kernels" } else { "profile" },
-                args.model.display()
+                model.display()
             );
         }
         bench_fp32(&args, kind)?
     } else {
-        bail!("{}: no such model file or folder", args.model.display());
+        bail!("{}: no such model file or folder", model.display());
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -780,12 +693,14 @@ mod tests {
             x_scale: 1.0,
             x_zero: 0,
         };
-        let lin = |rows, cols, n| Op::Linear {
-            x: vlm_runtime::ops::Mat::dense(0, rows, cols),
-            weights: w,
-            bias: None,
-            act: Activation::None,
-            out: vlm_runtime::ops::Mat::dense(1, rows, n),
+        let lin = |rows, cols, n| {
+            Op::Linear(vlm_runtime::ops::Linear {
+                x: vlm_runtime::ops::Mat::dense(0, rows, cols),
+                weights: w,
+                bias: None,
+                act: Activation::None,
+                out: vlm_runtime::ops::Mat::dense(1, rows, n),
+            })
         };
         let ops = [lin(4, 8, 16), lin(4, 16, 8), lin(4, 8, 16)];
         assert_eq!(

@@ -18,9 +18,7 @@ use vlm_quantize::{rank_labels, Artifact, Embedder, Fp32Siglip};
 use vlm_runtime::ops::Precision;
 
 mod bench;
-
-/// Where the shipped demo model lives when neither --model nor VLM_MODEL says otherwise.
-const DEMO_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/demo");
+mod bench_ops;
 
 #[derive(Parser)]
 #[command(name = "vlm", version, about = "Vision-language models on the edge")]
@@ -111,7 +109,7 @@ struct QuantizeArgs {
 struct ModelArg {
     /// Model: a folder (config.json, vision.onnx, text.onnx, tokenizer.json, run in fp32)
     /// or an int8 artifact (.vlmq, run on the vlm runtime).
-    /// Default: $VLM_MODEL, else the shipped demo model.
+    /// Default: $VLM_MODEL, else the demo artifact built into vlm.
     #[arg(long, value_name = "DIR|FILE")]
     model: Option<PathBuf>,
     /// Threads for an int8 artifact's large matrix multiplies (default: all cores).
@@ -136,19 +134,23 @@ impl Loaded {
 
 impl ModelArg {
     fn load(&self) -> Result<Loaded> {
+        let threads = self
+            .threads
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let path = match (&self.model, std::env::var_os("VLM_MODEL")) {
             (Some(p), _) => p.clone(),
             (None, Some(env)) => PathBuf::from(env),
-            (None, None) => PathBuf::from(DEMO_MODEL),
+            (None, None) => {
+                let a = vlm_host::demo::model().context("loading the built-in demo model")?;
+                a.set_threads(threads);
+                return Ok(Loaded::Int8(a));
+            }
         };
         let ctx = || format!("loading model {}", path.display());
         if path.is_file() {
             let a = Artifact::load(&path).with_context(ctx)?;
             a.check_host_usable().with_context(ctx)?;
-            a.set_threads(
-                self.threads
-                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-            );
+            a.set_threads(threads);
             Ok(Loaded::Int8(a))
         } else {
             Ok(Loaded::Fp32(Fp32Siglip::load(&path).with_context(ctx)?))
@@ -282,7 +284,7 @@ fn classify(args: ClassifyArgs) -> Result<()> {
     // An artifact quantized with --labels classifies with its stored label embeddings
     // (no text tower run) when no labels are given here.
     let stored = match &loaded {
-        Loaded::Int8(a) if stored_ok => a.model().labels().map(|l| {
+        Loaded::Int8(a) if stored_ok => a.runtime().labels().map(|l| {
             let names: Vec<String> = (0..l.count).map(|i| l.name(i).to_string()).collect();
             let embs: Vec<Vec<f32>> = (0..l.count).map(|i| l.embedding(i).to_vec()).collect();
             (names, embs)

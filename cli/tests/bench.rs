@@ -119,10 +119,10 @@ fn bench_profile_accounts_for_every_op() {
         // Every op of the tower is in exactly one row, each row a distinct label.
         let ops = vlm_quantize::Artifact::load(Path::new(a))
             .unwrap()
-            .model()
-            .tower(match tower {
-                "vision" => vlm_runtime::TowerKind::Vision,
-                _ => vlm_runtime::TowerKind::Text,
+            .runtime()
+            .graph(match tower {
+                "vision" => vlm_runtime::Role::ImageEncoder,
+                _ => vlm_runtime::Role::TextEncoder,
             })
             .unwrap()
             .op_count();

@@ -19,6 +19,26 @@ pub enum Error {
     ImageTooLarge { path: PathBuf, msg: String },
     #[error("{}: corrupt or unreadable image: {msg}", path.display())]
     CorruptImage { path: PathBuf, msg: String },
+    #[error(transparent)]
+    Config(#[from] vlm_models::siglip::ConfigError),
+    #[error("{}: cannot load the tokenizer: {msg}", path.display())]
+    Tokenizer { path: PathBuf, msg: String },
+    #[error("the model ships no tokenizer")]
+    NoTokenizer,
+    #[error("cannot tokenize {text:?}: {msg}")]
+    Tokenize { text: String, msg: String },
+    #[error("no labels given")]
+    NoLabels,
+    #[error("{}: not a usable artifact: {error}", path.display())]
+    BadArtifact {
+        path: PathBuf,
+        error: vlm_runtime::FormatError,
+    },
+    #[error("{}: not a usable SigLIP artifact: {error}", path.display())]
+    BadMeta {
+        path: PathBuf,
+        error: vlm_models::siglip::MetaError,
+    },
     // Not `source`: the message already includes it, and a source would repeat it in
     // the CLI's error chain.
     #[error("{what}: {error}")]

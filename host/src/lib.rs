@@ -1,12 +1,27 @@
-//! vlm-edge on a host (std) without tract: what running a model needs around the
-//! runtime — image decoding as Pillow does it, and the Hugging Face processor's exact
-//! preprocessing. The fuzz target `host/fuzz` drives [`preprocess::decode_rgb8`] and
+//! vlm-edge on a host (std) without tract: everything running an artifact needs around
+//! the runtime — loading it (memory-mapped), image decoding as Pillow does it, the Hugging
+//! Face processor's exact preprocessing, tokenization, zero-shot classification — and a
+//! [`Model`] that many threads share, each run with its own arena. The demo artifact is
+//! compiled in ([`demo`]), so an installed `vlm` works anywhere.
+//!
+//! The fuzz target `host/fuzz` drives [`preprocess::decode_rgb8`] and
 //! [`preprocess::pixel_values`] over every supported format.
 
+pub mod bytes;
+pub mod classify;
+#[cfg(feature = "model")]
+pub mod demo;
 pub mod error;
+#[cfg(feature = "model")]
+pub mod model;
 pub mod preprocess;
 pub mod resample;
+#[cfg(feature = "model")]
+pub mod tokenize;
 
+pub use classify::{rank_labels, RankedLabel};
 pub use error::Error;
+#[cfg(feature = "model")]
+pub use model::{Model, RunOptions};
 
-pub type Result<T> = std::result::Result<T, Error>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -32,6 +32,177 @@ pub enum Padding {
     MaxLength,
 }
 
+pub use meta::{Meta, MetaError, META_VERSION};
+
+mod meta {
+    use super::Resample;
+    use vlm_runtime::names::family;
+    use vlm_runtime::{FamilyMeta, Model, Role};
+
+    /// The layout version of SigLIP's words in the META section.
+    pub const META_VERSION: u32 = 1;
+    /// Words of SigLIP's metadata.
+    const WORDS: usize = 20;
+
+    /// SigLIP's settings, as the artifact carries them (FORMAT.md, `META`, SigLIP).
+    #[derive(Debug, Clone, Copy, PartialEq)]
+    pub struct Meta {
+        pub embed_dim: usize,
+        /// `t`, already exponentiated.
+        pub logit_scale: f32,
+        pub logit_bias: f32,
+        pub channels: usize,
+        pub height: usize,
+        pub width: usize,
+        pub resample: Resample,
+        pub rescale: f64,
+        pub mean: [f32; 3],
+        pub std: [f32; 3],
+        pub convert_rgb: bool,
+        pub max_length: usize,
+        pub pad_id: u32,
+        pub eos_id: u32,
+        pub vocab_size: usize,
+    }
+
+    /// Why an artifact's metadata is not SigLIP's, or disagrees with its graphs.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+    pub enum MetaError {
+        #[error("the artifact is a {found} model, not SigLIP")]
+        Family { found: &'static str },
+        #[error("SigLIP metadata version {found} is not supported (this build reads {supported})")]
+        Version { found: u32, supported: u32 },
+        #[error("SigLIP metadata: invalid {field}")]
+        BadField { field: &'static str },
+    }
+
+    const RESAMPLES: [Resample; 4] = [
+        Resample::Nearest,
+        Resample::Bilinear,
+        Resample::Bicubic,
+        Resample::Lanczos,
+    ];
+
+    impl Meta {
+        /// The META section: family, version, word count, 0, then SigLIP's words.
+        pub fn to_words(&self) -> [u32; 4 + WORDS] {
+            let mut w = [0u32; 4 + WORDS];
+            w[..4].copy_from_slice(&[family::SIGLIP, META_VERSION, WORDS as u32, 0]);
+            let f = &mut w[4..];
+            let r = self.rescale.to_bits();
+            f[0] = self.embed_dim as u32;
+            f[1] = self.logit_scale.to_bits();
+            f[2] = self.logit_bias.to_bits();
+            f[3] = self.channels as u32;
+            f[4] = self.height as u32;
+            f[5] = self.width as u32;
+            f[6] = RESAMPLES
+                .iter()
+                .position(|x| *x == self.resample)
+                .unwrap_or(0) as u32;
+            f[7] = r as u32;
+            f[8] = (r >> 32) as u32;
+            for i in 0..3 {
+                f[9 + i] = self.mean[i].to_bits();
+                f[12 + i] = self.std[i].to_bits();
+            }
+            f[15] = self.convert_rgb as u32;
+            f[16] = self.max_length as u32;
+            f[17] = self.pad_id;
+            f[18] = self.eos_id;
+            f[19] = self.vocab_size as u32;
+            w
+        }
+
+        /// Reads SigLIP's metadata and checks it against the artifact's graphs: the image
+        /// encoder takes `channels × height × width` f32 pixels, the text encoder
+        /// `max_length` token ids, and both give one `embed_dim` embedding.
+        pub fn from_model(model: &Model) -> Result<Self, MetaError> {
+            let meta = Self::from_family(&model.meta)?;
+            let bad = |field| MetaError::BadField { field };
+            let one_port = |role: Role, len: usize| -> Result<(), MetaError> {
+                let Some(g) = model.graph(role) else {
+                    return Ok(());
+                };
+                let (mut inputs, mut outputs) = (g.inputs(), g.outputs());
+                let ok = matches!((inputs.next(), inputs.next()), (Some(i), None) if i.len() == len)
+                    && matches!((outputs.next(), outputs.next()), (Some(o), None) if o.len() == meta.embed_dim);
+                ok.then_some(()).ok_or(bad(role.name()))
+            };
+            let pixels = meta
+                .channels
+                .checked_mul(meta.height)
+                .and_then(|x| x.checked_mul(meta.width))
+                .ok_or(bad("image size"))?;
+            one_port(Role::ImageEncoder, pixels)?;
+            one_port(Role::TextEncoder, meta.max_length)?;
+            if model.labels().is_some_and(|l| l.dim != meta.embed_dim) {
+                return Err(bad("label embedding size"));
+            }
+            Ok(meta)
+        }
+
+        /// Reads SigLIP's words, without looking at the graphs.
+        pub fn from_family(m: &FamilyMeta) -> Result<Self, MetaError> {
+            if m.family != family::SIGLIP {
+                return Err(MetaError::Family {
+                    found: vlm_runtime::names::name_of(vlm_runtime::names::FAMILIES, m.family),
+                });
+            }
+            if m.version != META_VERSION {
+                return Err(MetaError::Version {
+                    found: m.version,
+                    supported: META_VERSION,
+                });
+            }
+            let w = m.words;
+            let bad = |field| MetaError::BadField { field };
+            if w.len() < WORDS {
+                return Err(bad("length"));
+            }
+            let f = f32::from_bits;
+            let meta = Meta {
+                embed_dim: w[0] as usize,
+                logit_scale: f(w[1]),
+                logit_bias: f(w[2]),
+                channels: w[3] as usize,
+                height: w[4] as usize,
+                width: w[5] as usize,
+                resample: *RESAMPLES.get(w[6] as usize).ok_or(bad("resample"))?,
+                rescale: f64::from_bits(w[7] as u64 | ((w[8] as u64) << 32)),
+                mean: [f(w[9]), f(w[10]), f(w[11])],
+                std: [f(w[12]), f(w[13]), f(w[14])],
+                convert_rgb: w[15] != 0,
+                max_length: w[16] as usize,
+                pad_id: w[17],
+                eos_id: w[18],
+                vocab_size: w[19] as usize,
+            };
+            if meta.embed_dim == 0 || meta.embed_dim > vlm_runtime::format::MAX_DIM {
+                return Err(bad("embed_dim"));
+            }
+            if !meta.logit_scale.is_finite() || !meta.logit_bias.is_finite() {
+                return Err(bad("logit scale or bias"));
+            }
+            if meta.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+                || meta.mean.iter().any(|m| !m.is_finite())
+                || !meta.rescale.is_finite()
+            {
+                return Err(bad("image normalisation"));
+            }
+            Ok(meta)
+        }
+
+        /// SigLIP's sigmoid scoring with this model's scale and bias.
+        pub fn scorer(&self) -> vlm_runtime::Scorer {
+            vlm_runtime::Scorer {
+                logit_scale: self.logit_scale,
+                logit_bias: self.logit_bias,
+            }
+        }
+    }
+}
+
 #[cfg(feature = "std")]
 pub use config::*;
 

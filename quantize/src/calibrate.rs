@@ -8,7 +8,7 @@ use vlm_runtime::kernels::scalar::MatRef;
 use vlm_runtime::ops::Op;
 use vlm_runtime::{Input, Observed, Observer};
 
-use crate::graph::{Graph, TowerInput};
+use crate::graph::Graph;
 use crate::runner::single_tower;
 use crate::Result;
 
@@ -45,8 +45,8 @@ pub enum Sample {
 impl Sample {
     pub fn input(&self) -> Input<'_> {
         match self {
-            Sample::Pixels(p) => Input::Pixels(p),
-            Sample::Tokens(t) => Input::Tokens(t),
+            Sample::Pixels(p) => Input::F32(p),
+            Sample::Tokens(t) => Input::U32(t),
         }
     }
 }
@@ -125,11 +125,8 @@ pub fn channel_ranges(
     Ok(ranges)
 }
 
-pub(crate) fn tower_kind(g: &Graph) -> vlm_runtime::TowerKind {
-    match g.input {
-        TowerInput::Pixels { .. } => vlm_runtime::TowerKind::Vision,
-        TowerInput::Tokens { .. } => vlm_runtime::TowerKind::Text,
-    }
+pub(crate) fn tower_kind(g: &Graph) -> vlm_runtime::Role {
+    g.role
 }
 
 const BINS: usize = 2048;

@@ -1,27 +1,13 @@
-//! A tower as the host holds it between import and writing: the runtime's ops
+//! A graph as the host holds it between import and writing: the runtime's ops
 //! ([`vlm_runtime::ops::Op`]) over owned buffers and tensors.
 //!
 //! Import produces it with fp32 weights; calibration runs it (written to an in-memory
 //! artifact) on the runtime's own executor; quantization rewrites its weights; the writer
 //! places its buffers in the arena and stores it.
 
+use vlm_runtime::model::DType;
 use vlm_runtime::ops::{Mat, Op};
-
-/// Which tower a graph is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TowerKind {
-    Vision,
-    Text,
-}
-
-impl TowerKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            TowerKind::Vision => "vision",
-            TowerKind::Text => "text",
-        }
-    }
-}
+pub use vlm_runtime::Role;
 
 /// What a tower reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,7 +18,7 @@ pub enum TowerInput {
         height: usize,
         width: usize,
     },
-    /// `len` token ids (i32 in the buffer).
+    /// `len` token ids (u32 in the buffer).
     Tokens { len: usize },
 }
 
@@ -51,6 +37,22 @@ impl TowerInput {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The element type of the input port.
+    pub fn dtype(&self) -> DType {
+        match self {
+            TowerInput::Pixels { .. } => DType::F32,
+            TowerInput::Tokens { .. } => DType::U32,
+        }
+    }
+
+    /// The input port's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TowerInput::Pixels { .. } => "pixel_values",
+            TowerInput::Tokens { .. } => "input_ids",
+        }
     }
 }
 
@@ -98,10 +100,20 @@ pub struct Node {
     pub op: Op,
 }
 
-/// One tower, ready to be calibrated, quantized and written.
+/// A buffer kept in the arena from one run to the next (a decoder's KV cache or
+/// position): the writer places it in the state region.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatePort {
+    pub name: String,
+    pub buf: u32,
+    /// f32 (a cache) or u32 (a position).
+    pub dtype: DType,
+}
+
+/// One graph, ready to be calibrated, quantized and written.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Graph {
-    pub kind: TowerKind,
+    pub role: Role,
     pub input: TowerInput,
     /// The buffer the input is copied into.
     pub input_buf: u32,
@@ -109,21 +121,39 @@ pub struct Graph {
     pub buffers: Vec<usize>,
     pub tensors: Vec<Tensor>,
     pub nodes: Vec<Node>,
-    /// The embedding: one row of the output, `[1, embed_dim]`.
+    /// What a run returns (an encoder's embedding: one row, `[1, embed_dim]`).
     pub output: Mat,
+    /// Buffers that persist between runs.
+    pub states: Vec<StatePort>,
 }
 
 impl Graph {
-    pub fn new(kind: TowerKind, input: TowerInput) -> Self {
+    pub fn new(role: Role, input: TowerInput) -> Self {
         Self {
-            kind,
+            role,
             input,
             input_buf: 0,
             buffers: vec![input.len()],
             tensors: Vec::new(),
             nodes: Vec::new(),
             output: Mat::dense(0, 0, 0),
+            states: Vec::new(),
         }
+    }
+
+    /// A new state buffer of `len` elements; returns its index.
+    pub fn add_state(&mut self, name: impl Into<String>, len: usize, dtype: DType) -> u32 {
+        let buf = self.add_buffer(len);
+        self.states.push(StatePort {
+            name: name.into(),
+            buf,
+            dtype,
+        });
+        buf
+    }
+
+    pub fn is_state(&self, buf: u32) -> bool {
+        self.states.iter().any(|s| s.buf == buf)
     }
 
     /// A new buffer of `len` elements; returns its index.

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde::Serialize;
 use vlm_runtime::kernels::scalar::{quantize_one, MatRef};
-use vlm_runtime::ops::{Op, Precision, Weights};
+use vlm_runtime::ops::{Embedding, LayerNorm, Linear, Op, PatchEmbed, Precision, Weights};
 use vlm_runtime::score::cosine;
 use vlm_runtime::{Observed, Observer};
 
@@ -128,7 +128,7 @@ pub fn quantize_tower(
     opts: &Options,
     progress: Progress,
 ) -> Result<QuantizedTower> {
-    let tower = fp32.kind.name();
+    let tower = fp32.role.name();
     let n = calib.len();
     let mut done = 0;
     let mut ranges = channel_ranges(fp32, calib, || {
@@ -189,23 +189,7 @@ pub fn quantize_tower(
                         index: i,
                         name: node.name.clone(),
                         kind: node.op.kind(),
-                        precision: match node.op {
-                            Op::Linear { weights, .. } | Op::PatchEmbed { weights, .. } => {
-                                match weights {
-                                    Weights::I8 { .. } => "int8",
-                                    Weights::F32 { .. } => "fp32",
-                                }
-                            }
-                            Op::Embedding { table_scale, .. } => {
-                                if table_scale.is_some() {
-                                    "int8"
-                                } else {
-                                    "fp32"
-                                }
-                            }
-                            Op::Attention { precision, .. } => precision.name(),
-                            _ => "-",
-                        },
+                        precision: node.op.precision(),
                         sqnr_db: layers.get(i).copied().unwrap_or(f64::NAN),
                         own_sqnr_db: own.get(&i).copied(),
                         input_range: act.get(&i).copied(),
@@ -236,9 +220,9 @@ fn consumers(g: &Graph, buf: u32) -> Vec<usize> {
 /// outlier channels shrink so one per-tensor int8 scale fits them all.
 fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) {
     for l in 0..g.nodes.len() {
-        let Op::LayerNorm {
+        let Op::LayerNorm(LayerNorm {
             gamma, beta, out, ..
-        } = g.nodes[l].op
+        }) = g.nodes[l].op
         else {
             continue;
         };
@@ -246,7 +230,7 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
         let cols = out.cols as usize;
         let all_linear = !readers.is_empty()
             && readers.iter().all(|&r| {
-                matches!(g.nodes[r].op, Op::Linear { x, weights: Weights::F32 { .. }, .. }
+                matches!(g.nodes[r].op, Op::Linear(Linear { x, weights: Weights::F32 { .. }, .. })
                     if x.cols == out.cols && ranges.contains_key(&r))
             });
         if !all_linear {
@@ -259,11 +243,7 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
             for (a, (lo, hi)) in a.iter_mut().zip(cr.min.iter().zip(&cr.max)) {
                 *a = a.max(lo.abs()).max(hi.abs());
             }
-            if let Op::Linear {
-                weights: Weights::F32 { w: wt },
-                ..
-            } = g.nodes[r].op
-            {
+            if let Some(Weights::F32 { w: wt }) = g.nodes[r].op.weights() {
                 let data = g.tensor(wt).data.as_f32().unwrap_or(&[]);
                 for row in data.chunks(cols) {
                     for (w, v) in w.iter_mut().zip(row) {
@@ -287,11 +267,7 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
             }
         }
         for &r in &readers {
-            if let Op::Linear {
-                weights: Weights::F32 { w: wt },
-                ..
-            } = g.nodes[r].op
-            {
+            if let Some(Weights::F32 { w: wt }) = g.nodes[r].op.weights() {
                 if let TensorData::F32(v) = &mut g.tensor_mut(wt).data {
                     for row in v.chunks_mut(cols) {
                         row.iter_mut().zip(&s).for_each(|(x, s)| *x *= s);
@@ -347,18 +323,18 @@ fn to_int8(
     let mut q = g.clone();
     for i in 0..q.nodes.len() {
         let name = q.nodes[i].name.clone();
-        if let Op::Attention { precision, .. } = &mut q.nodes[i].op {
-            *precision = attention;
+        if let Op::Attention(a) = &mut q.nodes[i].op {
+            a.precision = attention;
         }
         match q.nodes[i].op {
-            Op::Linear {
+            Op::Linear(Linear {
                 weights: Weights::F32 { w },
                 ..
-            }
-            | Op::PatchEmbed {
+            })
+            | Op::PatchEmbed(PatchEmbed {
                 weights: Weights::F32 { w },
                 ..
-            } if !fallback.contains(&i) => {
+            }) if !fallback.contains(&i) => {
                 let Some(&(lo, hi)) = act.get(&i) else {
                     continue;
                 };
@@ -402,48 +378,45 @@ fn to_int8(
                     x_zero,
                 };
                 match q.nodes[i].op {
-                    Op::Linear { bias, .. } => {
+                    Op::Linear(Linear { bias, .. }) => {
                         let mut b = match bias {
                             Some(b) => q.tensor(b).data.as_f32().unwrap_or(&[]).to_vec(),
                             None => vec![0.0; rows],
                         };
                         b.iter_mut().zip(&correction).for_each(|(b, c)| *b -= c);
                         let bi = q.add_f32(format!("{name}.bias"), vec![rows], b);
-                        if let Op::Linear { weights, bias, .. } = &mut q.nodes[i].op {
-                            *weights = new;
-                            *bias = Some(bi);
+                        if let Op::Linear(l) = &mut q.nodes[i].op {
+                            l.weights = new;
+                            l.bias = Some(bi);
                         }
                     }
-                    Op::PatchEmbed { add, .. } => {
+                    Op::PatchEmbed(PatchEmbed { add, .. }) => {
                         let mut a = q.tensor(add).data.as_f32().unwrap_or(&[]).to_vec();
                         for row in a.chunks_mut(rows) {
                             row.iter_mut().zip(&correction).for_each(|(b, c)| *b -= c);
                         }
                         let ai = q.add_f32(format!("{name}.add"), vec![a.len() / rows, rows], a);
-                        if let Op::PatchEmbed { weights, add, .. } = &mut q.nodes[i].op {
-                            *weights = new;
-                            *add = ai;
+                        if let Op::PatchEmbed(p) = &mut q.nodes[i].op {
+                            p.weights = new;
+                            p.add = ai;
                         }
                     }
                     _ => {}
                 }
             }
-            Op::Embedding {
+            Op::Embedding(Embedding {
                 table,
                 table_scale: None,
                 ..
-            } => {
+            }) => {
                 let t = q.tensor(table).clone();
                 let (qt, scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), t.dims[1]);
                 let rows = scales.len();
                 let ti = q.add_i8(t.name.clone(), t.dims.clone(), qt);
                 let si = q.add_f32(format!("{name}.row_scale"), vec![rows], scales);
-                if let Op::Embedding {
-                    table, table_scale, ..
-                } = &mut q.nodes[i].op
-                {
-                    *table = ti;
-                    *table_scale = Some(si);
+                if let Op::Embedding(e) = &mut q.nodes[i].op {
+                    e.table = ti;
+                    e.table_scale = Some(si);
                 }
             }
             _ => {}
@@ -458,7 +431,7 @@ fn drop_unused_tensors(g: &mut Graph) {
     let mut used = vec![false; g.tensors.len()];
     let mark = |i: u32, used: &mut Vec<bool>| used[i as usize] = true;
     for n in &g.nodes {
-        for t in op_tensors(&n.op) {
+        for t in n.op.tensors() {
             mark(t, &mut used);
         }
     }
@@ -472,74 +445,7 @@ fn drop_unused_tensors(g: &mut Graph) {
     }
     g.tensors = kept;
     for n in &mut g.nodes {
-        remap_tensors(&mut n.op, &remap);
-    }
-}
-
-fn op_tensors(op: &Op) -> Vec<u32> {
-    let w = |w: Weights| match w {
-        Weights::F32 { w } => vec![w],
-        Weights::I8 { w, w_scale, .. } => vec![w, w_scale],
-    };
-    match *op {
-        Op::PatchEmbed { weights, add, .. } => [w(weights), vec![add]].concat(),
-        Op::Embedding {
-            table,
-            table_scale,
-            add,
-            ..
-        } => [vec![table, add], table_scale.into_iter().collect()].concat(),
-        Op::LayerNorm { gamma, beta, .. } => vec![gamma, beta],
-        Op::Linear { weights, bias, .. } => [w(weights), bias.into_iter().collect()].concat(),
-        Op::Attention {
-            q: vlm_runtime::ops::Query::Const { tensor, .. },
-            ..
-        } => vec![tensor],
-        _ => vec![],
-    }
-}
-
-fn remap_tensors(op: &mut Op, m: &[u32]) {
-    let r = |i: &mut u32| *i = m[*i as usize];
-    let rw = |w: &mut Weights| match w {
-        Weights::F32 { w } => r(w),
-        Weights::I8 { w, w_scale, .. } => {
-            r(w);
-            r(w_scale);
-        }
-    };
-    match op {
-        Op::PatchEmbed { weights, add, .. } => {
-            rw(weights);
-            r(add);
-        }
-        Op::Embedding {
-            table,
-            table_scale,
-            add,
-            ..
-        } => {
-            r(table);
-            r(add);
-            if let Some(s) = table_scale {
-                r(s);
-            }
-        }
-        Op::LayerNorm { gamma, beta, .. } => {
-            r(gamma);
-            r(beta);
-        }
-        Op::Linear { weights, bias, .. } => {
-            rw(weights);
-            if let Some(b) = bias {
-                r(b);
-            }
-        }
-        Op::Attention {
-            q: vlm_runtime::ops::Query::Const { tensor, .. },
-            ..
-        } => r(tensor),
-        _ => {}
+        n.op.visit_tensors(&mut |t| *t = remap[*t as usize]);
     }
 }
 
@@ -644,15 +550,7 @@ impl Observer for OwnError<'_> {
         let (Some(&(lo, hi)), Some(op)) = (self.act.get(&node), self.graph.nodes.get(node)) else {
             return;
         };
-        let (Op::Linear {
-            weights: Weights::F32 { w },
-            ..
-        }
-        | Op::PatchEmbed {
-            weights: Weights::F32 { w },
-            ..
-        }) = op.op
-        else {
+        let Some(Weights::F32 { w }) = op.op.weights() else {
             return;
         };
         let t = self.graph.tensor(w);

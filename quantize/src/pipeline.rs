@@ -5,14 +5,14 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 use vlm_runtime::score::{cosine, l2_normalize};
-use vlm_runtime::TowerKind;
+use vlm_runtime::Role;
 
 use crate::calibrate::Sample;
 use crate::eval::{evaluate, EvalReport};
-use crate::graph::{Graph, TowerInput, TowerKind as GraphTower};
+use crate::graph::{Graph, TowerInput};
 use crate::import::import_tower;
 use crate::int8::{quantize_tower, Options, TowerReport};
-use crate::runner::{meta_from_config, reproducible, single_tower, Artifact, Embedder};
+use crate::runner::{meta_from_config, reproducible, single_tower, Artifact};
 use crate::writer::{write_artifact, AlignedBytes, ArtifactParts, LabelSet};
 use crate::{Error, Fp32Siglip, Result};
 
@@ -142,23 +142,26 @@ fn synthetic_tokens(t: &vlm_models::siglip::TextConfig, count: usize) -> Vec<Sam
 }
 
 /// Imports one tower and checks the runtime's fp32 execution of it against tract.
-fn import_checked(fp32: &Fp32Siglip, kind: GraphTower, probe: &Sample) -> Result<(Graph, f32)> {
+fn import_checked(fp32: &Fp32Siglip, image: bool, probe: &Sample) -> Result<(Graph, f32)> {
     let cfg = fp32.config();
-    let (path, input) = match kind {
-        GraphTower::Vision => (
+    let (path, kind, input) = if image {
+        (
             fp32.dir().join(&cfg.vision.onnx),
+            Role::ImageEncoder,
             TowerInput::Pixels {
                 channels: cfg.vision.num_channels,
                 height: cfg.preprocess.size[0],
                 width: cfg.preprocess.size[1],
             },
-        ),
-        GraphTower::Text => (
+        )
+    } else {
+        (
             fp32.dir().join(&cfg.text.onnx),
+            Role::TextEncoder,
             TowerInput::Tokens {
                 len: cfg.text.max_length,
             },
-        ),
+        )
     };
     let graph = import_tower(&path, kind, input)?;
     let ours = single_tower(&graph)?;
@@ -238,8 +241,8 @@ pub fn quantize_model(
         (texts, format!("{n} prompts"))
     };
 
-    let (vision, vcheck) = import_checked(&fp32, GraphTower::Vision, &images[0])?;
-    let (text, tcheck) = import_checked(&fp32, GraphTower::Text, &texts[0])?;
+    let (vision, vcheck) = import_checked(&fp32, true, &images[0])?;
+    let (text, tcheck) = import_checked(&fp32, false, &texts[0])?;
 
     let (icalib, icheck) = split(images);
     let (tcalib, tcheck_set) = split(texts);
@@ -266,7 +269,7 @@ pub fn quantize_model(
     } else {
         let bytes = write_artifact(&ArtifactParts {
             meta: meta_from_config(&cfg),
-            towers: vec![&vision, &text],
+            graphs: vec![&vision, &text],
             tokenizer_json: tokenizer_json.as_deref(),
             config_json: Some(&config_json),
             labels: None,
@@ -288,7 +291,7 @@ pub fn quantize_model(
     };
     let bytes = write_artifact(&ArtifactParts {
         meta: meta_from_config(&cfg),
-        towers: vec![&qv.graph, &qt.graph],
+        graphs: vec![&qv.graph, &qt.graph],
         tokenizer_json: tokenizer_json.as_deref(),
         config_json: Some(&config_json),
         labels: (!req.labels.is_empty()).then_some(LabelSet {
@@ -312,7 +315,7 @@ pub fn quantize_model(
     };
     let zero_shot = match &req.eval_data {
         Some(dir) => {
-            let artifact = Artifact::from_bytes(bytes.clone(), Path::new("the new artifact"))?;
+            let artifact = Artifact::from_aligned(bytes.clone(), Path::new("the new artifact"))?;
             let reference = fp32_graphs.as_ref().expect("built when eval data is given");
             let fp = evaluate(reference, dir, |d, t| {
                 progress("zero-shot eval, fp32", d, t)
@@ -328,8 +331,8 @@ pub fn quantize_model(
         model: req.model_dir.clone(),
         options: req.options.clone(),
         import_check: vec![
-            (TowerKind::Vision.name().into(), vcheck),
-            (TowerKind::Text.name().into(), tcheck),
+            (Role::ImageEncoder.name().into(), vcheck),
+            (Role::TextEncoder.name().into(), tcheck),
         ],
         towers: vec![qv.report, qt.report],
         sizes,

@@ -141,6 +141,7 @@ impl Fp32Siglip {
             .as_ref()
             .ok_or(Error::NoTokenizer)?
             .encode(text)
+            .map_err(Error::from)
     }
 
     /// The (unnormalised) text embedding of a text.

@@ -2,38 +2,17 @@
 //! device runs) behind the std conveniences the CLI and the pipeline need — files,
 //! image decoding, the tokenizer stored in the artifact.
 
-use std::cell::RefCell;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use vlm_models::siglip::ModelConfig;
-use vlm_runtime::model::{Meta, Resample as RtResample};
-use vlm_runtime::{Input, Model, Observer, Scorer, Session, TowerKind};
+use vlm_models::siglip::{Meta, ModelConfig};
+use vlm_runtime::Scorer;
 
 use crate::graph::{Graph, TowerInput};
-use crate::preprocess::{load_rgb8, pixel_values};
-use crate::tokenize::TextEncoder;
 use crate::writer::{write_artifact, AlignedBytes, ArtifactParts};
-use crate::{Error, Result};
+use crate::Result;
 
-self_cell::self_cell!(
-    /// The artifact bytes and the validated model that borrows them.
-    struct Loaded {
-        owner: AlignedBytes,
-        #[covariant]
-        dependent: Model,
-    }
-);
-
-/// A loaded, validated artifact.
-pub struct Artifact {
-    loaded: Loaded,
-    source: PathBuf,
-    config: Option<ModelConfig>,
-    tokenizer: Option<TextEncoder>,
-    arena: RefCell<Vec<u8>>,
-    threads: std::cell::Cell<usize>,
-    reproducible: std::cell::Cell<bool>,
-}
+/// A loaded, validated artifact: the host crate's model (shareable across threads).
+pub type Artifact = vlm_host::Model;
 
 /// Anything that turns images and texts into SigLIP embeddings: the fp32 ONNX folder
 /// (tract) or an artifact (the runtime).
@@ -43,172 +22,27 @@ pub trait Embedder {
     fn embed_text(&self, text: &str) -> Result<Vec<f32>>;
 }
 
-impl Artifact {
-    /// Reads and validates an artifact file.
-    pub fn load(path: &Path) -> Result<Self> {
-        if !path.is_file() {
-            return Err(Error::NotFound {
-                path: path.to_owned(),
-            });
-        }
-        Self::from_bytes(AlignedBytes::read(path)?, path)
-    }
-
-    /// Validates artifact bytes; `source` names them in errors.
-    pub fn from_bytes(bytes: AlignedBytes, source: &Path) -> Result<Self> {
-        let loaded = Loaded::try_new(bytes, |b| Model::from_bytes(b.as_bytes())).map_err(|e| {
-            Error::BadArtifact {
-                path: source.to_owned(),
-                error: e,
-            }
-        })?;
-        let model = loaded.borrow_dependent();
-        let config = match model.config_json() {
-            Some(json) => {
-                let text = std::str::from_utf8(json).map_err(|_| Error::BadArtifact {
-                    path: source.to_owned(),
-                    error: vlm_runtime::FormatError::BadField {
-                        field: "config json",
-                    },
-                })?;
-                Some(ModelConfig::from_json(text, source)?)
-            }
-            None => None,
-        };
-        let tokenizer = match (model.tokenizer_json(), &config) {
-            (Some(json), Some(cfg)) => Some(TextEncoder::from_bytes(json, &cfg.text, source)?),
-            _ => None,
-        };
-        let arena = RefCell::new(vec![0u8; model.arena_size()]);
-        Ok(Self {
-            loaded,
-            source: source.to_owned(),
-            config,
-            tokenizer,
-            arena,
-            threads: std::cell::Cell::new(1),
-            reproducible: std::cell::Cell::new(false),
-        })
-    }
-
-    pub fn model(&self) -> &Model<'_> {
-        self.loaded.borrow_dependent()
-    }
-
-    pub fn bytes(&self) -> &[u8] {
-        self.loaded.borrow_owner().as_bytes()
-    }
-
-    pub fn source(&self) -> &Path {
-        &self.source
-    }
-
-    /// Splits the large GEMMs across `n` threads (results do not change: rows are split,
-    /// each computed exactly as on one thread).
-    pub fn set_threads(&self, n: usize) {
-        self.threads.set(n.max(1));
-        let need = self.model().arena_size_for_threads(n.max(1));
-        let mut arena = self.arena.borrow_mut();
-        if arena.len() < need {
-            arena.resize(need, 0);
-        }
-    }
-
-    /// Computes the scalar reference's bits on any CPU (`Session::set_reproducible`):
-    /// for every run whose numbers go into an artifact.
-    pub fn set_reproducible(&self, on: bool) {
-        self.reproducible.set(on);
-    }
-
-    pub fn has_tower(&self, kind: TowerKind) -> bool {
-        self.model().tower(kind).is_some()
-    }
-
-    /// Runs one tower on the runtime, showing intermediate values to `observer`.
-    pub fn run(
-        &self,
-        kind: TowerKind,
-        input: Input<'_>,
-        observer: Option<&mut dyn Observer>,
-    ) -> Result<Vec<f32>> {
-        let model = self.model();
-        let mut arena = self.arena.borrow_mut();
-        let mut session = Session::new(model, &mut arena).map_err(|error| Error::Runtime {
-            what: "starting a session",
-            error,
-        })?;
-        session.set_threads(self.threads.get());
-        session.set_reproducible(self.reproducible.get());
-        let mut out = vec![0.0f32; model.meta.embed_dim];
-        session
-            .run(kind, input, &mut out, observer)
-            .map_err(|error| Error::Runtime {
-                what: match kind {
-                    TowerKind::Vision => "running the vision tower",
-                    TowerKind::Text => "running the text tower",
-                },
-                error,
-            })?;
-        Ok(out)
-    }
-
-    /// The image embedding of preprocessed `[C, H, W]` pixel values.
-    pub fn embed_pixels(&self, pixels: &[f32]) -> Result<Vec<f32>> {
-        self.run(TowerKind::Vision, Input::Pixels(pixels), None)
-    }
-
-    /// The text embedding of `max_length` token ids.
-    pub fn embed_ids(&self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.run(TowerKind::Text, Input::Tokens(ids), None)
-    }
-
-    fn host_config(&self) -> Result<&ModelConfig> {
-        self.config.as_ref().ok_or_else(|| Error::BadArtifact {
-            path: self.source.clone(),
-            error: vlm_runtime::FormatError::MissingSection {
-                what: "CONFIG_JSON (needed to preprocess images and text on the host)",
-            },
-        })
-    }
-
-    /// The token ids a text becomes (the tokenizer stored in the artifact).
-    pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
-        let ids = self
-            .tokenizer
-            .as_ref()
-            .ok_or(Error::NoTokenizer)?
-            .encode(text)?;
-        Ok(ids.into_iter().map(|i| i as u32).collect())
-    }
-}
-
 impl Embedder for Artifact {
     fn scorer(&self) -> Scorer {
-        self.model().scorer()
+        vlm_host::Model::scorer(self)
     }
 
     fn embed_image(&self, path: &Path) -> Result<Vec<f32>> {
-        let cfg = self.host_config()?;
-        let pixels = pixel_values(&load_rgb8(path)?, &cfg.preprocess)?;
-        self.embed_pixels(&pixels)
+        Ok(vlm_host::Model::embed_image(self, path)?)
     }
 
     fn embed_text(&self, text: &str) -> Result<Vec<f32>> {
-        let ids = self.token_ids(text)?;
-        self.embed_ids(&ids)
+        Ok(vlm_host::Model::embed_text(self, text)?)
     }
 }
 
-impl Artifact {
-    /// Whether this artifact can be used as an [`Embedder`] on the host.
-    pub fn check_host_usable(&self) -> Result<()> {
-        self.host_config().map(|_| ())
-    }
+/// Reads and validates an artifact file.
+pub fn load(path: &Path) -> Result<Artifact> {
+    Ok(Artifact::load(path)?)
 }
 
 /// The META section for a model folder's config.
 pub fn meta_from_config(cfg: &ModelConfig) -> Meta {
-    use vlm_models::siglip::Resample;
     let p = &cfg.preprocess;
     Meta {
         embed_dim: cfg.embed_dim,
@@ -217,12 +51,7 @@ pub fn meta_from_config(cfg: &ModelConfig) -> Meta {
         channels: cfg.vision.num_channels,
         height: p.size[0],
         width: p.size[1],
-        resample: match p.resample {
-            Resample::Nearest => RtResample::Nearest,
-            Resample::Bilinear => RtResample::Bilinear,
-            Resample::Bicubic => RtResample::Bicubic,
-            Resample::Lanczos => RtResample::Lanczos,
-        },
+        resample: p.resample,
         rescale: p.rescale_factor,
         mean: p.image_mean,
         std: p.image_std,
@@ -248,7 +77,7 @@ fn meta_for_graph(g: &Graph) -> Meta {
         .nodes
         .iter()
         .find_map(|n| match n.op {
-            vlm_runtime::ops::Op::Embedding { table, .. } => Some(g.tensor(table).dims[0]),
+            vlm_runtime::ops::Op::Embedding(e) => Some(g.tensor(e.table).dims[0]),
             _ => None,
         })
         .unwrap_or(0);
@@ -259,7 +88,7 @@ fn meta_for_graph(g: &Graph) -> Meta {
         channels,
         height,
         width,
-        resample: RtResample::Bicubic,
+        resample: vlm_models::siglip::Resample::Bicubic,
         rescale: 1.0,
         mean: [0.0; 3],
         std: [1.0; 3],
@@ -275,7 +104,7 @@ fn meta_for_graph(g: &Graph) -> Meta {
 /// (what they compute decides an artifact's numbers), on every core (splitting rows
 /// changes no bit).
 pub fn reproducible(bytes: AlignedBytes, source: &Path) -> Result<Artifact> {
-    let a = Artifact::from_bytes(bytes, source)?;
+    let a = Artifact::from_aligned(bytes, source)?;
     a.set_reproducible(true);
     a.set_threads(std::thread::available_parallelism().map_or(1, |n| n.get()));
     Ok(a)
@@ -286,22 +115,22 @@ pub fn reproducible(bytes: AlignedBytes, source: &Path) -> Result<Artifact> {
 pub fn single_tower(graph: &Graph) -> Result<Artifact> {
     let bytes = write_artifact(&ArtifactParts {
         meta: meta_for_graph(graph),
-        towers: vec![graph],
+        graphs: vec![graph],
         tokenizer_json: None,
         config_json: None,
         labels: None,
     })?;
-    reproducible(bytes, Path::new(graph.kind.name()))
+    reproducible(bytes, Path::new(graph.role.name()))
 }
 
 /// Runs a graph once on the runtime. `input` is pixel values, or token ids as f32.
 pub fn run_f32(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
     let a = single_tower(graph)?;
     match graph.input {
-        TowerInput::Pixels { .. } => a.embed_pixels(input),
+        TowerInput::Pixels { .. } => Ok(a.embed_pixels(input)?),
         TowerInput::Tokens { .. } => {
             let ids: Vec<u32> = input.iter().map(|&x| x as u32).collect();
-            a.embed_ids(&ids)
+            Ok(a.embed_ids(&ids)?)
         }
     }
 }

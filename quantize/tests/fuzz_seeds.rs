@@ -1,17 +1,24 @@
 //! The fuzzer's seed corpus (`runtime/fuzz/seeds/`): tiny artifacts written by the real
-//! writer that between them use every op kind and variant, every optional section, and
-//! both towers, so mutations start from files that reach the executor.
+//! writer that between them use every op kind and variant, every optional section, every
+//! port kind (state included: a decoder with its KV cache), and several graphs, so
+//! mutations start from files that reach the executor.
 //!
 //! `cargo test --workspace --test fuzz_seeds -- --ignored` rewrites the seeds; the
 //! generator is deterministic, so they change only when the format or the writer does.
 
 use std::path::{Path, PathBuf};
 
-use vlm_quantize::graph::{Graph, TowerInput, TowerKind};
+use vlm_models::siglip::{Meta, Resample};
+use vlm_quantize::graph::{Graph, Role, TowerInput};
 use vlm_quantize::writer::{write_artifact, ArtifactParts, LabelSet};
-use vlm_runtime::model::{Meta, Resample};
-use vlm_runtime::ops::{Activation, Mat, Op, Precision, Query, Weights};
-use vlm_runtime::{Model, Session, TowerKind as RtTower};
+use vlm_runtime::ops::{
+    Activate, Activation, Add, Attention, Embedding, LayerNorm, Linear, Mask, Mat, Op, PatchEmbed,
+    Precision, Query, Weights,
+};
+use vlm_runtime::{Input, Model, Session};
+
+#[path = "support/decoder.rs"]
+mod decoder;
 
 const DIM: usize = 8;
 const HEADS: u32 = 2;
@@ -23,15 +30,12 @@ const PATCHES: usize = (SIDE / PATCH) * (SIDE / PATCH);
 const TEXT_LEN: usize = 4;
 const VOCAB: usize = 16;
 
-/// xorshift: deterministic weights without a dependency.
-struct Rng(u64);
+/// Deterministic weights without a dependency.
+struct Rng(vlm_runtime::harness::Rng);
 
 impl Rng {
     fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
+        self.0.next_u64()
     }
 
     fn f32s(&mut self, n: usize) -> Vec<f32> {
@@ -83,26 +87,26 @@ fn block(g: &mut Graph, rng: &mut Rng, x: u32, rows: usize) -> u32 {
     let beta = g.add_f32("ln.beta", vec![DIM], rng.f32s(DIM));
     g.push(
         "ln",
-        Op::LayerNorm {
+        Op::LayerNorm(LayerNorm {
             x: dense(x, rows, DIM),
             gamma,
             beta,
             eps: 1e-6,
             out: dense(ln, rows, DIM),
-        },
+        }),
     );
     let qkv = g.add_buffer(rows * 3 * DIM);
     let weights = f32_weights(g, rng, "qkv.w", 3 * DIM, DIM);
     let bias = g.add_f32("qkv.b", vec![3 * DIM], rng.f32s(3 * DIM));
     g.push(
         "qkv",
-        Op::Linear {
+        Op::Linear(Linear {
             x: dense(ln, rows, DIM),
             weights,
             bias: Some(bias),
             act: Activation::None,
             out: dense(qkv, rows, 3 * DIM),
-        },
+        }),
     );
     let view = |part: usize| Mat {
         buf: qkv,
@@ -114,7 +118,7 @@ fn block(g: &mut Graph, rng: &mut Rng, x: u32, rows: usize) -> u32 {
     let attn = g.add_buffer(rows * DIM);
     g.push(
         "attn",
-        Op::Attention {
+        Op::Attention(Attention {
             q: Query::Mat(view(0)),
             k: view(1),
             v: view(2),
@@ -124,16 +128,18 @@ fn block(g: &mut Graph, rng: &mut Rng, x: u32, rows: usize) -> u32 {
             // Both precisions in every seed: this one bf16, the pooling one f32.
             precision: Precision::Bf16,
             out: dense(attn, rows, DIM),
-        },
+            mask: Mask::None,
+            past: None,
+        }),
     );
     let res = g.add_buffer(rows * DIM);
     g.push(
         "residual",
-        Op::Add {
+        Op::Add(Add {
             a: dense(attn, rows, DIM),
             b: dense(x, rows, DIM),
             out: dense(res, rows, DIM),
-        },
+        }),
     );
     res
 }
@@ -141,9 +147,9 @@ fn block(g: &mut Graph, rng: &mut Rng, x: u32, rows: usize) -> u32 {
 /// Patch embedding (f32 or int8), a block, an int8 MLP with a separate activation, then a
 /// pooling head: attention with a constant query, and an f32 linear without bias.
 fn vision(patch_i8: bool, seed: u64) -> Graph {
-    let mut rng = Rng(seed);
+    let mut rng = Rng(vlm_runtime::harness::Rng(seed));
     let mut g = Graph::new(
-        TowerKind::Vision,
+        Role::ImageEncoder,
         TowerInput::Pixels {
             channels: CHANNELS,
             height: SIDE,
@@ -160,7 +166,7 @@ fn vision(patch_i8: bool, seed: u64) -> Graph {
     let x = g.add_buffer(PATCHES * DIM);
     g.push(
         "patch",
-        Op::PatchEmbed {
+        Op::PatchEmbed(PatchEmbed {
             input: g.input_buf,
             channels: CHANNELS as u32,
             height: SIDE as u32,
@@ -169,46 +175,46 @@ fn vision(patch_i8: bool, seed: u64) -> Graph {
             weights,
             add,
             out: dense(x, PATCHES, DIM),
-        },
+        }),
     );
     let res = block(&mut g, &mut rng, x, PATCHES);
     let up = g.add_buffer(PATCHES * 2 * DIM);
     let weights = i8_weights(&mut g, &mut rng, "fc1.w", 2 * DIM, DIM);
     g.push(
         "fc1",
-        Op::Linear {
+        Op::Linear(Linear {
             x: dense(res, PATCHES, DIM),
             weights,
             bias: None,
             act: Activation::GeluTanh,
             out: dense(up, PATCHES, 2 * DIM),
-        },
+        }),
     );
     g.push(
         "act",
-        Op::Activate {
+        Op::Activate(Activate {
             x: dense(up, PATCHES, 2 * DIM),
             act: Activation::GeluErf,
-        },
+        }),
     );
     let down = g.add_buffer(PATCHES * DIM);
     let weights = i8_weights(&mut g, &mut rng, "fc2.w", DIM, 2 * DIM);
     let bias = g.add_f32("fc2.b", vec![DIM], rng.f32s(DIM));
     g.push(
         "fc2",
-        Op::Linear {
+        Op::Linear(Linear {
             x: dense(up, PATCHES, 2 * DIM),
             weights,
             bias: Some(bias),
             act: Activation::GeluErf,
             out: dense(down, PATCHES, DIM),
-        },
+        }),
     );
     let probe = g.add_f32("probe", vec![1, DIM], rng.f32s(DIM));
     let pooled = g.add_buffer(DIM);
     g.push(
         "pool",
-        Op::Attention {
+        Op::Attention(Attention {
             q: Query::Const {
                 tensor: probe,
                 rows: 1,
@@ -220,19 +226,21 @@ fn vision(patch_i8: bool, seed: u64) -> Graph {
             scale: 0.5,
             precision: Precision::F32,
             out: dense(pooled, 1, DIM),
-        },
+            mask: Mask::None,
+            past: None,
+        }),
     );
     let head = g.add_buffer(DIM);
     let weights = f32_weights(&mut g, &mut rng, "head.w", DIM, DIM);
     g.push(
         "head",
-        Op::Linear {
+        Op::Linear(Linear {
             x: dense(pooled, 1, DIM),
             weights,
             bias: None,
             act: Activation::GeluTanh,
             out: dense(head, 1, DIM),
-        },
+        }),
     );
     g.output = dense(head, 1, DIM);
     g
@@ -241,8 +249,8 @@ fn vision(patch_i8: bool, seed: u64) -> Graph {
 /// Token embedding (f32 table, or int8 with row scales), a block, an int8 head with bias;
 /// the embedding is the last token's row (an offset window into the buffer).
 fn text(table_i8: bool, seed: u64) -> Graph {
-    let mut rng = Rng(seed);
-    let mut g = Graph::new(TowerKind::Text, TowerInput::Tokens { len: TEXT_LEN });
+    let mut rng = Rng(vlm_runtime::harness::Rng(seed));
+    let mut g = Graph::new(Role::TextEncoder, TowerInput::Tokens { len: TEXT_LEN });
     let (table, table_scale) = if table_i8 {
         let t = g.add_i8("embed.table", vec![VOCAB, DIM], rng.i8s(VOCAB * DIM));
         let s = g.add_f32("embed.scale", vec![VOCAB], rng.scales(VOCAB));
@@ -255,13 +263,14 @@ fn text(table_i8: bool, seed: u64) -> Graph {
     let x = g.add_buffer(TEXT_LEN * DIM);
     g.push(
         "embed",
-        Op::Embedding {
+        Op::Embedding(Embedding {
             ids: g.input_buf,
             table,
             table_scale,
             add,
             out: dense(x, TEXT_LEN, DIM),
-        },
+            position: None,
+        }),
     );
     let res = block(&mut g, &mut rng, x, TEXT_LEN);
     let head = g.add_buffer(TEXT_LEN * DIM);
@@ -269,13 +278,13 @@ fn text(table_i8: bool, seed: u64) -> Graph {
     let bias = g.add_f32("head.b", vec![DIM], rng.f32s(DIM));
     g.push(
         "head",
-        Op::Linear {
+        Op::Linear(Linear {
             x: dense(res, TEXT_LEN, DIM),
             weights,
             bias: Some(bias),
             act: Activation::GeluTanh,
             out: dense(head, TEXT_LEN, DIM),
-        },
+        }),
     );
     g.output = Mat {
         buf: head,
@@ -314,17 +323,18 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let text_f32 = text(false, 0x5eed_0003);
     let text_i8 = text(true, 0x5eed_0004);
     let names = ["a cat".to_string(), "a dog".to_string()];
-    let mut rows = Rng(0x5eed_0005).f32s(names.len() * DIM);
+    let mut rows = Rng(vlm_runtime::harness::Rng(0x5eed_0005)).f32s(names.len() * DIM);
     for row in rows.chunks_mut(DIM) {
         let norm = row.iter().map(|v| v * v).sum::<f32>().sqrt();
         row.iter_mut().for_each(|v| *v /= norm);
     }
     let tokenizer = br#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"<pad>":0,"</s>":1,"a":2,"cat":3,"dog":4},"unk_token":"<pad>"}}"#;
     let config = br#"{"model_type":"siglip","projection_dim":8}"#;
-    let write = |towers: Vec<&Graph>, full: bool| {
+    let dec = decoder::decoder(&decoder::weights(0x5eed_0006));
+    let write = |graphs: Vec<&Graph>, full: bool| {
         write_artifact(&ArtifactParts {
             meta: meta(),
-            towers,
+            graphs,
             tokenizer_json: full.then_some(&tokenizer[..]),
             config_json: full.then_some(&config[..]),
             labels: full.then_some(LabelSet {
@@ -342,6 +352,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("text_f32_table.vlmq", write(vec![&text_f32], false)),
         ("text_i8_table.vlmq", write(vec![&text_i8], false)),
         ("full.vlmq", write(vec![&vision_f32, &text_i8], true)),
+        ("decoder.vlmq", write(vec![&dec], false)),
+        ("encoder_decoder.vlmq", write(vec![&vision_i8, &dec], false)),
     ]
 }
 
@@ -361,22 +373,24 @@ fn seeds_run_end_to_end() {
         let model = Model::from_bytes(bytemuck::cast_slice(&words)).unwrap();
         let mut arena = vec![0u8; model.arena_size()];
         let mut session = Session::new(&model, &mut arena).unwrap();
-        let mut out = vec![0.0; DIM];
         let mut ran = 0;
-        if model.tower(RtTower::Vision).is_some() {
-            let pixels: Vec<f32> = (0..CHANNELS * SIDE * SIDE)
-                .map(|i| i as f32 / 48.0)
-                .collect();
-            session.encode_image(&pixels, &mut out).unwrap();
-            assert!(out.iter().all(|v| v.is_finite()), "{name}: {out:?}");
+        for (g, graph) in model.graphs().enumerate() {
+            let mut out = vec![0.0; graph.outputs().next().unwrap().len()];
+            let input = graph.inputs().next().unwrap();
+            let pixels: Vec<f32> = (0..input.len()).map(|i| i as f32 / 48.0).collect();
+            let ids: Vec<u32> = (0..input.len() as u32).map(|i| (i + 2) % 5).collect();
+            let input = match input.dtype {
+                vlm_runtime::model::DType::U32 => Input::U32(&ids),
+                _ => Input::F32(&pixels),
+            };
+            // Twice: a decoder's second step reads what the first left in its cache.
+            for _ in 0..2 {
+                session.run(g, &[input], &mut [&mut out], None).unwrap();
+                assert!(out.iter().all(|v| v.is_finite()), "{name}: {out:?}");
+            }
             ran += 1;
         }
-        if model.tower(RtTower::Text).is_some() {
-            session.encode_text(&[2, 3, 1, 0], &mut out).unwrap();
-            assert!(out.iter().all(|v| v.is_finite()), "{name}: {out:?}");
-            ran += 1;
-        }
-        assert!(ran > 0, "{name} has no tower");
+        assert!(ran > 0, "{name} has no graph");
         assert!(
             bytes.len() < 16 << 10,
             "{name} is {} bytes: seeds stay small",
@@ -389,7 +403,7 @@ fn seeds_run_end_to_end() {
 /// product at its extreme: (255 − 0) · −128.
 fn deepest_int8_layer(depth: usize) -> Graph {
     let mut g = Graph::new(
-        TowerKind::Vision,
+        Role::ImageEncoder,
         TowerInput::Pixels {
             channels: 1,
             height: 1,
@@ -401,7 +415,7 @@ fn deepest_int8_layer(depth: usize) -> Graph {
     let out = g.add_buffer(1);
     g.push(
         "linear",
-        Op::Linear {
+        Op::Linear(Linear {
             x: dense(0, 1, depth),
             weights: Weights::I8 {
                 w,
@@ -412,7 +426,7 @@ fn deepest_int8_layer(depth: usize) -> Graph {
             bias: None,
             act: Activation::None,
             out: dense(out, 1, 1),
-        },
+        }),
     );
     g.output = dense(out, 1, 1);
     g
@@ -431,6 +445,20 @@ fn int8_layers_deeper_than_the_accumulator_are_refused() {
         .err()
         .expect("a layer one input deeper loaded");
     assert!(err.to_string().contains("32-bit accumulator"), "{err}");
+}
+
+/// The committed seeds are what the generator writes now: a format or writer change
+/// that forgot to regenerate them would leave the fuzzer and the hostile-input tests on
+/// stale files.
+#[test]
+fn committed_seeds_are_current() {
+    for (name, bytes) in seeds() {
+        let committed = std::fs::read(seed_dir().join(name)).unwrap_or_default();
+        assert!(
+            committed == bytes,
+            "runtime/fuzz/seeds/{name} is stale: cargo test -p vlm-quantize --test fuzz_seeds -- --ignored"
+        );
+    }
 }
 
 #[test]

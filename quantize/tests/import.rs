@@ -13,11 +13,11 @@ use common::{python_or_skip, recipe};
 use std::time::Instant;
 
 use vlm_models::siglip::ModelConfig;
-use vlm_quantize::graph::{Graph, TowerInput, TowerKind};
+use vlm_quantize::graph::{Graph, Role, TowerInput};
 use vlm_quantize::import::import_tower;
 use vlm_quantize::runner::run_f32;
 use vlm_quantize::{Error, Fp32Siglip};
-use vlm_runtime::ops::{Activation, Op, Query, Weights};
+use vlm_runtime::ops::{Activation, Attention, Embedding, Linear, Op, PatchEmbed, Query, Weights};
 use vlm_runtime::score::cosine;
 
 /// The same fp32 arithmetic in another summation order.
@@ -36,10 +36,10 @@ fn vision_input(cfg: &ModelConfig) -> TowerInput {
     }
 }
 
-fn import(dir: &Path, cfg: &ModelConfig, kind: TowerKind) -> Graph {
+fn import(dir: &Path, cfg: &ModelConfig, kind: Role) -> Graph {
     let (file, input) = match kind {
-        TowerKind::Vision => (&cfg.vision.onnx, vision_input(cfg)),
-        TowerKind::Text => (
+        Role::ImageEncoder => (&cfg.vision.onnx, vision_input(cfg)),
+        _ => (
             &cfg.text.onnx,
             TowerInput::Tokens {
                 len: cfg.text.max_length,
@@ -65,10 +65,10 @@ fn linear_shapes(g: &Graph) -> Vec<Vec<usize>> {
     g.nodes
         .iter()
         .filter_map(|n| match n.op {
-            Op::Linear {
+            Op::Linear(Linear {
                 weights: Weights::F32 { w },
                 ..
-            } => Some(tensor_dims(g, w)),
+            }) => Some(tensor_dims(g, w)),
             _ => None,
         })
         .collect()
@@ -96,13 +96,13 @@ fn check_vision(g: &Graph, cfg: &ModelConfig) {
     ]);
     assert_eq!(c, want, "{:#?}", g.nodes);
     let patches = (cfg.preprocess.size[0] / v.patch_size) * (cfg.preprocess.size[1] / v.patch_size);
-    let Op::PatchEmbed {
+    let Op::PatchEmbed(PatchEmbed {
         patch,
         weights: Weights::F32 { w },
         add,
         out,
         ..
-    } = g.nodes[0].op
+    }) = g.nodes[0].op
     else {
         panic!("first op: {:?}", g.nodes[0]);
     };
@@ -126,12 +126,12 @@ fn check_vision(g: &Graph, cfg: &ModelConfig) {
         _ => Activation::GeluErf,
     };
     for n in &g.nodes {
-        if let Op::Linear {
+        if let Op::Linear(Linear {
             act,
             bias,
             weights: Weights::F32 { w },
             ..
-        } = n.op
+        }) = n.op
         {
             let fc1 = tensor_dims(g, w)[0] == i;
             assert_eq!(
@@ -147,14 +147,14 @@ fn check_vision(g: &Graph, cfg: &ModelConfig) {
         .nodes
         .iter()
         .filter_map(|n| match n.op {
-            Op::Attention {
+            Op::Attention(Attention {
                 q,
                 heads,
                 head_dim,
                 scale,
                 k,
                 ..
-            } => Some((q, heads, head_dim, scale, k)),
+            }) => Some((q, heads, head_dim, scale, k)),
             _ => None,
         })
         .collect();
@@ -200,9 +200,9 @@ fn check_text(g: &Graph, cfg: &ModelConfig) {
         ("add", 2 * l),
     ]);
     assert_eq!(c, want, "{:#?}", g.nodes);
-    let Op::Embedding {
+    let Op::Embedding(Embedding {
         table, add, out, ..
-    } = g.nodes[0].op
+    }) = g.nodes[0].op
     else {
         panic!("first op: {:?}", g.nodes[0]);
     };
@@ -213,7 +213,7 @@ fn check_text(g: &Graph, cfg: &ModelConfig) {
     assert_eq!(shapes.last().unwrap(), &vec![t.projection_size, d]);
     assert_eq!(shapes.iter().filter(|s| s[0] == i).count(), l);
     // The head reads only the last position.
-    let Some(Op::Linear { x, .. }) = g.nodes.last().map(|n| n.op) else {
+    let Some(Op::Linear(Linear { x, .. })) = g.nodes.last().map(|n| n.op) else {
         panic!("last op: {:?}", g.nodes.last());
     };
     assert_eq!((x.rows, x.offset as usize), (1, (t.max_length - 1) * d));
@@ -264,16 +264,16 @@ fn lcg(seed: u64) -> impl FnMut() -> u64 {
 fn demo_towers_lower_to_the_expected_ops() {
     let dir = demo_model();
     let cfg = ModelConfig::load(&dir).unwrap();
-    check_vision(&import(&dir, &cfg, TowerKind::Vision), &cfg);
-    check_text(&import(&dir, &cfg, TowerKind::Text), &cfg);
+    check_vision(&import(&dir, &cfg, Role::ImageEncoder), &cfg);
+    check_text(&import(&dir, &cfg, Role::TextEncoder), &cfg);
 }
 
 #[test]
 fn demo_towers_match_tract() {
     let dir = demo_model();
     let cfg = ModelConfig::load(&dir).unwrap();
-    let vision = import(&dir, &cfg, TowerKind::Vision);
-    let text = import(&dir, &cfg, TowerKind::Text);
+    let vision = import(&dir, &cfg, Role::ImageEncoder);
+    let text = import(&dir, &cfg, Role::TextEncoder);
     let reference = Fp32Siglip::load(&dir).unwrap();
     let mut pixels = Vec::new();
     for e in std::fs::read_dir(dir.join("examples")).unwrap() {
@@ -296,7 +296,7 @@ fn import_refuses_what_it_cannot_read() {
         height: 64,
         width: 64,
     };
-    let missing = import_tower(&dir.join("nope.onnx"), TowerKind::Vision, px);
+    let missing = import_tower(&dir.join("nope.onnx"), Role::ImageEncoder, px);
     assert!(
         matches!(missing, Err(Error::NotFound { .. })),
         "{missing:?}"
@@ -306,12 +306,12 @@ fn import_refuses_what_it_cannot_read() {
     std::fs::create_dir_all(&tmp).unwrap();
     let garbage = tmp.join("garbage.onnx");
     std::fs::write(&garbage, b"definitely not a protobuf \xff\xff\xff").unwrap();
-    let e = import_tower(&garbage, TowerKind::Vision, px);
+    let e = import_tower(&garbage, Role::ImageEncoder, px);
     assert!(matches!(e, Err(Error::Onnx { .. })), "{e:?}");
     let bytes = std::fs::read(&vision).unwrap();
     let cut = tmp.join("cut.onnx");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
-    assert!(import_tower(&cut, TowerKind::Vision, px).is_err());
+    assert!(import_tower(&cut, Role::ImageEncoder, px).is_err());
     std::fs::remove_dir_all(&tmp).ok();
 
     // Another input size than the export's: the ONNX input declaration says so.
@@ -320,10 +320,10 @@ fn import_refuses_what_it_cannot_read() {
         height: 96,
         width: 96,
     };
-    let e = import_tower(&vision, TowerKind::Vision, other).unwrap_err();
+    let e = import_tower(&vision, Role::ImageEncoder, other).unwrap_err();
     assert!(e.to_string().contains("pixel_values"), "{e}");
     // A tower imported as the other kind.
-    let e = import_tower(&vision, TowerKind::Text, TowerInput::Tokens { len: 16 }).unwrap_err();
+    let e = import_tower(&vision, Role::TextEncoder, TowerInput::Tokens { len: 16 }).unwrap_err();
     assert!(matches!(e, Error::Import { .. }), "{e}");
 }
 
@@ -389,9 +389,9 @@ fn base_size_export_imports() {
     };
     let cfg = ModelConfig::load(&dir).unwrap();
     let t0 = Instant::now();
-    let vision = import(&dir, &cfg, TowerKind::Vision);
+    let vision = import(&dir, &cfg, Role::ImageEncoder);
     let t1 = Instant::now();
-    let text = import(&dir, &cfg, TowerKind::Text);
+    let text = import(&dir, &cfg, Role::TextEncoder);
     let t2 = Instant::now();
     eprintln!(
         "base-size import: vision {:.2?} ({} ops), text {:.2?} ({} ops)",
@@ -412,8 +412,8 @@ fn differently_shaped_siglip_imports_and_matches_tract() {
         return;
     };
     let cfg = ModelConfig::load(&dir).unwrap();
-    let vision = import(&dir, &cfg, TowerKind::Vision);
-    let text = import(&dir, &cfg, TowerKind::Text);
+    let vision = import(&dir, &cfg, Role::ImageEncoder);
+    let text = import(&dir, &cfg, Role::TextEncoder);
     check_vision(&vision, &cfg);
     check_text(&text, &cfg);
     let (pixels, ids) = inputs(&cfg, 7);
@@ -439,8 +439,8 @@ export_siglip(model, sys.argv[2])
         return;
     };
     let cfg = ModelConfig::load(&dir).unwrap();
-    let vision = import(&dir, &cfg, TowerKind::Vision);
-    let text = import(&dir, &cfg, TowerKind::Text);
+    let vision = import(&dir, &cfg, Role::ImageEncoder);
+    let text = import(&dir, &cfg, Role::TextEncoder);
     check_vision(&vision, &cfg);
     check_text(&text, &cfg);
     let (pixels, ids) = inputs(&cfg, 11);

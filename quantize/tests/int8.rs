@@ -44,8 +44,8 @@ fn demo_model_quantizes_within_budget() {
 #[test]
 fn missed_budget_keeps_the_most_sensitive_layers_in_fp32() {
     use vlm_quantize::Artifact;
-    use vlm_runtime::ops::{Op, Weights};
-    use vlm_runtime::TowerKind;
+    use vlm_runtime::ops::{Linear, Op, PatchEmbed, Weights};
+    use vlm_runtime::Role;
 
     let req = Request {
         model_dir: root().join("models/demo"),
@@ -60,28 +60,28 @@ fn missed_budget_keeps_the_most_sensitive_layers_in_fp32() {
         eval_data: None,
     };
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
-    let artifact = Artifact::from_bytes(bytes, Path::new("fallback")).unwrap();
+    let artifact = Artifact::from_aligned(bytes, Path::new("fallback")).unwrap();
     for (t, kind) in report
         .towers
         .iter()
-        .zip([TowerKind::Vision, TowerKind::Text])
+        .zip([Role::ImageEncoder, Role::TextEncoder])
     {
         assert!(!t.budget_met);
         assert_eq!(t.fallback.len(), 2, "{}: {:?}", t.tower, t.fallback);
-        let model = artifact.model();
-        let tower = model.tower(kind).unwrap();
+        let model = artifact.runtime();
+        let tower = model.graph(kind).unwrap();
         let fp32: Vec<String> = tower
-            .ops(model)
+            .ops()
             .filter(|(_, op)| {
                 matches!(
                     op,
-                    Op::Linear {
+                    Op::Linear(Linear {
                         weights: Weights::F32 { .. },
                         ..
-                    } | Op::PatchEmbed {
+                    }) | Op::PatchEmbed(PatchEmbed {
                         weights: Weights::F32 { .. },
                         ..
-                    }
+                    })
                 )
             })
             .map(|(name, _)| name.to_string())

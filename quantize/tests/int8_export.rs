@@ -70,7 +70,7 @@ fn run(tag: &str, model: &Path, calib: &Path, check: &Path) -> (f32, f32) {
         "{tag}: artifact {:.3} of the ONNX",
         report.sizes.ratio
     );
-    let artifact = Artifact::from_bytes(bytes, Path::new(tag)).unwrap();
+    let artifact = Artifact::from_aligned(bytes, Path::new(tag)).unwrap();
     let fp32 = Fp32Siglip::load(model).unwrap();
     let f = fidelity(
         &artifact,

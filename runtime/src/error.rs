@@ -26,8 +26,25 @@ pub enum Error {
     Format(#[from] FormatError),
     #[error("arena of {got} bytes is too small: the model needs {need}")]
     ArenaTooSmall { need: usize, got: usize },
-    #[error("the artifact has no {tower} tower")]
-    NoTower { tower: &'static str },
+    #[error("the artifact has no {what} graph")]
+    NoGraph { what: &'static str },
+    #[error("the {graph} graph takes {expected} {what}, got {got}")]
+    PortCount {
+        graph: &'static str,
+        what: &'static str,
+        got: usize,
+        expected: usize,
+    },
+    #[error("input `{name}` holds {expected} values, not {got}")]
+    InputType {
+        name: &'static str,
+        got: &'static str,
+        expected: &'static str,
+    },
+    #[error("the cache holds {capacity} positions; this step needs {need}")]
+    CacheFull { need: usize, capacity: usize },
+    #[error("position {position} is past the model's {positions} positions")]
+    PositionOutOfRange { position: usize, positions: usize },
     #[error("token id {id} is outside the vocabulary (0..{vocab})")]
     TokenId { id: u32, vocab: usize },
 }

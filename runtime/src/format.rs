@@ -7,7 +7,7 @@
 /// The first eight bytes. The `\r\n` and `\x1a` catch text-mode transfers (as PNG does).
 pub const MAGIC: [u8; 8] = *b"VLMQ\r\n\x1a\n";
 /// The format version this reader understands.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 pub const HEADER_SIZE: usize = 64;
 pub const SECTION_ENTRY_SIZE: usize = 32;
 pub const TENSOR_ENTRY_SIZE: usize = 48;
@@ -46,34 +46,18 @@ pub const fn packed_index(o: usize, k: usize, cols: usize) -> usize {
         + k % PANEL_K
 }
 
-/// Section kinds (the `kind` word of a section-table entry).
-pub mod section {
-    pub const META: u32 = 1;
-    pub const TENSORS: u32 = 2;
-    pub const DATA: u32 = 3;
-    pub const STRINGS: u32 = 4;
-    pub const TOWER: u32 = 5;
-    pub const TOKENIZER: u32 = 6;
-    pub const LABELS: u32 = 7;
-    pub const CONFIG_JSON: u32 = 8;
-}
+pub use crate::names::{dtype, section};
 
-/// Tensor element types.
-pub mod dtype {
-    pub const F32: u32 = 1;
-    pub const I8: u32 = 2;
-    /// int8 `[out, in]` weights in GEMM panels: see [`super::packed_index`].
-    pub const I8_PANELS: u32 = 3;
-}
-
-/// Tower kinds (first word of a TOWER section).
-pub mod tower {
-    pub const VISION: u32 = 1;
-    pub const TEXT: u32 = 2;
-}
-
-/// Number of u32 words in the META section.
-pub const META_WORDS: usize = 24;
+/// Words before a graph's ports (FORMAT.md, `GRAPH`).
+pub const GRAPH_HEADER_WORDS: usize = 16;
+/// Words of one port entry.
+pub const PORT_WORDS: usize = 10;
+/// The most graphs an artifact holds (a fixed array: the reader does not allocate).
+pub const MAX_GRAPHS: usize = 8;
+/// The most ports (inputs, outputs and state together) of one graph.
+pub const MAX_PORTS: usize = 64;
+/// Words of the META section before the family's own words: family, version, count, 0.
+pub const META_HEADER_WORDS: usize = 4;
 
 /// Why an artifact was refused. Every variant names the part of the file at fault.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -83,7 +67,7 @@ pub enum FormatError {
     #[error("not a vlm-edge artifact (wrong magic bytes)")]
     BadMagic,
     #[error(
-        "artifact format version {found} is not supported (this runtime reads version {supported})"
+        "artifact format version {found} is not supported (this runtime reads version {supported}); quantize the model again with this release"
     )]
     Version { found: u32, supported: u32 },
     #[error("artifact header says the file is {stated} bytes, but it is {actual}")]
@@ -94,15 +78,20 @@ pub enum FormatError {
     SectionBounds { index: usize, kind: u32 },
     #[error("artifact has no {what} section")]
     MissingSection { what: &'static str },
+    #[error("{graph} graph: {why}")]
+    BadGraph {
+        graph: &'static str,
+        why: &'static str,
+    },
     #[error("artifact has a second {what} section")]
     DuplicateSection { what: &'static str },
     #[error("invalid {field} in the artifact")]
     BadField { field: &'static str },
     #[error("tensor {index} is invalid: {why}")]
     BadTensor { index: usize, why: &'static str },
-    #[error("{tower} tower, op {index}: {why}")]
+    #[error("{graph} graph, op {index}: {why}")]
     BadOp {
-        tower: &'static str,
+        graph: &'static str,
         index: usize,
         why: &'static str,
     },

@@ -1,13 +1,16 @@
 //! The inference path allocates nothing: a counting global allocator sees zero
-//! allocations on this thread while `encode_image` / `encode_text` run, on every kernel
-//! set this CPU supports, over artifacts that use every op.
+//! allocations on this thread while `Session::run` runs every graph of every seed
+//! artifact (encoders once, a decoder for several steps over its KV cache, then again
+//! after `reset_state`), on every kernel set this CPU supports, over artifacts that use
+//! every op.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use vlm_runtime::kernels::ALL;
-use vlm_runtime::{Model, Session, TowerKind};
+use vlm_runtime::model::DType;
+use vlm_runtime::{Input, Model, Session};
 
 struct Counting;
 
@@ -50,12 +53,23 @@ fn counted<T>(f: impl FnOnce() -> T) -> (T, usize) {
     (r, ALLOCATIONS.load(Ordering::SeqCst) - before)
 }
 
+/// Decoder steps per run: fewer than the seed decoder's cache holds (6), so every step
+/// succeeds, and enough that attention reads several cached positions.
+const STEPS: usize = 4;
+
 #[test]
-fn encoding_allocates_nothing() {
+fn running_graphs_allocates_nothing() {
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds");
-    let mut checked = 0;
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+    let mut paths: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "vlmq"))
+        .collect();
+    paths.sort();
+    let (mut checked, mut stateful) = (0, 0);
+    for path in paths {
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let bytes = std::fs::read(&path).unwrap();
         let words: Vec<u32> = bytes
             .chunks(4)
             .map(|c| {
@@ -65,29 +79,54 @@ fn encoding_allocates_nothing() {
             })
             .collect();
         let aligned = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
-        let model = Model::from_bytes(aligned).unwrap();
+        let model = Model::from_bytes(aligned).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut arena = vec![0u8; model.arena_size()];
-        let dim = model.meta.embed_dim;
-        let mut out = vec![0.0f32; dim];
         for isa in ALL.into_iter().filter(|i| i.supported()) {
             let mut s = Session::with_isa(&model, &mut arena, isa).unwrap();
-            if let Some(t) = model.tower(TowerKind::Vision) {
-                let pixels = vec![0.25f32; t.input_len];
-                let (r, n) = counted(|| s.encode_image(&pixels, &mut out));
-                r.unwrap();
-                assert_eq!(n, 0, "encode_image allocated {n} times on {}", isa.name());
+            for (g, graph) in model.graphs().enumerate() {
+                // Everything the run needs is made before counting starts: f32 ports get
+                // a constant pixel vector, u32 ports token id 0 (in every vocabulary).
+                let inputs: Vec<(Vec<f32>, Vec<u32>, DType)> = graph
+                    .inputs()
+                    .map(|p| (vec![0.25f32; p.len()], vec![0u32; p.len()], p.dtype))
+                    .collect();
+                let inputs: Vec<Input> = inputs
+                    .iter()
+                    .map(|(f, u, dtype)| match dtype {
+                        DType::U32 => Input::U32(u),
+                        _ => Input::F32(f),
+                    })
+                    .collect();
+                let mut outs: Vec<Vec<f32>> =
+                    graph.outputs().map(|p| vec![0.0f32; p.len()]).collect();
+                let mut outs: Vec<&mut [f32]> = outs.iter_mut().map(|o| &mut o[..]).collect();
+                let decoder = graph.states().next().is_some();
+                let steps = if decoder { STEPS } else { 2 };
+                let what = format!("{name}, graph {g} ({}), {}", graph.role.name(), isa.name());
+                let (r, n) = counted(|| -> Result<(), vlm_runtime::Error> {
+                    for _ in 0..steps {
+                        s.run(g, &inputs, &mut outs, None)?;
+                    }
+                    // A new sequence: the state is zeroed and the first step runs again.
+                    s.reset_state();
+                    s.run(g, &inputs, &mut outs, None)
+                });
+                r.unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(n, 0, "{what}: {steps} runs allocated {n} times");
+                assert!(
+                    outs.iter().all(|o| o.iter().all(|v| v.is_finite())),
+                    "{what}: non-finite output"
+                );
                 checked += 1;
-            }
-            if let Some(t) = model.tower(TowerKind::Text) {
-                let ids = vec![0u32; t.input_len];
-                let (r, n) = counted(|| s.encode_text(&ids, &mut out));
-                r.unwrap();
-                assert_eq!(n, 0, "encode_text allocated {n} times on {}", isa.name());
-                checked += 1;
+                stateful += decoder as usize;
             }
         }
     }
-    assert!(checked >= 4, "seed artifacts missing");
+    assert!(
+        checked >= 7,
+        "seed artifacts missing: {checked} graphs checked"
+    );
+    assert!(stateful > 0, "no graph with state (a decoder) was checked");
     // The counter itself works.
     let (_, n) = counted(|| std::hint::black_box(vec![1u8; 8]));
     assert_eq!(n, 1);

@@ -21,8 +21,8 @@ pub fn best_label<const DIM: usize, const LABELS: usize>(
     Ok((best, probs[best]))
 }
 
-/// The whole device path from an artifact in flash: validate it in place, run the vision
-/// tower over a caller-provided arena (a `static mut`-free `&mut [u8]`), score against
+/// The whole device path from an artifact in flash: validate it in place, run the image
+/// encoder over a caller-provided arena (a `static mut`-free `&mut [u8]`), score against
 /// the label embeddings stored at quantize time. Returns the best label's index and
 /// probability.
 pub fn classify_in_flash(
@@ -35,7 +35,14 @@ pub fn classify_in_flash(
     let mut session = vlm_runtime::Session::new(&model, arena)?;
     session.encode_image(pixels, embedding)?;
     let labels = model.labels().ok_or(Error::NoLabels)?;
-    let scorer = model.scorer();
+    // The family's code reads its settings from the metadata the runtime carries.
+    let scorer = vlm_models::siglip::Meta::from_model(&model)
+        .map_err(|_| {
+            Error::Format(vlm_runtime::FormatError::BadField {
+                field: "SigLIP metadata",
+            })
+        })?
+        .scorer();
     let mut best = (0usize, f32::NEG_INFINITY);
     for i in 0..labels.count {
         let p = scorer.probability(embedding, labels.embedding(i));

@@ -5,13 +5,13 @@ use std::collections::{HashMap, HashSet};
 use std::rc::Rc;
 
 use tract_onnx::pb;
-use vlm_runtime::ops::{Mat, Op, Query};
+use vlm_runtime::ops::{Mat, Op};
 
 use super::ndarray::{arange, size_of, NdArray};
 use super::onnx_proto::{data_type, decode_tensor, node_label};
 use super::value::{Value, View};
 use super::{Failure, ImportResult};
-use crate::graph::{Graph, TowerInput, TowerKind};
+use crate::graph::{Graph, Role, TowerInput};
 
 pub(super) struct Importer<'m> {
     pub(super) g: Graph,
@@ -28,25 +28,14 @@ pub(super) struct Importer<'m> {
 
 /// The buffers an op reads or writes.
 fn op_buffers(op: &Op) -> Vec<u32> {
-    match *op {
-        Op::PatchEmbed { input, out, .. } => vec![input, out.buf],
-        Op::Embedding { ids, out, .. } => vec![ids, out.buf],
-        Op::LayerNorm { x, out, .. } | Op::Linear { x, out, .. } => vec![x.buf, out.buf],
-        Op::Attention { q, k, v, out, .. } => {
-            let mut b = vec![k.buf, v.buf, out.buf];
-            if let Query::Mat(m) = q {
-                b.push(m.buf);
-            }
-            b
-        }
-        Op::Add { a, b, out } => vec![a.buf, b.buf, out.buf],
-        Op::Activate { x, .. } => vec![x.buf],
-    }
+    let mut b = op.reads().as_slice().to_vec();
+    b.push(op.output().buf);
+    b
 }
 
 pub(crate) fn import_model(
     model: &pb::ModelProto,
-    kind: TowerKind,
+    kind: Role,
     input: TowerInput,
 ) -> std::result::Result<Graph, Failure> {
     let whole = |msg: String| Failure {
@@ -110,7 +99,7 @@ pub(crate) fn import_model(
 }
 
 impl<'m> Importer<'m> {
-    fn new(graph: &'m pb::GraphProto, kind: TowerKind, input: TowerInput) -> ImportResult<Self> {
+    fn new(graph: &'m pb::GraphProto, kind: Role, input: TowerInput) -> ImportResult<Self> {
         let inits: HashMap<&str, &pb::TensorProto> = graph
             .initializer
             .iter()
@@ -132,7 +121,7 @@ impl<'m> Importer<'m> {
         }
         let (want_shape, int, rows, cols) = match (kind, input) {
             (
-                TowerKind::Vision,
+                Role::ImageEncoder,
                 TowerInput::Pixels {
                     channels,
                     height,
@@ -144,7 +133,7 @@ impl<'m> Importer<'m> {
                 channels * height,
                 width,
             ),
-            (TowerKind::Text, TowerInput::Tokens { len }) => (vec![1, len], true, 1, len),
+            (Role::TextEncoder, TowerInput::Tokens { len }) => (vec![1, len], true, 1, len),
             _ => bail!("a {} tower does not read {input:?}", kind.name()),
         };
         if want_shape.contains(&0) {

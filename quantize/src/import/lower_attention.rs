@@ -3,7 +3,7 @@
 
 use std::rc::Rc;
 
-use vlm_runtime::ops::{Op, Precision, Query};
+use vlm_runtime::ops::{Attention, Mask, Op, Precision, Query};
 
 use super::expr_identify::{classify, ExprKind};
 use super::importer::Importer;
@@ -75,7 +75,7 @@ impl Importer<'_> {
         let u = |v: usize| u32::try_from(v).map_err(|_| format!("{v} is too large"));
         self.push(
             name,
-            Op::Attention {
+            Op::Attention(Attention {
                 q,
                 k,
                 v: vm,
@@ -84,7 +84,9 @@ impl Importer<'_> {
                 scale: s.scale as f32,
                 precision: Precision::F32,
                 out: out_mat,
-            },
+                mask: Mask::None,
+                past: None,
+            }),
         );
         // The output buffer is [queries, heads·dh]; ONNX sees [lead.., queries, dh].
         let mut shape = lead;

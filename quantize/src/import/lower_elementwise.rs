@@ -4,7 +4,7 @@
 
 use std::rc::Rc;
 
-use vlm_runtime::ops::{Activation, Op};
+use vlm_runtime::ops::{Activate, Activation, Add, Linear, Op};
 
 use super::expr::{BinaryFn, Expr};
 use super::expr_identify::{classify, ExprKind};
@@ -65,7 +65,7 @@ impl Importer<'_> {
         };
         let mut fused = false;
         if let Some(p) = fusable {
-            if let Op::Linear { act: a, out, .. } = &mut self.g.nodes[p].op {
+            if let Op::Linear(Linear { act: a, out, .. }) = &mut self.g.nodes[p].op {
                 if *a == Activation::None && *out == whole {
                     *a = act;
                     fused = true;
@@ -74,7 +74,7 @@ impl Importer<'_> {
         }
         if !fused {
             let node = e.node.to_string();
-            self.push(&node, Op::Activate { x: whole, act });
+            self.push(&node, Op::Activate(Activate { x: whole, act }));
         }
         // Every pending copy of this expression now is the buffer itself.
         for v in self.env.values_mut() {
@@ -196,11 +196,11 @@ impl Importer<'_> {
         let out_mat = self.whole(out);
         self.push(
             name,
-            Op::Add {
+            Op::Add(Add {
                 a: ma,
                 b: mb,
                 out: out_mat,
-            },
+            }),
         );
         Ok(Value::View(View {
             buf: out,

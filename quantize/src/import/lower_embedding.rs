@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use tract_onnx::pb;
-use vlm_runtime::ops::{Op, Weights};
+use vlm_runtime::ops::{Embedding, Op, PatchEmbed, Weights};
 
 use super::importer::Importer;
 use super::ndarray::{arange, size_of};
@@ -42,13 +42,14 @@ impl Importer<'_> {
         let out_mat = self.whole(out);
         self.push(
             name,
-            Op::Embedding {
+            Op::Embedding(Embedding {
                 ids: ids.buf,
                 table: t,
                 table_scale: None,
                 add,
                 out: out_mat,
-            },
+                position: None,
+            }),
         );
         let mut shape = ids.idx.shape.clone();
         shape.push(dim);
@@ -146,7 +147,7 @@ impl Importer<'_> {
         let input = self.g.input_buf;
         self.push(
             name,
-            Op::PatchEmbed {
+            Op::PatchEmbed(PatchEmbed {
                 input,
                 channels: u(channels)?,
                 height: u(height)?,
@@ -155,7 +156,7 @@ impl Importer<'_> {
                 weights: Weights::F32 { w: wt },
                 add,
                 out: out_mat,
-            },
+            }),
         );
         // The buffer is token-major [patches, dim]; ONNX sees [1, dim, gh, gw].
         let idx = arange(vec![gh, gw, dim])?

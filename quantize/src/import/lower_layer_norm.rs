@@ -3,7 +3,7 @@
 use std::rc::Rc;
 
 use tract_onnx::pb;
-use vlm_runtime::ops::Op;
+use vlm_runtime::ops::{LayerNorm, Op};
 
 use super::importer::Importer;
 use super::ndarray::{arange, norm_axis};
@@ -52,13 +52,13 @@ impl Importer<'_> {
         let out_mat = self.whole(out);
         self.push(
             name,
-            Op::LayerNorm {
+            Op::LayerNorm(LayerNorm {
                 x: xm,
                 gamma,
                 beta,
                 eps,
                 out: out_mat,
-            },
+            }),
         );
         Ok(Value::View(View {
             buf: out,

@@ -4,7 +4,7 @@
 use std::rc::Rc;
 
 use tract_onnx::pb;
-use vlm_runtime::ops::{Activation, Op, Weights};
+use vlm_runtime::ops::{Activation, Embedding, Linear, Op, PatchEmbed, Weights};
 
 use super::importer::Importer;
 use super::layout::Layout;
@@ -58,13 +58,13 @@ impl Importer<'_> {
         let out_mat = self.whole(out);
         self.push(
             name,
-            Op::Linear {
+            Op::Linear(Linear {
                 x: xm,
                 weights: Weights::F32 { w: t },
                 bias: None,
                 act: Activation::None,
                 out: out_mat,
-            },
+            }),
         );
         Ok(View {
             buf: out,
@@ -220,12 +220,12 @@ impl Importer<'_> {
         }
         let whole = self.whole(b);
         let (t, extra) = match self.g.nodes[p].op {
-            Op::Linear {
+            Op::Linear(Linear {
                 bias,
                 act: Activation::None,
                 out,
                 ..
-            } if out == whole => {
+            }) if out == whole => {
                 let cols = out.cols as usize;
                 let row = full[..cols].to_vec();
                 if full.chunks_exact(cols).any(|r| r != row.as_slice()) {
@@ -236,14 +236,17 @@ impl Importer<'_> {
                     None => {
                         let t_name = format!("{}:bias", self.g.nodes[p].name);
                         let t = self.tensor(&t_name, vec![cols], row);
-                        if let Op::Linear { bias, .. } = &mut self.g.nodes[p].op {
+                        if let Op::Linear(Linear { bias, .. }) = &mut self.g.nodes[p].op {
                             *bias = Some(t);
                         }
                         (t, Vec::new())
                     }
                 }
             }
-            Op::PatchEmbed { add, out, .. } | Op::Embedding { add, out, .. } if out == whole => {
+            Op::PatchEmbed(PatchEmbed { add, out, .. })
+            | Op::Embedding(Embedding { add, out, .. })
+                if out == whole =>
+            {
                 (add, full)
             }
             _ => return Ok(None),

@@ -26,7 +26,7 @@ use std::path::Path;
 
 use tract_onnx::prelude::Framework;
 
-use crate::graph::{Graph, TowerInput, TowerKind};
+use crate::graph::{Graph, Role, TowerInput};
 use crate::{Error, Result};
 
 /// Import-internal results: a message, to which the node loop adds the node.
@@ -77,7 +77,7 @@ pub(crate) use importer::import_model;
 /// Lowers one ONNX tower. `input` fixes the input shape (batch 1):
 /// [`TowerInput::Pixels`] for the vision tower (input f32 `[1, C, H, W]`),
 /// [`TowerInput::Tokens`] for the text tower (input int64 `[1, len]`).
-pub fn import_tower(path: &Path, kind: TowerKind, input: TowerInput) -> Result<Graph> {
+pub fn import_tower(path: &Path, kind: Role, input: TowerInput) -> Result<Graph> {
     if !path.exists() {
         return Err(Error::NotFound {
             path: path.to_owned(),

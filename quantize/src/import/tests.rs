@@ -3,7 +3,7 @@ use std::path::PathBuf;
 use std::rc::Rc;
 
 use tract_onnx::pb;
-use vlm_runtime::ops::{Activation, Op, Weights};
+use vlm_runtime::ops::{Activation, Embedding, Linear, Op, Weights};
 
 use super::expr::{BinaryFn, Expr, UnaryFn};
 use super::expr_identify::{classify, erf, ExprKind};
@@ -133,7 +133,7 @@ fn text_model(body: Vec<pb::NodeProto>, mut inits: Vec<pb::TensorProto>) -> pb::
 const TOKENS4: TowerInput = TowerInput::Tokens { len: 4 };
 
 fn failure(m: &pb::ModelProto) -> Failure {
-    import_model(m, TowerKind::Text, TOKENS4).expect_err("import should have failed")
+    import_model(m, Role::TextEncoder, TOKENS4).expect_err("import should have failed")
 }
 
 #[test]
@@ -142,20 +142,20 @@ fn a_small_tower_lowers_and_folds() {
         node("MatMul", "/fc/MatMul", &["h", "w"], &["mm"]),
         node("Add", "/fc/Add", &["b", "mm"], &["y"]),
     ];
-    let g = import_model(&text_model(body, vec![]), TowerKind::Text, TOKENS4).unwrap();
+    let g = import_model(&text_model(body, vec![]), Role::TextEncoder, TOKENS4).unwrap();
     let kinds: Vec<&str> = g.nodes.iter().map(|n| n.op.kind()).collect();
     assert_eq!(kinds, ["embedding", "linear"]);
-    let Op::Embedding { add, .. } = g.nodes[0].op else {
+    let Op::Embedding(Embedding { add, .. }) = g.nodes[0].op else {
         unreachable!()
     };
     // The position table was folded into the embedding's `add`.
     assert_eq!(g.tensor(add).data.as_f32().unwrap(), &ramp(32, 0.1)[..]);
-    let Op::Linear {
+    let Op::Linear(Linear {
         bias: Some(b),
         weights: Weights::F32 { w },
         x,
         ..
-    } = g.nodes[1].op
+    }) = g.nodes[1].op
     else {
         panic!("{:?}", g.nodes[1]);
     };
@@ -227,7 +227,7 @@ fn gelu_in_place_is_refused_while_its_input_is_still_needed() {
     ok.last_mut().unwrap().output = vec!["y".into()];
     let g = import_model(
         &text_model(ok, vec![half, one, k]),
-        TowerKind::Text,
+        Role::TextEncoder,
         TOKENS4,
     )
     .unwrap();
@@ -235,7 +235,7 @@ fn gelu_in_place_is_refused_while_its_input_is_still_needed() {
         .nodes
         .iter()
         .filter_map(|n| match n.op {
-            Op::Linear { act, .. } => Some(act),
+            Op::Linear(Linear { act, .. }) => Some(act),
             _ => None,
         })
         .collect();
@@ -266,7 +266,7 @@ fn attention_masks_are_refused() {
     // Without the mask it is one attention op over a single head.
     body.remove(3);
     body[3].input[0] = "s".into();
-    let g = import_model(&text_model(body, vec![]), TowerKind::Text, TOKENS4).unwrap();
+    let g = import_model(&text_model(body, vec![]), Role::TextEncoder, TOKENS4).unwrap();
     let kinds: Vec<&str> = g.nodes.iter().map(|n| n.op.kind()).collect();
     assert_eq!(kinds, ["embedding", "linear", "attention"]);
 }
@@ -274,24 +274,24 @@ fn attention_masks_are_refused() {
 #[test]
 fn wrong_inputs_are_refused_for_the_whole_model() {
     let m = text_model(vec![node("Identity", "/id", &["h"], &["y"])], vec![]);
-    let f = import_model(&m, TowerKind::Text, TowerInput::Tokens { len: 5 }).unwrap_err();
+    let f = import_model(&m, Role::TextEncoder, TowerInput::Tokens { len: 5 }).unwrap_err();
     assert_eq!(f.node, "(model)");
     assert!(
         f.msg.contains("[1, 4]") || f.msg.contains("1, 4"),
         "{}",
         f.msg
     );
-    let f = import_model(&m, TowerKind::Vision, DEMO_PIXELS).unwrap_err();
+    let f = import_model(&m, Role::ImageEncoder, DEMO_PIXELS).unwrap_err();
     assert_eq!(f.node, "(model)");
     let mut old = m.clone();
     old.opset_import[0].version = 11;
-    assert!(import_model(&old, TowerKind::Text, TOKENS4)
+    assert!(import_model(&old, Role::TextEncoder, TOKENS4)
         .unwrap_err()
         .msg
         .contains("opset"));
     let mut empty = m;
     empty.graph = None;
-    assert!(import_model(&empty, TowerKind::Text, TOKENS4).is_err());
+    assert!(import_model(&empty, Role::TextEncoder, TOKENS4).is_err());
 }
 
 /// Random damage to the demo towers (attributes, constants, initializers, wiring) must
@@ -349,8 +349,8 @@ fn damaged_models_never_panic() {
     ];
     let mut errors = 0;
     for (file, kind, input) in [
-        ("vision.onnx", TowerKind::Vision, DEMO_PIXELS),
-        ("text.onnx", TowerKind::Text, DEMO_TOKENS),
+        ("vision.onnx", Role::ImageEncoder, DEMO_PIXELS),
+        ("text.onnx", Role::TextEncoder, DEMO_TOKENS),
     ] {
         let base = demo(file);
         for _ in 0..60 {

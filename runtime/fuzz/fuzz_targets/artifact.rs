@@ -1,17 +1,21 @@
-//! Arbitrary bytes through `Model::from_bytes` and, when they load, a whole inference.
+//! Arbitrary bytes through `Model::from_bytes` and, when they load, every graph run: a
+//! decoder for several steps over its KV cache, then again after `reset_state`.
 //! Errors are fine; a panic, an out-of-bounds read or an abort is a bug: the reader
 //! promises that a validated model cannot make the executor fail that way.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use vlm_runtime::format::{crc32, HEADER_SIZE, MAX_SECTIONS, SECTION_ENTRY_SIZE};
-use vlm_runtime::model::Tower;
-use vlm_runtime::{Model, Session, TowerKind};
+use vlm_runtime::model::DType;
+use vlm_runtime::{Graph, Input, Model, Session};
 
 /// Larger plans are valid but would make each run too slow to explore much: a few
 /// hundred bytes can describe an attention over millions of rows.
 const MAX_ARENA: usize = 64 << 20;
 const MAX_WORK: u64 = 1 << 24;
+/// Runs of a graph with state (a decoder) before its state is reset: past the seed
+/// decoder's six-position cache, so a full cache is explored too.
+const DECODER_STEPS: usize = 8;
 
 fuzz_target!(|data: &[u8]| {
     // The reader wants 4-byte-aligned bytes (it refuses others); libFuzzer's buffer
@@ -39,30 +43,46 @@ fn run(bytes: &[u8]) {
     let Ok(mut session) = Session::new(&model, &mut arena) else {
         return;
     };
-    let mut out = vec![0.0f32; model.meta.embed_dim];
-    if let Some(t) = model
-        .tower(TowerKind::Vision)
-        .filter(|t| work(&model, t) <= MAX_WORK)
-    {
-        let pixels = vec![0.0f32; t.input_len];
-        let _ = session.encode_image(&pixels, &mut out);
-    }
-    if let Some(t) = model
-        .tower(TowerKind::Text)
-        .filter(|t| work(&model, t) <= MAX_WORK)
-    {
-        let ids = vec![0u32; t.input_len];
-        let _ = session.encode_text(&ids, &mut out);
+    for (g, graph) in model.graphs().enumerate() {
+        if work(graph) > MAX_WORK {
+            continue;
+        }
+        // Inputs: a constant pixel vector for f32 ports, token id 0 for u32 ports
+        // (in every vocabulary); outputs of the sizes the ports say.
+        let pixels: Vec<Vec<f32>> = graph.inputs().map(|p| vec![0.25; p.len()]).collect();
+        let ids: Vec<Vec<u32>> = graph.inputs().map(|p| vec![0; p.len()]).collect();
+        let inputs: Vec<Input> = graph
+            .inputs()
+            .zip(pixels.iter().zip(&ids))
+            .map(|(p, (x, t))| match p.dtype {
+                DType::U32 => Input::U32(t),
+                _ => Input::F32(x),
+            })
+            .collect();
+        let mut outputs: Vec<Vec<f32>> = graph.outputs().map(|p| vec![0.0; p.len()]).collect();
+        let mut outs: Vec<&mut [f32]> = outputs.iter_mut().map(|o| &mut o[..]).collect();
+        let steps = if graph.states().next().is_some() {
+            DECODER_STEPS
+        } else {
+            1
+        };
+        // Every step, even after an error (a full cache must keep failing cleanly).
+        for _ in 0..steps {
+            let _ = session.run(g, &inputs, &mut outs, None);
+        }
+        // A new sequence from zeroed state.
+        session.reset_state();
+        let _ = session.run(g, &inputs, &mut outs, None);
     }
 }
 
 /// Roughly the arithmetic one run does: multiply-accumulates plus elements written.
-fn work(model: &Model, tower: &Tower) -> u64 {
-    let written = tower.ops(model).fold(0u64, |sum, (_, op)| {
+fn work(graph: &Graph) -> u64 {
+    let written = graph.ops().fold(0u64, |sum, (_, op)| {
         let out = op.output();
         sum.saturating_add(out.rows as u64 * out.cols as u64)
     });
-    tower.macs(model).saturating_add(written)
+    graph.macs().saturating_add(written)
 }
 
 fn le32(b: &[u8], at: usize) -> u32 {

@@ -16,8 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Instant;
 
+use vlm_models::siglip::Meta;
 use vlm_runtime::preprocess::Normalize;
-use vlm_runtime::{rank_into, score_into, Model, Session, TowerKind};
+use vlm_runtime::{rank_into, score_into, Model, Role, Session};
 
 const USAGE: &str = "usage: vlm-lite MODEL.vlmq IMAGE.ppm [--top K] [--embedding]";
 
@@ -91,10 +92,10 @@ fn run(args: &Args) -> Result<(), String> {
     let (buf, start) = read_aligned(&args.model).map_err(|e| format!("{mpath}: {e}"))?;
     let model = Model::from_bytes(&buf[start..])
         .map_err(|e| format!("{mpath}: not a valid .vlmq artifact: {e}"))?;
-    let meta = model.meta;
-    if model.tower(TowerKind::Vision).is_none() {
-        return Err(format!("{mpath}: the artifact has no vision tower"));
+    if model.graph(Role::ImageEncoder).is_none() {
+        return Err(format!("{mpath}: the artifact has no image encoder"));
     }
+    let meta = Meta::from_model(&model).map_err(|e| format!("{mpath}: {e}"))?;
     if meta.channels != 3 {
         return Err(format!(
             "{mpath}: the vision tower takes {} channels; vlm-lite feeds RGB (3)",
@@ -151,7 +152,7 @@ fn run(args: &Args) -> Result<(), String> {
         None => write_embedding(&mut out, &emb),
         Some(labels) => {
             let mut probs = vec![0.0f32; labels.count];
-            score_into(&model.scorer(), &emb, labels.embeddings, &mut probs)
+            score_into(&meta.scorer(), &emb, labels.embeddings, &mut probs)
                 .map_err(|e| format!("{mpath}: labels: {e}"))?;
             let mut order = vec![0usize; labels.count];
             rank_into(&probs, &mut order).map_err(|e| format!("{mpath}: labels: {e}"))?;

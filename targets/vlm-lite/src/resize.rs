@@ -10,7 +10,7 @@
 //! here twice. An image already at the model's size is passed through untouched, so then
 //! the host and this binary see identical pixels.
 
-use vlm_runtime::model::Resample;
+use vlm_models::siglip::Resample;
 
 fn bilinear(x: f64) -> f64 {
     (1.0 - x.abs()).max(0.0)

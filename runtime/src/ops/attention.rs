@@ -1,0 +1,253 @@
+//! Multi-head scaled dot-product attention, with or without a causal mask, over keys
+//! and values that may live in a state buffer (a KV cache).
+
+use super::{align, operands, product, Buffers, Check, CpuKernels, Mask, Mat, OpContext};
+use super::{OpSpec, Precision, Query, Reader, Words};
+use crate::kernels::scalar::{MatMut, MatRef};
+use crate::kernels::Isa;
+use crate::model::DType;
+use crate::names::opcode;
+use crate::Error;
+
+/// Head `h` uses columns `h·head_dim .. (h+1)·head_dim` of `q`, `k`, `v` and `out`;
+/// `precision` says what the two matrix products multiply (see [`Precision`]).
+///
+/// With `past` (a one-element u32 state buffer: the position before this run), the keys
+/// and values are the first `past + q.rows` rows of `k` and `v` — `k.rows` is then the
+/// cache's capacity — else all of them. With [`Mask::Causal`], query `i` sees keys
+/// `0 ..= past + i`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Attention {
+    pub q: Query,
+    pub k: Mat,
+    pub v: Mat,
+    pub heads: u32,
+    pub head_dim: u32,
+    pub scale: f32,
+    pub precision: Precision,
+    pub mask: Mask,
+    pub past: Option<u32>,
+    pub out: Mat,
+}
+
+impl core::fmt::Display for Attention {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(
+            f,
+            "attention {} queries × {} keys, {}×{} {}{}",
+            self.q.rows(),
+            self.k.rows,
+            self.heads,
+            self.head_dim,
+            self.precision.name(),
+            match self.mask {
+                Mask::None => "",
+                Mask::Causal => " causal",
+            }
+        )
+    }
+}
+
+impl OpSpec for Attention {
+    const OPCODE: u32 = opcode::ATTENTION;
+
+    fn decode(r: &mut Reader) -> Result<Self, crate::FormatError> {
+        Ok(Self {
+            q: Query::decode(r)?,
+            k: Mat::decode(r)?,
+            v: Mat::decode(r)?,
+            heads: r.next()?,
+            head_dim: r.next()?,
+            scale: r.f32()?,
+            precision: Precision::from_code(r.next()?)?,
+            mask: Mask::from_code(r.next()?)?,
+            past: operands::decode_opt(r)?,
+            out: Mat::decode(r)?,
+        })
+    }
+
+    fn encode(&self, o: &mut Words) {
+        self.q.encode(o);
+        self.k.encode(o);
+        self.v.encode(o);
+        for w in [
+            self.heads,
+            self.head_dim,
+            self.scale.to_bits(),
+            self.precision.code(),
+            self.mask.code(),
+        ] {
+            o.push(w);
+        }
+        operands::encode_opt(o, self.past);
+        self.out.encode(o);
+    }
+
+    fn output(&self) -> Mat {
+        self.out
+    }
+
+    fn reads(&self) -> Buffers {
+        let mut b = [self.k.buf, self.v.buf, 0, 0];
+        let mut n = 2;
+        if let Query::Mat(q) = self.q {
+            b[n] = q.buf;
+            n += 1;
+        }
+        if let Some(p) = self.past {
+            b[n] = p;
+            n += 1;
+        }
+        Buffers::of(&b[..n])
+    }
+
+    fn validate(&self, c: &Check) -> Result<(), &'static str> {
+        let (k, v, out) = (self.k, self.v, self.out);
+        let cols = out.cols as usize;
+        let width = (self.heads as usize).checked_mul(self.head_dim as usize);
+        if self.heads == 0 || self.head_dim == 0 || width != Some(cols) {
+            return Err("heads × head size does not match the output width");
+        }
+        if !c.fits(k) || !c.fits(v) || k.cols != out.cols || v.cols != out.cols {
+            return Err("key or value window is invalid");
+        }
+        if k.rows != v.rows || k.rows == 0 {
+            return Err("keys and values differ in length");
+        }
+        if !self.scale.is_finite() {
+            return Err("bad attention scale");
+        }
+        if let Some(p) = self.past {
+            if c.state(p, DType::U32) != Some(1) {
+                return Err("attention's past length is not a one-element u32 state");
+            }
+        }
+        if (self.mask == Mask::Causal || self.past.is_some()) && self.q.rows() > k.rows {
+            return Err("more queries than the keys can hold");
+        }
+        match self.q {
+            Query::Mat(q) => {
+                if !c.fits(q) || q.cols != out.cols || q.rows != out.rows {
+                    return Err("query window is invalid");
+                }
+            }
+            Query::Const { tensor, rows } => {
+                if rows != out.rows || !c.f32_len(tensor, out.rows as usize * cols) {
+                    return Err("constant query has the wrong size");
+                }
+            }
+        }
+        c.disjoint(self.reads().as_slice(), out)
+    }
+
+    fn scratch_bytes(&self, threads: usize) -> usize {
+        align(
+            Isa::attention_scratch_floats(
+                self.head_dim as usize,
+                self.k.rows as usize,
+                self.precision,
+            )
+            .saturating_mul(4),
+        )
+        .saturating_mul(threads)
+    }
+
+    fn macs(&self) -> u64 {
+        product(&[2, self.q.rows(), self.k.rows, self.heads, self.head_dim])
+    }
+
+    fn precision(&self) -> &'static str {
+        self.precision.name()
+    }
+
+    fn visit_tensors(&mut self, f: &mut dyn FnMut(&mut u32)) {
+        if let Query::Const { tensor, .. } = &mut self.q {
+            f(tensor);
+        }
+    }
+
+    fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {
+        let cols = self.out.cols as usize;
+        let q = match self.q {
+            Query::Mat(m) => cx.read(m)?,
+            Query::Const { tensor, rows } => MatRef {
+                data: cx.f32s(tensor)?,
+                rows: rows as usize,
+                cols,
+                stride: cols,
+            },
+        };
+        let (k, v) = (cx.read(self.k)?, cx.read(self.v)?);
+        let past = match self.past {
+            Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
+            None => 0,
+        };
+        let keys = match self.past {
+            Some(_) => past.saturating_add(q.rows),
+            None => k.rows,
+        };
+        if keys > k.rows {
+            return Err(Error::CacheFull {
+                need: keys,
+                capacity: k.rows,
+            });
+        }
+        let isa = match self.precision {
+            Precision::F32 if cpu.reproducible => Isa::Scalar,
+            _ => cpu.isa,
+        };
+        let (out, scratch) = cx.out_and_scratch(self.out)?;
+        let scores: &mut [f32] = super::context::cast_mut(scratch)?;
+        let mut run = |q: MatRef, n: usize, out: MatMut, threads: usize| {
+            let (k, v) = (first_rows(k, n), first_rows(v, n));
+            let (h, d, s, p) = (
+                self.heads as usize,
+                self.head_dim as usize,
+                self.scale,
+                self.precision,
+            );
+            #[cfg(feature = "std")]
+            isa.attention_threads(threads, q, k, v, h, d, s, p, out, &mut *scores);
+            #[cfg(not(feature = "std"))]
+            {
+                let _ = threads;
+                isa.attention(q, k, v, h, d, s, p, out, &mut *scores);
+            }
+        };
+        match self.mask {
+            Mask::None => run(q, keys, out, cpu.threads),
+            // One query row at a time over the keys it may see: each call is an unmasked
+            // attention, so every kernel serves (a decoder step is one row anyway).
+            Mask::Causal => {
+                let mut out = out;
+                for i in 0..q.rows {
+                    run(row(q, i), past + i + 1, row_mut(&mut out, i), 1);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn first_rows(m: MatRef, n: usize) -> MatRef {
+    MatRef { rows: n, ..m }
+}
+
+fn row(m: MatRef, i: usize) -> MatRef {
+    MatRef {
+        data: &m.data[i * m.stride..],
+        rows: 1,
+        cols: m.cols,
+        stride: m.stride,
+    }
+}
+
+fn row_mut<'o>(m: &'o mut MatMut, i: usize) -> MatMut<'o> {
+    let (stride, cols) = (m.stride, m.cols);
+    MatMut {
+        data: &mut m.data[i * stride..],
+        rows: 1,
+        cols,
+        stride,
+    }
+}

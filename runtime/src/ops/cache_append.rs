@@ -1,0 +1,81 @@
+//! Appends rows to a cache held in a state buffer (a decoder's keys or values).
+
+use super::{Buffers, Check, CpuKernels, Mat, OpContext, OpSpec, Reader, Words};
+use crate::model::DType;
+use crate::names::opcode;
+use crate::Error;
+
+/// Copies the rows of `x` into rows `pos .. pos + x.rows` of `cache`, `pos` being the
+/// value of the one-element u32 state buffer `position`. `cache` is a window of a state
+/// buffer whose `rows` is its capacity; running past it is an error, not a wrap.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CacheAppend {
+    pub x: Mat,
+    pub position: u32,
+    pub cache: Mat,
+}
+
+impl core::fmt::Display for CacheAppend {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "cache append {}×{}", self.x.rows, self.x.cols)
+    }
+}
+
+impl OpSpec for CacheAppend {
+    const OPCODE: u32 = opcode::CACHE_APPEND;
+
+    fn decode(r: &mut Reader) -> Result<Self, crate::FormatError> {
+        Ok(Self {
+            x: Mat::decode(r)?,
+            position: r.next()?,
+            cache: Mat::decode(r)?,
+        })
+    }
+
+    fn encode(&self, o: &mut Words) {
+        self.x.encode(o);
+        o.push(self.position);
+        self.cache.encode(o);
+    }
+
+    fn output(&self) -> Mat {
+        self.cache
+    }
+
+    fn reads(&self) -> Buffers {
+        Buffers::of(&[self.x.buf, self.position])
+    }
+
+    fn validate(&self, c: &Check) -> Result<(), &'static str> {
+        if !c.fits(self.x) || self.x.cols != self.cache.cols || self.x.rows > self.cache.rows {
+            return Err("appended rows do not match the cache's width");
+        }
+        if !c.is_state(self.cache.buf) {
+            return Err("cache is not a state buffer");
+        }
+        if c.state(self.position, DType::U32) != Some(1) {
+            return Err("cache position is not a one-element u32 state");
+        }
+        c.disjoint(&[self.x.buf, self.position], self.cache)
+    }
+
+    fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
+        let x = cx.read(self.x)?;
+        let pos = *cx
+            .read_u32(self.position)?
+            .first()
+            .ok_or_else(|| cx.bad())? as usize;
+        let capacity = self.cache.rows as usize;
+        if pos.saturating_add(x.rows) > capacity {
+            return Err(Error::CacheFull {
+                need: pos.saturating_add(x.rows),
+                capacity,
+            });
+        }
+        let mut cache = cx.out(self.cache)?;
+        for r in 0..x.rows {
+            cache.row_mut(pos + r).copy_from_slice(x.row(r));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,49 @@
+//! The op battery (`vlm_runtime::harness`): every op, in every variant, on every ISA this
+//! CPU supports (under QEMU: every Arm level) against the scalar reference, each op under
+//! its one error budget. A new op joins by adding cases; a new backend by running them.
+
+use vlm_runtime::harness::{budget, cases, check};
+use vlm_runtime::kernels::ALL;
+use vlm_runtime::names::OPCODES;
+use vlm_runtime::Cpu;
+
+#[test]
+fn every_op_matches_the_reference_on_every_isa() {
+    let cases = cases();
+    let isas: Vec<_> = ALL.into_iter().filter(|i| i.supported()).collect();
+    let mut failures = Vec::new();
+    for case in &cases {
+        for &isa in &isas {
+            for threads in [1, 3] {
+                let mut cpu = Cpu::new(isa);
+                cpu.threads = threads;
+                match check(case, cpu) {
+                    Ok(worst) => assert!(worst <= budget(case.op)),
+                    Err(e) => failures.push(format!("{e} ({threads} threads)")),
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("{} cases × {:?}", cases.len(), isas);
+}
+
+#[test]
+fn every_op_has_a_case() {
+    let cases = cases();
+    for (_, op) in OPCODES {
+        // `cache_append` and `advance` run inside the cached-attention cases.
+        let covered = cases
+            .iter()
+            .any(|c| c.op == *op || c.name.contains("cached"));
+        assert!(covered, "no battery case for {op}");
+    }
+    for (_, op) in OPCODES {
+        if !matches!(*op, "cache_append" | "advance") {
+            assert!(
+                cases.iter().any(|c| c.op == *op),
+                "no battery case for {op}"
+            );
+        }
+    }
+}
