@@ -251,7 +251,7 @@ fn quantize_refuses_bad_input_and_writes_nothing() {
 /// set this CPU supports (the best one, the lower ones, the scalar reference) writes the
 /// same bytes. `scripts/repro-check.sh` compares against aarch64 under QEMU too. With
 /// `scripts/demo.sh`'s flags, those bytes are the demo artifact compiled into `vlm`
-/// (`models/demo/demo.vlmq`), which therefore cannot drift from the code that makes it.
+/// (`models/demo.vlmq`), which therefore cannot drift from the code that makes it.
 #[test]
 fn quantize_writes_the_same_artifact_under_every_kernel_set() {
     let isas: Vec<&str> = vlm_runtime::kernels::ALL
@@ -301,10 +301,10 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
         }
     }
     let (_, bytes) = first.expect("at least the scalar set");
-    let shipped = std::fs::read(root().join("models/demo/demo.vlmq")).unwrap();
+    let shipped = std::fs::read(root().join("models/demo.vlmq")).unwrap();
     assert!(
         bytes == shipped,
-        "models/demo/demo.vlmq (compiled into vlm) is not what this code writes: \
+        "models/demo.vlmq (compiled into vlm) is not what this code writes: \
          run scripts/demo.sh and copy target/demo/demo.vlmq there"
     );
     eprintln!("same artifact under {isas:?}, and it is the shipped demo artifact");

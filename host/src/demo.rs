@@ -1,7 +1,7 @@
 //! The demo artifact, compiled into the binary: `vlm classify` works from any directory
 //! with no model at hand (an installed `vlm` has no source tree to find it in).
 //!
-//! `models/demo/demo.vlmq` is what `scripts/demo.sh` writes from the shipped demo model;
+//! `models/demo.vlmq` is what `scripts/demo.sh` writes from the shipped demo model;
 //! `cli/tests/quantize.rs` requires a fresh quantization to give exactly these bytes, so
 //! the compiled-in model cannot drift from the code that makes it.
 
@@ -17,7 +17,7 @@ pub const NAME: &str = "(built-in demo model)";
 #[repr(C, align(64))]
 struct Aligned<T: ?Sized>(T);
 
-static DEMO: &Aligned<[u8]> = &Aligned(*include_bytes!("../../models/demo/demo.vlmq"));
+static DEMO: &Aligned<[u8]> = &Aligned(*include_bytes!("../../models/demo.vlmq"));
 
 /// The demo artifact's bytes.
 pub fn bytes() -> &'static [u8] {
