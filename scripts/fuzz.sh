@@ -61,10 +61,42 @@ MSG
   echo "fuzz $target: no crash in ${seconds}s"
 }
 
-for t in $targets; do
-  case $t in
-    artifact) fuzz runtime/fuzz artifact runtime/tests/hostile.rs seeds ;;
-    image) fuzz host/fuzz image host/tests/images.rs seeds "$root/models/demo/examples" ;;
-    *) echo "unknown fuzz target $t (artifact, image)" >&2; exit 2 ;;
+# spec TARGET: "DIR TARGET REGRESSION_TEST SEED_DIR..."
+spec() {
+  case $1 in
+    artifact) echo "runtime/fuzz artifact runtime/tests/hostile.rs seeds" ;;
+    image) echo "host/fuzz image host/tests/images.rs seeds $root/models/demo/examples" ;;
+    *) echo "unknown fuzz target $1 (artifact, image)" >&2; exit 2 ;;
   esac
+}
+
+# Built one after the other (each build uses every core), then fuzzed side by side: a
+# libFuzzer run is one process on one core, so the targets' minutes overlap.
+for t in $targets; do
+  read -r dir target _ <<<"$(spec "$t")"
+  step "building the $target fuzz target"
+  (cd "$root/$dir" && cargo +nightly fuzz build "$target")
 done
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+pids=()
+for t in $targets; do
+  # shellcheck disable=SC2046 # the spec is words by design
+  (fuzz $(spec "$t")) >"$logs/$t" 2>&1 &
+  pids+=("$!")
+done
+status=0
+i=0
+for t in $targets; do
+  s=0
+  wait "${pids[$i]}" || s=$?
+  i=$((i + 1))
+  # The run's end: its final statistics, and on a failure where the input was saved.
+  if [ "$s" -ne 0 ]; then
+    tail -n 40 "$logs/$t"
+    status=$s
+  else
+    tail -n 3 "$logs/$t"
+  fi
+done
+exit "$status"
