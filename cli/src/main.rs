@@ -175,6 +175,11 @@ struct ClassifyArgs {
     /// Show only the K most probable labels.
     #[arg(long, value_name = "K")]
     top: Option<usize>,
+    /// Show only labels whose probability is at least P (0 to 1). Each label's
+    /// probability is independent (SigLIP's sigmoid), so several, or none, may pass:
+    /// what a multi-label filter such as moderation decides on.
+    #[arg(long, value_name = "P", value_parser = probability, allow_negative_numbers = true)]
+    threshold: Option<f32>,
     #[command(flatten)]
     model: ModelArg,
     /// Print JSON instead of a table.
@@ -255,6 +260,14 @@ fn read_labels(args: &ClassifyArgs) -> Result<Vec<String>> {
     Ok(labels)
 }
 
+/// A probability for `--threshold`: a number from 0 to 1.
+fn probability(s: &str) -> std::result::Result<f32, String> {
+    match s.parse::<f32>() {
+        Ok(p) if (0.0..=1.0).contains(&p) => Ok(p),
+        _ => Err(format!("{s:?} is not a probability from 0 to 1")),
+    }
+}
+
 fn prompt(template: &str, label: &str) -> String {
     template.replace("{}", label)
 }
@@ -308,6 +321,9 @@ fn classify(args: ClassifyArgs) -> Result<()> {
     for image in &args.images {
         let emb = model.embed_image(image)?;
         let mut ranked = rank_labels(&scorer, &emb, &labels, &label_embeddings)?;
+        if let Some(p) = args.threshold {
+            ranked.retain(|l| l.probability >= p);
+        }
         if let Some(k) = args.top {
             ranked.truncate(k);
         }

@@ -56,6 +56,83 @@ fn classifies_the_shipped_examples_with_the_default_model() {
     }
 }
 
+/// `--threshold P` keeps exactly the labels at or above P, each image on its own: a
+/// multi-label filter, unlike `--top`.
+#[test]
+fn threshold_keeps_the_labels_at_or_above_it() {
+    let labels = "red circle,blue star,yellow triangle,green heart,purple cross";
+    let (red, stars) = (example("red-circle.png"), example("two-blue-stars.png"));
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "classify",
+            red.as_str(),
+            stars.as_str(),
+            "--labels",
+            labels,
+            "--template",
+            "a {}",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        let out = vlm(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        v.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                r["labels"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|l| l["probability"].as_f64().unwrap())
+                    .collect::<Vec<f64>>()
+            })
+            .collect::<Vec<_>>()
+    };
+    let all = run(&[]);
+    // A threshold between the two images' best probabilities: the kept labels are
+    // exactly those at or above it, whichever image they belong to.
+    let mut probs: Vec<f64> = all.iter().flatten().copied().collect();
+    probs.sort_by(f64::total_cmp);
+    let p = probs[probs.len() / 2];
+    let kept = run(&["--threshold", &p.to_string()]);
+    for (a, k) in all.iter().zip(&kept) {
+        // In f32, as the CLI compares: the JSON numbers are f32 values printed shortest.
+        let want: Vec<f64> = a
+            .iter()
+            .copied()
+            .filter(|&x| x as f32 >= p as f32)
+            .collect();
+        assert_eq!(*k, want, "threshold {p}");
+    }
+    assert!(kept.iter().flatten().count() < probs.len());
+    assert_eq!(run(&["--threshold", "0"]), all);
+    assert!(run(&["--threshold", "1"])
+        .iter()
+        .all(|k| k.iter().all(|&x| x >= 1.0)));
+    for bad in ["1.5", "-0.1", "NaN", "half"] {
+        let out = vlm(&[
+            "classify",
+            &example("red-circle.png"),
+            "--labels",
+            labels,
+            "--threshold",
+            bad,
+        ]);
+        assert_eq!(out.status.code(), Some(2), "--threshold {bad}");
+        assert!(out.stdout.is_empty());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("not a probability"),
+            "--threshold {bad}"
+        );
+    }
+}
+
 #[test]
 fn labels_file_and_table_output() {
     let file = tmp("labels.txt");
