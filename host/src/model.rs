@@ -53,7 +53,9 @@ pub struct Model {
     siglip: Option<Meta>,
     /// Arenas of finished runs, reused by the next ones.
     arenas: Mutex<Vec<Vec<u8>>>,
-    options: Mutex<RunOptions>,
+    /// How runs execute, and the arena bytes that needs (worked out when the options
+    /// are set, not on every run: sizing for several threads walks every op).
+    options: Mutex<(RunOptions, usize)>,
 }
 
 impl Model {
@@ -105,6 +107,7 @@ impl Model {
             }
             _ => None,
         };
+        let arena = model.arena_size();
         Ok(Self {
             loaded,
             source: source.to_owned(),
@@ -112,7 +115,7 @@ impl Model {
             tokenizer,
             siglip,
             arenas: Mutex::new(Vec::new()),
-            options: Mutex::new(RunOptions::default()),
+            options: Mutex::new((RunOptions::default(), arena)),
         })
     }
 
@@ -133,16 +136,18 @@ impl Model {
     }
 
     pub fn options(&self) -> RunOptions {
-        *self.options.lock().unwrap_or_else(|p| p.into_inner())
+        self.options.lock().unwrap_or_else(|p| p.into_inner()).0
     }
 
     /// Sets how later runs execute (results do not change with the thread count: rows
     /// are split, each computed exactly as on one thread).
     pub fn set_options(&self, o: RunOptions) {
-        *self.options.lock().unwrap_or_else(|p| p.into_inner()) = RunOptions {
+        let o = RunOptions {
             threads: o.threads.max(1),
             ..o
         };
+        let arena = self.runtime().arena_size_for_threads(o.threads);
+        *self.options.lock().unwrap_or_else(|p| p.into_inner()) = (o, arena);
     }
 
     pub fn set_threads(&self, n: usize) {
@@ -187,8 +192,8 @@ impl Model {
             .and_then(|g| g.outputs().next())
             .map_or(0, |p| p.len());
         let mut out = vec![0.0f32; len];
-        let o = self.options();
-        let mut arena = self.take_arena(o.threads);
+        let (o, need) = *self.options.lock().unwrap_or_else(|p| p.into_inner());
+        let mut arena = self.take_arena(need);
         let result = (|| {
             let mut session = vlm_runtime::Session::new(model, &mut arena)?;
             session.set_threads(o.threads);
@@ -203,8 +208,7 @@ impl Model {
         Ok(out)
     }
 
-    fn take_arena(&self, threads: usize) -> Vec<u8> {
-        let need = self.runtime().arena_size_for_threads(threads);
+    fn take_arena(&self, need: usize) -> Vec<u8> {
         let mut arena = self
             .arenas
             .lock()

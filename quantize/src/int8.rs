@@ -209,7 +209,7 @@ fn consumers(g: &Graph, buf: u32) -> Vec<usize> {
     g.nodes
         .iter()
         .enumerate()
-        .filter(|(_, n)| crate::writer::op_reads(&n.op).contains(&buf))
+        .filter(|(_, n)| n.op.reads().as_slice().contains(&buf))
         .map(|(i, _)| i)
         .collect()
 }

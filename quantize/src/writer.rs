@@ -34,11 +34,6 @@ pub struct ArtifactParts<'a> {
     pub labels: Option<LabelSet<'a>>,
 }
 
-/// The buffers an op reads (its output is [`Op::output`]).
-pub fn op_reads(op: &Op) -> Vec<u32> {
-    op.reads().as_slice().to_vec()
-}
-
 /// Places every buffer but the states in the arena from `base` on: buffers whose
 /// lifetimes overlap get disjoint bytes, the rest share (greedy, largest first). Returns
 /// byte offsets and the arena size (buffers, then the largest scratch any op needs).
@@ -56,7 +51,7 @@ pub fn plan_memory(g: &Graph, base: usize) -> (Vec<usize>, usize) {
     };
     touch(g.input_buf, 0);
     for (i, node) in g.nodes.iter().enumerate() {
-        for b in op_reads(&node.op) {
+        for &b in node.op.reads().as_slice() {
             touch(b, i + 1);
         }
         touch(node.op.output().buf, i + 1);

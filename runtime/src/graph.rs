@@ -392,6 +392,10 @@ impl<'a> Graph<'a> {
     /// Arena bytes for this graph's ops on `threads` threads (attention gives each
     /// thread its own scratch).
     pub fn arena_bytes_for_threads(&self, threads: usize) -> usize {
+        // One thread's need was worked out at load (`check_ops`): no ops to decode.
+        if threads <= 1 {
+            return self.arena_bytes;
+        }
         self.ops()
             .map(|(_, op)| {
                 self.scratch_at

@@ -223,15 +223,6 @@ impl Op {
         each!(self, op => op.precision())
     }
 
-    /// The weights of a linear map, to rewrite (quantization).
-    pub fn weights_mut(&mut self) -> Option<&mut Weights> {
-        match self {
-            Op::Linear(l) => Some(&mut l.weights),
-            Op::PatchEmbed(p) => Some(&mut p.weights),
-            _ => None,
-        }
-    }
-
     /// Every tensor index the op holds.
     pub fn tensors(&self) -> impl Iterator<Item = u32> {
         let mut op = *self;
