@@ -229,6 +229,10 @@ enum EvalCommand {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Also print each task's reliability diagram (probability bins against how
+        /// often the labels in them are right).
+        #[arg(long)]
+        bins: bool,
     },
 }
 
@@ -388,10 +392,36 @@ fn embed(args: EmbedArgs) -> Result<()> {
     Ok(())
 }
 
-fn print_report(report: &EvalReport) {
-    println!("{:<30} {:>8} {:>7}", "task", "top-1 %", "items");
+fn print_report(report: &EvalReport, bins: bool) {
+    // The probability columns: medians over items of the right label's σ(t·cos + b)
+    // and of the best wrong label's, and how often 0.5 keeps exactly the right label.
+    println!(
+        "{:<30} {:>8} {:>7} {:>8} {:>8} {:>8}",
+        "task", "top-1 %", "items", "p(right)", "p(wrong)", "@0.5 %"
+    );
     for t in &report.tasks {
-        println!("{:<30} {:>8.2} {:>7}", t.name, t.accuracy, t.total);
+        let c = &t.calibration;
+        println!(
+            "{:<30} {:>8.2} {:>7} {:>8.3} {:>8.3} {:>8.2}",
+            t.name, t.accuracy, t.total, c.median_true, c.median_best_wrong, c.threshold_exact
+        );
+    }
+    for t in report.tasks.iter().filter(|_| bins) {
+        println!();
+        println!("reliability: {} (every image against every label)", t.name);
+        println!(
+            "{:<14} {:>8} {:>10} {:>10}",
+            "probability", "labels", "mean p", "right"
+        );
+        for b in &t.calibration.bins {
+            println!(
+                "{:<14} {:>8} {:>10.3} {:>10.3}",
+                format!("{:.1}-{:.1}", b.lower, b.upper),
+                b.count,
+                b.mean_probability,
+                b.observed
+            );
+        }
     }
     for r in &report.retrieval {
         println!();
@@ -457,8 +487,13 @@ fn fidelity(model: PathBuf, reference: PathBuf, data: PathBuf, json: bool) -> Re
 }
 
 fn eval(cmd: EvalCommand) -> Result<()> {
-    let (model, data, json) = match cmd {
-        EvalCommand::ZeroShot { model, data, json } => (model, data, json),
+    let (model, data, json, bins) = match cmd {
+        EvalCommand::ZeroShot {
+            model,
+            data,
+            json,
+            bins,
+        } => (model, data, json, bins),
         EvalCommand::Fidelity {
             model,
             reference,
@@ -482,7 +517,7 @@ fn eval(cmd: EvalCommand) -> Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        print_report(&report);
+        print_report(&report, bins);
     }
     Ok(())
 }

@@ -320,14 +320,9 @@ fn template_without_placeholder() {
     assert_clean_failure(&out, "--template");
 }
 
-#[test]
-fn eval_reproduces_the_recipes_fp32_figures() {
-    let manifest: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(demo().join("manifest.json")).unwrap())
-            .unwrap();
-    let data = root()
-        .join("models")
-        .join(manifest["eval_data"]["folder"].as_str().unwrap());
+/// `vlm eval zero-shot --model models/demo --data models/<folder>` as JSON.
+fn eval_demo_on(folder: &str) -> serde_json::Value {
+    let data = root().join("models").join(folder);
     let out = vlm(&[
         "eval",
         "zero-shot",
@@ -342,11 +337,14 @@ fn eval_reproduces_the_recipes_fp32_figures() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let got: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let want = &manifest["fp32_figures"];
-    // Within half a point, as the foundation issue asks: PIL's and the image crate's
-    // resampling differ by at most a grey level, which may flip a borderline item.
-    const TOLERANCE: f64 = 0.5;
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Rust's figures against the ones the recipe measured in PyTorch: within half a point
+/// (as the foundation issue asks: PIL's and the image crate's resampling differ by at
+/// most a grey level, which may flip a borderline item), or one item where a task has
+/// fewer than 200.
+fn assert_matches_recipe(got: &serde_json::Value, want: &serde_json::Value) {
     let (g, w) = (
         got["tasks"].as_array().unwrap(),
         want["tasks"].as_array().unwrap(),
@@ -358,12 +356,25 @@ fn eval_reproduces_the_recipes_fp32_figures() {
             g["accuracy"].as_f64().unwrap(),
             w["accuracy"].as_f64().unwrap(),
         );
+        let tolerance = (100.0 / w["total"].as_f64().unwrap()).max(0.5) + 1e-9;
         eprintln!("{}: rust {a:.2} recipe {b:.2}", g["name"]);
         assert!(
-            (a - b).abs() <= TOLERANCE,
+            (a - b).abs() <= tolerance,
             "{}: {a} vs recipe {b}",
             g["name"]
         );
+        // The probabilities use the model's t and b: lost or misread, these move far.
+        for key in ["median_true", "median_best_wrong"] {
+            let (a, b) = (
+                g["calibration"][key].as_f64().unwrap(),
+                w["calibration"][key].as_f64().unwrap(),
+            );
+            assert!(
+                (a - b).abs() <= 0.02,
+                "{}: {key} {a} vs recipe {b}",
+                g["name"]
+            );
+        }
     }
     for (g, w) in got["retrieval"]
         .as_array()
@@ -374,10 +385,31 @@ fn eval_reproduces_the_recipes_fp32_figures() {
         for key in ["image_to_text", "text_to_image"] {
             for k in 0..3 {
                 let (a, b) = (g[key][k].as_f64().unwrap(), w[key][k].as_f64().unwrap());
-                assert!((a - b).abs() <= TOLERANCE, "{key}[{k}]: {a} vs recipe {b}");
+                assert!((a - b).abs() <= 0.5, "{key}[{k}]: {a} vs recipe {b}");
             }
         }
     }
+}
+
+fn demo_manifest() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(demo().join("manifest.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn eval_reproduces_the_recipes_fp32_figures() {
+    let manifest = demo_manifest();
+    let got = eval_demo_on(manifest["eval_data"]["folder"].as_str().unwrap());
+    assert_matches_recipe(&got, &manifest["fp32_figures"]);
+}
+
+/// The independent drawings are 128 px: the processor's resize runs, unlike on the eval
+/// set (64 px, the model's size).
+#[test]
+fn eval_reproduces_the_recipes_figures_on_the_independent_drawings() {
+    let manifest = demo_manifest();
+    let drawings = &manifest["drawings"];
+    let got = eval_demo_on(drawings["folder"].as_str().unwrap());
+    assert_matches_recipe(&got, &drawings["figures"]);
 }
 
 #[test]

@@ -41,9 +41,11 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
         "--eval",
         p(&root().join("models/demo-eval")),
         "--labels",
-        "red circle,blue star,yellow triangle",
+        DEMO_LABELS,
         "--template",
         "a {}",
+        "--attention",
+        DEMO_ATTENTION,
         "--out",
         p(&out),
         "--report",
@@ -84,6 +86,18 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
             a["name"],
             allowed_extra_misses(n)
         );
+        // Quantization must not move what a threshold means either.
+        for key in ["median_true", "median_best_wrong"] {
+            let (x, y) = (
+                a["calibration"][key].as_f64().unwrap(),
+                b["calibration"][key].as_f64().unwrap(),
+            );
+            assert!(
+                (x - y).abs() <= 0.05,
+                "{}: {key} fp32 {x} int8 {y}",
+                a["name"]
+            );
+        }
         checked += 1;
     }
     for (a, b) in fp["retrieval"]
@@ -125,7 +139,10 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     let r: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(r[0]["labels"][0]["label"], "a red circle");
-    assert_eq!(r[0]["labels"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        r[0]["labels"].as_array().unwrap().len(),
+        DEMO_LABELS.split(',').count()
+    );
 
     // Labels given at run time go through the int8 text tower and its stored tokenizer.
     let c = vlm(&[
@@ -274,6 +291,8 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
                 DEMO_LABELS,
                 "--template",
                 "a {}",
+                "--attention",
+                DEMO_ATTENTION,
                 "--out",
                 p(&out),
             ])
@@ -313,3 +332,5 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
 /// `scripts/demo.sh`'s labels.
 const DEMO_LABELS: &str =
     "red circle,blue star,yellow triangle,green heart,purple cross,orange square";
+/// `scripts/demo.sh`'s attention precision (see the comment there).
+const DEMO_ATTENTION: &str = "fp32";

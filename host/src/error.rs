@@ -29,6 +29,8 @@ pub enum Error {
     Tokenize { text: String, msg: String },
     #[error("no labels given")]
     NoLabels,
+    #[error("{}: {msg}", path.display())]
+    EvalData { path: PathBuf, msg: String },
     #[error("{}: not a usable artifact: {error}", path.display())]
     BadArtifact {
         path: PathBuf,

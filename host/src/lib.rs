@@ -8,6 +8,8 @@
 //! [`preprocess::pixel_values`] over every supported format.
 
 pub mod bytes;
+pub mod caption_eval;
+pub mod caption_metrics;
 pub mod classify;
 #[cfg(feature = "model")]
 pub mod demo;

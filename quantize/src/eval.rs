@@ -9,13 +9,15 @@ use std::collections::HashMap;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use vlm_runtime::score::cosine;
+use vlm_runtime::score::{cosine, sigmoid};
 
 use crate::{Embedder, Error, Result};
 
 pub const EVAL_FILE: &str = "eval.json";
 pub const EVAL_FORMAT: &str = "vlm-edge-zero-shot-eval";
 pub const RECALL_AT: [usize; 3] = [1, 5, 10];
+/// Equal-width probability bins of the reliability diagram.
+pub const RELIABILITY_BINS: usize = 10;
 
 #[derive(Debug, Deserialize)]
 struct EvalFile {
@@ -62,6 +64,106 @@ pub struct TaskResult {
     pub total: usize,
     /// Top-1 accuracy in percent.
     pub accuracy: f64,
+    /// What the model's sigmoid probabilities σ(t·cos + b) mean on this task.
+    pub calibration: Calibration,
+}
+
+/// SigLIP scores every label on its own, so a user may keep every label whose
+/// probability passes a threshold; these figures say whether that threshold means
+/// anything. Each item has one right label among its candidates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Calibration {
+    /// Median over items of the right label's probability (numpy's median).
+    pub median_true: f64,
+    /// Median over items of the highest probability among the wrong labels.
+    pub median_best_wrong: f64,
+    /// Items whose right label reaches 0.5 and whose wrong labels all stay below it, percent.
+    pub threshold_exact: f64,
+    /// The reliability diagram over every (item, label) pair: bin `i` holds the
+    /// probabilities in `[i/10, (i+1)/10)` (1.0 falls in the last).
+    pub bins: Vec<ReliabilityBin>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReliabilityBin {
+    pub lower: f64,
+    pub upper: f64,
+    /// (item, label) pairs whose probability falls in the bin.
+    pub count: usize,
+    /// Their mean probability (0 when the bin is empty).
+    pub mean_probability: f64,
+    /// The fraction of them that are the right label (0 when the bin is empty).
+    pub observed: f64,
+}
+
+/// Probabilities of one task's items: the right label's and every wrong one's.
+#[derive(Default)]
+struct ProbabilityTally {
+    true_p: Vec<f64>,
+    best_wrong_p: Vec<f64>,
+    exact: usize,
+    /// Per bin: count, sum of probabilities, right labels.
+    bins: [(usize, f64, usize); RELIABILITY_BINS],
+}
+
+impl ProbabilityTally {
+    fn add(&mut self, probabilities: &[f64], gold: usize) {
+        let mut best_wrong = 0.0f64;
+        for (i, &p) in probabilities.iter().enumerate() {
+            let bin = ((p * RELIABILITY_BINS as f64) as usize).min(RELIABILITY_BINS - 1);
+            let b = &mut self.bins[bin];
+            b.0 += 1;
+            b.1 += p;
+            b.2 += usize::from(i == gold);
+            if i != gold {
+                best_wrong = best_wrong.max(p);
+            }
+        }
+        let t = probabilities[gold];
+        self.exact += usize::from(t >= 0.5 && best_wrong < 0.5);
+        self.true_p.push(t);
+        self.best_wrong_p.push(best_wrong);
+    }
+
+    fn finish(mut self) -> Calibration {
+        let items = self.true_p.len();
+        Calibration {
+            median_true: median(&mut self.true_p),
+            median_best_wrong: median(&mut self.best_wrong_p),
+            threshold_exact: percent(self.exact, items),
+            bins: self
+                .bins
+                .iter()
+                .enumerate()
+                .map(|(i, &(count, sum, right))| ReliabilityBin {
+                    lower: i as f64 / RELIABILITY_BINS as f64,
+                    upper: (i + 1) as f64 / RELIABILITY_BINS as f64,
+                    count,
+                    mean_probability: if count == 0 { 0.0 } else { sum / count as f64 },
+                    observed: if count == 0 {
+                        0.0
+                    } else {
+                        right as f64 / count as f64
+                    },
+                })
+                .collect(),
+        }
+    }
+}
+
+/// The median as numpy computes it (the mean of the two middle values when even); 0
+/// for no values.
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    let m = v.len() / 2;
+    if v.len() % 2 == 1 {
+        v[m]
+    } else {
+        (v[m - 1] + v[m]) / 2.0
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -167,9 +269,11 @@ pub fn evaluate(
         texts: HashMap::new(),
     };
 
+    let scorer = model.scorer();
     let mut tasks = Vec::new();
     for task in &spec.tasks {
         let mut correct = 0;
+        let mut tally = ProbabilityTally::default();
         for item in &task.items {
             let labels = item.labels.as_deref().unwrap_or(&task.labels);
             if item.gold >= labels.len() {
@@ -192,6 +296,11 @@ pub fn evaluate(
                 scores.push(cosine(&image, emb.text(label)?));
             }
             correct += usize::from(argmax(&scores) == item.gold);
+            let probabilities: Vec<f64> = scores
+                .iter()
+                .map(|&c| f64::from(sigmoid(scorer.logit_scale * c + scorer.logit_bias)))
+                .collect();
+            tally.add(&probabilities, item.gold);
             done += 1;
             progress(done, total);
         }
@@ -200,6 +309,7 @@ pub fn evaluate(
             correct,
             total: task.items.len(),
             accuracy: percent(correct, task.items.len()),
+            calibration: tally.finish(),
         });
     }
 
@@ -268,6 +378,40 @@ pub fn evaluate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn median_is_numpys() {
+        assert_eq!(median(&mut [3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&mut [4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(median(&mut []), 0.0);
+    }
+
+    #[test]
+    fn reliability_bins_count_every_label_once() {
+        let mut t = ProbabilityTally::default();
+        t.add(&[0.95, 0.05, 0.55], 0);
+        t.add(&[0.2, 0.58, 1.0], 2);
+        let c = t.finish();
+        assert_eq!(c.bins.iter().map(|b| b.count).sum::<usize>(), 6);
+        assert_eq!(c.median_true, (0.95 + 1.0) / 2.0);
+        assert_eq!(c.median_best_wrong, (0.55 + 0.58) / 2.0);
+        assert_eq!(c.threshold_exact, 0.0);
+        let last = &c.bins[RELIABILITY_BINS - 1];
+        assert_eq!((last.count, last.observed), (2, 1.0));
+        let first = &c.bins[0];
+        assert_eq!((first.count, first.observed), (1, 0.0));
+        let five = &c.bins[5];
+        assert_eq!(five.count, 2);
+        assert!((five.mean_probability - 0.565).abs() < 1e-12);
+    }
+
+    #[test]
+    fn an_item_passes_the_threshold_only_alone() {
+        let mut t = ProbabilityTally::default();
+        t.add(&[0.7, 0.2], 0);
+        t.add(&[0.7, 0.5], 0);
+        assert_eq!(t.finish().threshold_exact, 50.0);
+    }
 
     #[test]
     fn argmax_takes_the_first_maximum() {

@@ -407,7 +407,7 @@ pub fn render_html(r: &QuantReport) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::eval::{EvalReport, RetrievalResult, TaskResult};
+    use crate::eval::{Calibration, EvalReport, RetrievalResult, TaskResult};
     use crate::int8::{CosineStats, Options};
     use crate::pipeline::FileSizes;
 
@@ -456,6 +456,12 @@ mod tests {
                 correct: 90,
                 total: 100,
                 accuracy: 90.0 + shift,
+                calibration: Calibration {
+                    median_true: 0.8,
+                    median_best_wrong: 0.05,
+                    threshold_exact: 85.0,
+                    bins: Vec::new(),
+                },
             }],
             retrieval: vec![RetrievalResult {
                 name: "coco-mini".into(),

@@ -75,3 +75,16 @@ def test_tokenizer_pads_to_max_length_and_spells_unknown_words():
     unknown = tok.encode("zebra").ids
     assert tok.token_to_id("<unk>") not in unknown
     assert len(tok.encode("word " * 40).ids) == 8
+
+
+@pytest.mark.parametrize("index", range(0, 300, 7))
+def test_colour_free_phrasings_name_no_colour_and_keep_every_shape(index):
+    # What a grey copy is captioned with in training: true of it, so no colour word, and
+    # the scene's shapes still named (else a grey copy teaches nothing about shape).
+    scene = scenes.sample_scene(np.random.default_rng([3, index]))
+    phrasings = scenes.colour_free_captions(scene)
+    assert phrasings
+    for p in phrasings:
+        assert not set(p.split()) & set(scenes.COLOUR_NAMES), p
+    shapes = {o.shape for o in scene.objects}
+    assert any(all(s in p or scenes.plural(s) in p for s in shapes) for p in phrasings), phrasings

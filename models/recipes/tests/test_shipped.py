@@ -43,3 +43,12 @@ def test_manifest_records_how_it_was_made():
     names = {t["name"] for t in m["fp32_figures"]["tasks"]}
     assert {"shape", "colour", "count", "colour+shape (seen pairs)", "colour+shape (held-out pairs)"} <= names
     assert m["fp32_figures"]["retrieval"]
+
+
+def test_manifest_records_every_runs_settings():
+    # A rebuild needs every argument of every run, not just the last one's steps.
+    runs = manifest()["training"]["runs"]
+    assert runs
+    for run in runs:
+        assert "arguments" in run, run
+        assert {"steps", "grey", "grey_captions", "calibrate", "seed"} <= set(run["arguments"]), run

@@ -122,10 +122,15 @@ def make_eval_set(out: str, per_pair: int = 12, per_count: int = 60, side: int =
             {"name": "held-out", "items": [{"image": f, "caption": retrieval_caption(s)} for f, s in held_any]}
         ],
     }
-    with open(os.path.join(out, "eval.json"), "w") as fh:
+    write_json(os.path.join(out, "eval.json"), doc)
+    return doc
+
+
+def write_json(path: str, doc: dict) -> None:
+    """An eval folder's description file, as every maker here writes it."""
+    with open(path, "w") as fh:
         json.dump(doc, fh, indent=1)
         fh.write("\n")
-    return doc
 
 
 class TorchSiglip:
@@ -174,6 +179,45 @@ def _normalize(x):
     return x / np.where(n == 0, 1, n)
 
 
+RELIABILITY_BINS = 10
+
+
+def calibration(probs: list, golds: list) -> dict:
+    """What σ(t·cos + b) means on a task: `vlm eval zero-shot`'s definitions, line for line.
+
+    probs[i] holds item i's probability for each of its candidate labels; golds[i] the
+    right one. Medians are numpy's; bin k holds [k/10, (k+1)/10), 1.0 the last."""
+    true_p, wrong_p, exact = [], [], 0
+    bins = [[0, 0.0, 0] for _ in range(RELIABILITY_BINS)]
+    for p, gold in zip(probs, golds):
+        best_wrong = 0.0
+        for i, v in enumerate(p):
+            b = bins[min(int(v * RELIABILITY_BINS), RELIABILITY_BINS - 1)]
+            b[0] += 1
+            b[1] += v
+            b[2] += int(i == gold)
+            if i != gold:
+                best_wrong = max(best_wrong, v)
+        exact += int(p[gold] >= 0.5 and best_wrong < 0.5)
+        true_p.append(p[gold])
+        wrong_p.append(best_wrong)
+    return {
+        "median_true": float(np.median(true_p)) if true_p else 0.0,
+        "median_best_wrong": float(np.median(wrong_p)) if wrong_p else 0.0,
+        "threshold_exact": 100.0 * exact / len(golds) if golds else 0.0,
+        "bins": [
+            {
+                "lower": k / RELIABILITY_BINS,
+                "upper": (k + 1) / RELIABILITY_BINS,
+                "count": n,
+                "mean_probability": s / n if n else 0.0,
+                "observed": r / n if n else 0.0,
+            }
+            for k, (n, s, r) in enumerate(bins)
+        ],
+    }
+
+
 def evaluate(model: TorchSiglip, data_dir: str) -> dict:
     from PIL import Image
 
@@ -187,15 +231,22 @@ def evaluate(model: TorchSiglip, data_dir: str) -> dict:
                    | {l for t in spec["tasks"] for it in t["items"] for l in it.get("labels") or []}
                    | {it["caption"] for r in spec.get("retrieval", []) for it in r["items"]})
     txt_emb = dict(zip(texts, _normalize(model.embed_texts(texts))))
+    scale = float(model.model.logit_scale.detach().exp())
+    bias = float(model.model.logit_bias.detach())
     tasks = []
     for t in spec["tasks"]:
-        correct = 0
+        correct, probs, golds = 0, [], []
         for it in t["items"]:
             labels = it.get("labels") or t["labels"]
             scores = np.array([img_emb[it["image"]] @ txt_emb[l] for l in labels])
             correct += int(int(np.argmax(scores)) == it["gold"])
+            probs.append([float(v) for v in 1.0 / (1.0 + np.exp(-(scale * scores + bias)))])
+            golds.append(it["gold"])
         n = len(t["items"])
-        tasks.append({"name": t["name"], "correct": correct, "total": n, "accuracy": 100.0 * correct / n if n else 0.0})
+        tasks.append({
+            "name": t["name"], "correct": correct, "total": n, "accuracy": 100.0 * correct / n if n else 0.0,
+            "calibration": calibration(probs, golds),
+        })
     retrieval = []
     for r in spec.get("retrieval", []):
         caps = []
@@ -225,9 +276,11 @@ def evaluate(model: TorchSiglip, data_dir: str) -> dict:
 
 
 def print_report(report: dict) -> None:
-    print(f"{'task':<32} {'top-1 %':>8} {'items':>6}")
+    print(f"{'task':<32} {'top-1 %':>8} {'items':>6} {'p(right)':>8} {'p(wrong)':>8} {'@0.5 %':>8}")
     for t in report["tasks"]:
-        print(f"{t['name']:<32} {t['accuracy']:>8.2f} {t['total']:>6}")
+        c = t["calibration"]
+        print(f"{t['name']:<32} {t['accuracy']:>8.2f} {t['total']:>6} "
+              f"{c['median_true']:>8.3f} {c['median_best_wrong']:>8.3f} {c['threshold_exact']:>8.2f}")
     for r in report["retrieval"]:
         print(f"retrieval {r['name']}: i->t R@1/5/10 {r['image_to_text']}  t->i {r['text_to_image']}")
 

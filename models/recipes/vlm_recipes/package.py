@@ -6,7 +6,11 @@ their token ids, for the Rust side to match) and manifest.json (sha256 of every 
 training config, seed, training time, and the fp32 figures measured here). The
 zero-shot evaluation set goes into --eval-out.
 
-    python -m vlm_recipes.package --checkpoint CKPT --out models/demo --eval-out models/demo-eval
+    python -m vlm_recipes.package --checkpoint CKPT --out models/demo --eval-out models/demo-eval \
+        --drawings models/demo-drawings
+
+--drawings also measures the model on shape drawings made independently of the scene
+generator (`drawings.py`), recorded in the manifest beside the eval set's figures.
 """
 
 from __future__ import annotations
@@ -96,7 +100,9 @@ def _sha256(path: str) -> str:
     return h.hexdigest()
 
 
-def package(checkpoint: str, out: str, eval_out: str, per_pair: int = 12, per_count: int = 60) -> dict:
+def package(
+    checkpoint: str, out: str, eval_out: str, per_pair: int = 12, per_count: int = 60, drawings: str | None = None
+) -> dict:
     import torch
     import transformers
     from transformers import SiglipModel
@@ -112,6 +118,13 @@ def package(checkpoint: str, out: str, eval_out: str, per_pair: int = 12, per_co
     _golden(ref, out, images)
     ev.make_eval_set(eval_out, per_pair=per_pair, per_count=per_count)
     figures = ev.evaluate(ref, eval_out)
+    drawn = None
+    if drawings:
+        from . import drawings as dr
+
+        if not os.path.exists(os.path.join(drawings, "eval.json")):
+            dr.make(drawings, per_shape=20)
+        drawn = {"folder": os.path.basename(os.path.normpath(drawings)), "figures": ev.evaluate(ref, drawings)}
     with open(os.path.join(checkpoint, "training.json")) as fh:
         training = json.load(fh)
     files = {}
@@ -131,6 +144,7 @@ def package(checkpoint: str, out: str, eval_out: str, per_pair: int = 12, per_co
         "training": {k: v for k, v in training.items() if k not in ("seed", "training_seconds")},
         "eval_data": {"folder": os.path.basename(os.path.normpath(eval_out)), "per_pair": per_pair, "per_count": per_count},
         "fp32_figures": figures,
+        **({"drawings": drawn} if drawn else {}),
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__},
     }
     with open(os.path.join(out, "manifest.json"), "w") as fh:
@@ -146,9 +160,14 @@ def main(argv=None) -> int:
     ap.add_argument("--eval-out", required=True)
     ap.add_argument("--per-pair", type=int, default=12)
     ap.add_argument("--per-count", type=int, default=60)
+    ap.add_argument(
+        "--drawings", help="folder of independent shape drawings (made there if missing) to measure too"
+    )
     args = ap.parse_args(argv)
-    m = package(args.checkpoint, args.out, args.eval_out, args.per_pair, args.per_count)
+    m = package(args.checkpoint, args.out, args.eval_out, args.per_pair, args.per_count, args.drawings)
     ev.print_report(m["fp32_figures"])
+    if "drawings" in m:
+        ev.print_report(m["drawings"]["figures"])
     print(f"{args.out}: {m['total_bytes'] / 1e6:.1f} MB in {len(m['files'])} files")
     return 0
 

@@ -347,6 +347,21 @@ def captions_for(scene: Scene) -> list[str]:
     ]
 
 
+def colour_free_captions(scene: Scene) -> list[str]:
+    """The scene's phrasings with every colour word removed: what stays true of a grey copy.
+
+    Phrasings that named only a colour ("a red shape") say nothing once it is gone."""
+    out = []
+    for cap in captions_for(scene):
+        words = [w for w in cap.split() if w not in COLOURS]
+        if "shape" in words:
+            continue
+        text = " ".join(words)
+        if text not in out:
+            out.append(text)
+    return out
+
+
 def render(scene: Scene, rng: np.random.Generator, side: int = 64) -> Image.Image:
     big = side * SUPERSAMPLE
     bg, kind = _background(rng, big)

@@ -7,7 +7,13 @@ From-scratch ViTs learn colour from captions in minutes but shape only very slow
   B. then on mixed 1-3 object scenes (small objects do not follow from large ones),
   C. then both towers train with the sigmoid loss, the image tower at a lower learning
      rate and the supervised heads kept as a small auxiliary term so the shape skill
-     survives the switch.
+     survives the switch. A fraction of the images is shown grey with its colour-free
+     phrasings ("a star", "a circle to the left of a star"), so shape words must be
+     read from outlines, not from the colours they came with;
+  E. the temperature t and bias b alone are fitted (logistic regression on two
+     numbers) to training-split images against every zero-shot prompt, so a
+     probability of 0.5 means what it says; the sigmoid loss leaves b far below zero
+     because almost every pair in a batch is a negative.
 Held-out colour-shape pairs never appear in any stage's training images.
 
     python -m vlm_recipes.train --out DIR            # the shipped demo model
@@ -162,19 +168,77 @@ def quick_zero_shot(model, tok, images, scene_list, batch=256):
 def draw_batch(rng, cap_ids, cap_n, size):
     """Image indices and, for each, one of its captions' token ids, drawn at random."""
     idx = rng.integers(0, len(cap_ids), size=size)
-    pick = torch.from_numpy((rng.random(size) * cap_n[idx].numpy()).astype(np.int64))
-    return idx, cap_ids[torch.from_numpy(idx), pick]
+    return idx, pick_captions(rng, cap_ids, cap_n, idx)
 
 
-def caption_ids(tok, scene_list):
+def pick_captions(rng, cap_ids, cap_n, idx):
+    pick = torch.from_numpy((rng.random(len(idx)) * cap_n[idx].numpy()).astype(np.int64))
+    return cap_ids[torch.from_numpy(idx), pick]
+
+
+def caption_ids(tok, scene_list, phrasings=lambda s: s.captions):
     ids = torch.zeros(len(scene_list), MAX_CAPTIONS, DEMO_MAX_LENGTH, dtype=torch.long)
     n = torch.zeros(len(scene_list), dtype=torch.long)
     for i, s in enumerate(scene_list):
-        caps = s.captions[:MAX_CAPTIONS]
+        caps = phrasings(s)[:MAX_CAPTIONS]
         for j, e in enumerate(tok.encode_batch(caps)):
             ids[i, j] = torch.tensor(e.ids)
         n[i] = len(caps)
     return ids, n
+
+
+def prompt_families():
+    """Every zero-shot prompt `vlm eval zero-shot` and the demo use, with its truth test."""
+    out = [(f"a {s}", lambda sc, s=s: any(o.shape == s for o in sc.objects)) for s in scenes.SHAPES]
+    out += [(f"a {c} shape", lambda sc, c=c: any(o.colour == c for o in sc.objects)) for c in scenes.COLOUR_NAMES]
+    out += [
+        (f"a {c} {s}", lambda sc, c=c, s=s: any(o.colour == c and o.shape == s for o in sc.objects))
+        for c in scenes.COLOUR_NAMES
+        for s in scenes.SHAPES
+    ]
+    return out
+
+
+@torch.no_grad()
+def calibrate(model, tok, images, scene_list, log):
+    """Fits logit_scale and logit_bias (only) by logistic regression on cos(img, txt).
+
+    Platt scaling: the towers are untouched, so rankings do not move; only what a
+    probability means does. Images come from the training split (never the eval set)."""
+    model.eval()
+    feats = F.normalize(image_features(model, images), dim=-1)
+    prompts = prompt_families()
+    ids = torch.tensor([e.ids for e in tok.encode_batch([p for p, _ in prompts])])
+    txt = F.normalize(model.text_model(input_ids=ids).pooler_output, dim=-1)
+    cos = feats @ txt.t()
+    truth = torch.tensor([[float(test(sc)) for _, test in prompts] for sc in scene_list])
+    scale = model.logit_scale.detach().clone().requires_grad_(True)
+    bias = model.logit_bias.detach().clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([scale, bias], lr=0.5, max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        with torch.enable_grad():
+            loss = F.binary_cross_entropy_with_logits(cos * scale.exp() + bias, truth)
+            loss.backward()
+        return loss
+
+    before = (model.logit_scale.exp().item(), model.logit_bias.item())
+    with torch.enable_grad():
+        opt.step(closure)
+    model.logit_scale.copy_(scale.detach())
+    model.logit_bias.copy_(bias.detach())
+    p = torch.sigmoid(cos * scale.detach().exp() + bias.detach())
+    single = torch.tensor([sc.count == 1 for sc in scene_list])
+    true_p = p[single][truth[single] > 0]
+    wrong_p = (p[single] * (1 - truth[single])).max(-1).values
+    log(
+        f"calibrated t {before[0]:.2f} -> {scale.exp().item():.2f}, b {before[1]:.2f} -> {bias.item():.2f}; "
+        f"single objects: median true-label p {true_p.median().item():.3f}, "
+        f"median best wrong p {wrong_p.median().item():.3f}"
+    )
+    model.train()
+    return {"t_before": before[0], "b_before": before[1], "t": scale.exp().item(), "b": bias.item()}
 
 
 def main(argv=None) -> int:
@@ -182,10 +246,18 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="folder for the trained checkpoint")
     ap.add_argument("--seed", type=int, default=1234)
     ap.add_argument("--smoke", action="store_true", help="a few steps on tiny data")
-    ap.add_argument("--steps", default="600,1500,1200", help="steps of stages A,B,C")
-    ap.add_argument("--vision-lr", type=float, default=2e-4, help="image tower learning rate in stage C")
-    ap.add_argument("--aux-weight", type=float, default=0.2, help="weight of the supervised term in stage C")
+    ap.add_argument("--steps", default="800,3600,1500", help="steps of stages A,B,C")
+    ap.add_argument("--vision-lr", type=float, default=1e-4, help="image tower learning rate in stage C")
+    ap.add_argument("--aux-weight", type=float, default=0.5, help="weight of the supervised term in stage C")
     ap.add_argument("--grey", type=float, default=0.5, help="fraction of supervised images shown grey")
+    ap.add_argument(
+        "--grey-captions", type=float, default=0.3,
+        help="fraction of stage C images shown grey with their colour-free phrasings",
+    )
+    ap.add_argument(
+        "--calibrate", type=int, default=4000,
+        help="training-split images stage E fits t and b on (0: keep the trained t and b)",
+    )
     ap.add_argument("--lit-steps", type=int, default=0, help="steps of stage D (image tower locked)")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--init", help="continue from a checkpoint this script saved (same seed and data)")
@@ -278,6 +350,7 @@ def main(argv=None) -> int:
     all_s = single_s + mixed_s
     lab = labels_of(all_s)
     cap_ids, cap_n = caption_ids(tok, all_s)
+    grey_ids, grey_n = caption_ids(tok, all_s, scenes.colour_free_captions)
     text_params = list(model.text_model.parameters()) + [model.logit_scale, model.logit_bias]
     opt = torch.optim.AdamW(
         [
@@ -292,11 +365,15 @@ def main(argv=None) -> int:
         for g in opt.param_groups:
             g["lr"] = lr_at(step, steps_c, g["base"])
         idx, ids = draw_batch(rng, cap_ids, cap_n, bsz_sig)
-        img = model.vision_model(pixel_values=to_pixels(all_x[idx])).pooler_output
+        pixels, has_colour = grey_some(to_pixels(all_x[idx]), rng, args.grey_captions)
+        if has_colour is not None:
+            grey = has_colour == 0
+            ids[grey] = pick_captions(rng, grey_ids, grey_n, idx[grey.numpy()])
+        img = model.vision_model(pixel_values=pixels).pooler_output
         txt = model.text_model(input_ids=ids).pooler_output
         t_idx = torch.from_numpy(idx)
         loss_sig = sigmoid_loss(img, txt, ids, model.logit_scale, model.logit_bias)
-        loss_aux = heads.loss(img, lab[0][t_idx], lab[1][t_idx], lab[2][t_idx])
+        loss_aux = heads.loss(img, lab[0][t_idx], lab[1][t_idx], lab[2][t_idx], has_colour)
         loss = loss_sig + aux_weight * loss_aux
         opt.zero_grad()
         loss.backward()
@@ -333,6 +410,14 @@ def main(argv=None) -> int:
             if (step + 1) % 500 == 0 or step == steps_d - 1:
                 check("D", step + 1)
 
+    calibration = None
+    n_calib = min(64, args.calibrate) if args.smoke else args.calibrate
+    if n_calib:
+        log("stage E: fitting t and b")
+        calib_x, calib_s = generate(args.seed + 3, n_calib)
+        calibration = calibrate(model, tok, calib_x, calib_s, log)
+        check("E", 0)
+
     model.eval()
     model.save_pretrained(args.out)
     torch.save(heads.state_dict(), os.path.join(args.out, "heads.pt"))
@@ -341,7 +426,14 @@ def main(argv=None) -> int:
         **steps,
         "init": bool(args.init),
         "grey_fraction_supervised": args.grey,
-        "stage_c": {"vision_lr": args.vision_lr, "aux_weight": args.aux_weight},
+        "stage_c": {
+            "vision_lr": args.vision_lr,
+            "aux_weight": args.aux_weight,
+            "grey_caption_fraction": args.grey_captions,
+        },
+        "calibration": {"images": n_calib, **(calibration or {})},
+        "arguments": {k: v for k, v in vars(args).items() if k not in ("out", "init")},
+        "seconds": round(time.time() - t0, 1),
     }
     info = {
         "seed": args.seed,
