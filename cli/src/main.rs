@@ -406,21 +406,23 @@ fn print_report(report: &EvalReport, bins: bool) {
             t.name, t.accuracy, t.total, c.median_true, c.median_best_wrong, c.threshold_exact
         );
     }
-    for t in report.tasks.iter().filter(|_| bins) {
-        println!();
-        println!("reliability: {} (every image against every label)", t.name);
-        println!(
-            "{:<14} {:>8} {:>10} {:>10}",
-            "probability", "labels", "mean p", "right"
-        );
-        for b in &t.calibration.bins {
+    if bins {
+        for t in &report.tasks {
+            println!();
+            println!("reliability: {} (every image against every label)", t.name);
             println!(
-                "{:<14} {:>8} {:>10.3} {:>10.3}",
-                format!("{:.1}-{:.1}", b.lower, b.upper),
-                b.count,
-                b.mean_probability,
-                b.observed
+                "{:<14} {:>8} {:>10} {:>10}",
+                "probability", "labels", "mean p", "right"
             );
+            for b in &t.calibration.bins {
+                println!(
+                    "{:<14} {:>8} {:>10.3} {:>10.3}",
+                    format!("{:.1}-{:.1}", b.lower, b.upper),
+                    b.count,
+                    b.mean_probability,
+                    b.observed
+                );
+            }
         }
     }
     for r in &report.retrieval {

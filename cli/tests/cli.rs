@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 mod common;
-use common::{assert_clean_failure, root, tmp, vlm};
+use common::{assert_clean_failure, root, tmp, vlm, vlm_json};
 
 fn demo() -> PathBuf {
     root().join("models/demo")
@@ -21,7 +21,7 @@ fn example(name: &str) -> String {
 #[test]
 fn classifies_the_shipped_examples_with_the_default_model() {
     let labels = "red circle,blue star,yellow triangle,green heart";
-    let out = vlm(&[
+    let v = vlm_json(&[
         "classify",
         &example("red-circle.png"),
         &example("two-blue-stars.png"),
@@ -32,12 +32,6 @@ fn classifies_the_shipped_examples_with_the_default_model() {
         "a {}",
         "--json",
     ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let top: Vec<&str> = v
         .as_array()
         .unwrap()
@@ -74,13 +68,7 @@ fn threshold_keeps_the_labels_at_or_above_it() {
             "--json",
         ];
         args.extend_from_slice(extra);
-        let out = vlm(&args);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let v = vlm_json(&args);
         v.as_array()
             .unwrap()
             .iter()
@@ -323,7 +311,7 @@ fn template_without_placeholder() {
 /// `vlm eval zero-shot --model models/demo --data models/<folder>` as JSON.
 fn eval_demo_on(folder: &str) -> serde_json::Value {
     let data = root().join("models").join(folder);
-    let out = vlm(&[
+    vlm_json(&[
         "eval",
         "zero-shot",
         "--model",
@@ -331,13 +319,7 @@ fn eval_demo_on(folder: &str) -> serde_json::Value {
         "--data",
         data.to_str().unwrap(),
         "--json",
-    ]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    ])
 }
 
 /// Rust's figures against the ones the recipe measured in PyTorch: within half a point
@@ -432,13 +414,7 @@ fn every_image_variant_classifies() {
     let mut args = vec!["classify"];
     args.extend(files.iter().map(String::as_str));
     args.extend(["--labels", "a red circle,a blue star", "--json"]);
-    let out = vlm(&args);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = vlm_json(&args);
     assert_eq!(v.as_array().unwrap().len(), files.len());
 }
 

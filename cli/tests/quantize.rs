@@ -4,7 +4,7 @@
 use std::path::Path;
 
 mod common;
-use common::{assert_clean_failure, root, tmp, vlm};
+use common::{assert_clean_failure, root, tmp, vlm, vlm_json};
 
 fn p(path: &Path) -> &str {
     path.to_str().unwrap()
@@ -120,7 +120,7 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     assert!(checked >= 3, "the report has {checked} zero-shot rows");
 
     // The artifact runs on the runtime: eval reproduces the report's int8 figures.
-    let e = vlm(&[
+    let again = vlm_json(&[
         "eval",
         "zero-shot",
         "--model",
@@ -129,15 +129,11 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
         p(&root().join("models/demo-eval")),
         "--json",
     ]);
-    assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
-    let again: serde_json::Value = serde_json::from_slice(&e.stdout).unwrap();
     assert_eq!(again, *q8);
 
     // Stored labels: classify with the image tower alone.
     let red = root().join("models/demo/examples/red-circle.png");
-    let c = vlm(&["classify", p(&red), "--model", p(&out), "--json"]);
-    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
+    let r = vlm_json(&["classify", p(&red), "--model", p(&out), "--json"]);
     assert_eq!(r[0]["labels"][0]["label"], "a red circle");
     assert_eq!(
         r[0]["labels"].as_array().unwrap().len(),
@@ -145,7 +141,7 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     );
 
     // Labels given at run time go through the int8 text tower and its stored tokenizer.
-    let c = vlm(&[
+    let r = vlm_json(&[
         "classify",
         p(&red),
         "--model",
@@ -154,8 +150,6 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
         "blue star,red circle",
         "--json",
     ]);
-    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
-    let r: serde_json::Value = serde_json::from_slice(&c.stdout).unwrap();
     assert_eq!(r[0]["labels"][0]["label"], "red circle");
 
     // Fidelity against the fp32 folder on the example images, as JSON and as a table.

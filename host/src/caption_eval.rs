@@ -7,7 +7,7 @@
 //! from the file's `vocabulary`, so nothing here knows the generator's words.
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -77,13 +77,7 @@ impl CaptionSet {
             return Err(bad("no items".into()));
         }
         for it in &f.items {
-            let p = Path::new(&it.image);
-            if p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-                return Err(bad(format!(
-                    "image path {:?} leaves the data folder",
-                    it.image
-                )));
-            }
+            crate::data_folder::resolve(dir, &path, &it.image)?;
             if it.references.is_empty() {
                 return Err(bad(format!("{}: no reference captions", it.image)));
             }
@@ -104,6 +98,7 @@ impl CaptionSet {
         })
     }
 
+    /// An item's image (its path was checked to stay inside the folder at load).
     pub fn image_path(&self, item: &Item) -> PathBuf {
         self.dir.join(&item.image)
     }

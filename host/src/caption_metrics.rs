@@ -11,7 +11,7 @@
 //! Inputs are tokenized already: words separated by spaces ([`tokenize`] does what the
 //! COCO tokenizer does to plain lowercase captions: lowercase, punctuation dropped).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 /// The n-gram orders both metrics use.
 pub const MAX_N: usize = 4;
@@ -32,17 +32,32 @@ pub fn tokenize(text: &str) -> String {
         .join(" ")
 }
 
-type Counts<'a> = HashMap<&'a [&'a str], usize>;
+// Ordered maps: every sum over n-grams runs in one order, so a score is the same to
+// the last bit from run to run (a HashMap's order changes with its random seed).
+type Counts<'a> = BTreeMap<&'a [&'a str], usize>;
 
-fn ngram_counts<'a>(words: &'a [&'a str]) -> Counts<'a> {
-    let mut counts = HashMap::new();
+/// A sentence as both metrics read it: its length in words and its n-gram counts
+/// (orders 1 to `MAX_N`), counted once for BLEU, the document frequencies and CIDEr-D.
+struct Cooked<'a> {
+    len: usize,
+    counts: Counts<'a>,
+}
+
+fn cook<'a>(words: &'a [&'a str]) -> Cooked<'a> {
+    let mut counts = BTreeMap::new();
     for n in 1..=MAX_N {
         for gram in words.windows(n) {
             *counts.entry(gram).or_insert(0) += 1;
         }
     }
-    counts
+    Cooked {
+        len: words.len(),
+        counts,
+    }
 }
+
+/// One image's candidate and references, cooked.
+type CookedSample<'a> = (Cooked<'a>, Vec<Cooked<'a>>);
 
 /// One image: its candidate caption and its reference captions.
 #[derive(Debug, Clone, Copy)]
@@ -76,9 +91,13 @@ pub fn score(samples: &[Sample]) -> CaptionScores {
             )
         })
         .collect();
-    let cider = cider_d(&words);
+    let cooked: Vec<CookedSample> = words
+        .iter()
+        .map(|(cand, refs)| (cook(cand), refs.iter().map(|r| cook(r)).collect()))
+        .collect();
+    let cider = cider_d(&cooked);
     CaptionScores {
-        bleu: bleu(&words),
+        bleu: bleu(&cooked),
         cider_d: if cider.is_empty() {
             0.0
         } else {
@@ -88,31 +107,31 @@ pub fn score(samples: &[Sample]) -> CaptionScores {
     }
 }
 
-fn bleu(words: &[(Vec<&str>, Vec<Vec<&str>>)]) -> [f64; MAX_N] {
+fn bleu(samples: &[CookedSample]) -> [f64; MAX_N] {
     const TINY: f64 = 1e-15;
     const SMALL: f64 = 1e-9;
     let (mut test_len, mut ref_len) = (0usize, 0usize);
     let mut guess = [0usize; MAX_N];
     let mut correct = [0usize; MAX_N];
-    for (cand, refs) in words {
-        let mut max_ref: Counts = HashMap::new();
+    for (cand, refs) in samples {
+        let mut max_ref: Counts = BTreeMap::new();
         for r in refs {
-            for (g, c) in ngram_counts(r) {
+            for (&g, &c) in &r.counts {
                 let m = max_ref.entry(g).or_insert(0);
                 *m = (*m).max(c);
             }
         }
-        for (g, c) in ngram_counts(cand) {
+        for (g, &c) in &cand.counts {
             correct[g.len() - 1] += c.min(max_ref.get(g).copied().unwrap_or(0));
         }
         for (k, slot) in guess.iter_mut().enumerate() {
-            *slot += (cand.len() + 1).saturating_sub(k + 1);
+            *slot += (cand.len + 1).saturating_sub(k + 1);
         }
-        test_len += cand.len();
+        test_len += cand.len;
         // The closest reference length; a tie goes to the shorter.
         ref_len += refs
             .iter()
-            .map(|r| (r.len().abs_diff(cand.len()), r.len()))
+            .map(|r| (r.len.abs_diff(cand.len), r.len))
             .min()
             .map_or(0, |(_, l)| l);
     }
@@ -134,18 +153,18 @@ fn bleu(words: &[(Vec<&str>, Vec<Vec<&str>>)]) -> [f64; MAX_N] {
 /// An n-gram vector of tf·idf weights per order, its norms, and the length CIDEr-D's
 /// penalty compares (the bigram count, as the reference code has it).
 struct TfIdf<'a> {
-    weights: [HashMap<&'a [&'a str], f64>; MAX_N],
+    weights: [BTreeMap<&'a [&'a str], f64>; MAX_N],
     norm: [f64; MAX_N],
     length: usize,
 }
 
-fn tf_idf<'a>(words: &'a [&'a str], df: &HashMap<&[&str], f64>, log_images: f64) -> TfIdf<'a> {
+fn tf_idf<'a>(s: &Cooked<'a>, df: &BTreeMap<&[&str], f64>, log_images: f64) -> TfIdf<'a> {
     let mut v = TfIdf {
         weights: Default::default(),
         norm: [0.0; MAX_N],
         length: 0,
     };
-    for (g, tf) in ngram_counts(words) {
+    for (&g, &tf) in &s.counts {
         let n = g.len() - 1;
         let idf = log_images - df.get(g).copied().unwrap_or(0.0).max(1.0).ln();
         let w = tf as f64 * idf;
@@ -161,22 +180,19 @@ fn tf_idf<'a>(words: &'a [&'a str], df: &HashMap<&[&str], f64>, log_images: f64)
     v
 }
 
-fn cider_d(words: &[(Vec<&str>, Vec<Vec<&str>>)]) -> Vec<f64> {
+fn cider_d(samples: &[CookedSample]) -> Vec<f64> {
     // Document frequency: in how many images' references an n-gram appears.
-    let mut df: HashMap<&[&str], f64> = HashMap::new();
-    for (_, refs) in words {
-        let mut seen: Vec<&[&str]> = refs
-            .iter()
-            .flat_map(|r| ngram_counts(r).into_keys())
-            .collect();
+    let mut df: BTreeMap<&[&str], f64> = BTreeMap::new();
+    for (_, refs) in samples {
+        let mut seen: Vec<&[&str]> = refs.iter().flat_map(|r| r.counts.keys().copied()).collect();
         seen.sort_unstable();
         seen.dedup();
         for g in seen {
             *df.entry(g).or_insert(0.0) += 1.0;
         }
     }
-    let log_images = (words.len() as f64).ln();
-    words
+    let log_images = (samples.len() as f64).ln();
+    samples
         .iter()
         .map(|(cand, refs)| {
             let hyp = tf_idf(cand, &df, log_images);

@@ -11,6 +11,7 @@ pub mod bytes;
 pub mod caption_eval;
 pub mod caption_metrics;
 pub mod classify;
+pub mod data_folder;
 #[cfg(feature = "model")]
 pub mod demo;
 pub mod error;

@@ -47,7 +47,12 @@ pub struct Scorer {
 impl Scorer {
     /// The logit t·cos + b for one image and one text embedding.
     pub fn logit(&self, image: &[f32], text: &[f32]) -> f32 {
-        self.logit_scale * cosine(image, text) + self.logit_bias
+        self.logit_of_cosine(cosine(image, text))
+    }
+
+    /// t·cos + b for a cosine already computed (an evaluation that ranks by cosine).
+    pub fn logit_of_cosine(&self, cos: f32) -> f32 {
+        self.logit_scale * cos + self.logit_bias
     }
 
     /// σ(t·cos + b).

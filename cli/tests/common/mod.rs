@@ -20,6 +20,17 @@ pub fn vlm(args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `vlm` as [`vlm`] does, requires success, and parses its stdout as JSON.
+pub fn vlm_json(args: &[&str]) -> serde_json::Value {
+    let out = vlm(args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// A path in this test binary's own scratch folder, under the build's target directory
 /// (cargo's tmp folder for integration tests), so runs leave nothing in the system's.
 pub fn tmp(name: &str) -> PathBuf {
