@@ -50,7 +50,7 @@ pub struct BenchArgs {
     /// An int8 artifact (.vlmq, timed on the vlm runtime) or an fp32 model folder
     /// (timed on tract, for comparison).
     #[arg(long, value_name = "FILE|DIR", required_unless_present = "ops")]
-    model: Option<PathBuf>,
+    pub(crate) model: Option<PathBuf>,
     /// The tower to time.
     #[arg(long, value_enum, default_value = "vision")]
     tower: Tower,
@@ -62,7 +62,7 @@ pub struct BenchArgs {
     pub(crate) runs: usize,
     /// Untimed runs first (caches, page faults, CPU frequency).
     #[arg(long, default_value_t = 3)]
-    warmup: usize,
+    pub(crate) warmup: usize,
     /// Also time the int8 GEMM kernel alone on each distinct shape of the tower's
     /// int8 linear layers.
     #[arg(long)]
@@ -75,6 +75,19 @@ pub struct BenchArgs {
     /// this CPU has, next to the scalar reference (`vlm_runtime::harness`).
     #[arg(long)]
     pub(crate) ops: bool,
+    /// Time a captioner instead (a Hugging Face folder or an artifact): image encode,
+    /// prefill and decode speeds, on 1 and 2 threads unless --threads is given.
+    #[arg(long)]
+    pub(crate) caption: bool,
+    /// Tokens decoded per timed caption (--caption).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub(crate) decode_tokens: usize,
+    /// KV cache positions of a captioner read from a folder (--caption).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    pub(crate) context: usize,
+    /// Whether --threads was given (not its default).
+    #[arg(skip)]
+    pub(crate) threads_given: bool,
     /// Print JSON instead of text.
     #[arg(long)]
     pub(crate) json: bool,
@@ -115,7 +128,7 @@ struct Report {
     isa: Option<&'static str>,
     threads: usize,
     runs: usize,
-    warmup: usize,
+    pub(crate) warmup: usize,
     median_ms: f64,
     min_ms: f64,
     max_ms: f64,
@@ -634,6 +647,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
         bail!("--runs must be at least 1");
     }
     let kind = args.tower;
+    if args.caption {
+        return crate::bench_caption::bench_caption(&args, args.decode_tokens);
+    }
     if args.ops {
         return crate::bench_ops::bench_ops(&args);
     }

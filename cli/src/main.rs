@@ -18,7 +18,9 @@ use vlm_quantize::{rank_labels, Artifact, Embedder, Fp32Siglip};
 use vlm_runtime::ops::Precision;
 
 mod bench;
+mod bench_caption;
 mod bench_ops;
+mod caption;
 
 #[derive(Parser)]
 #[command(name = "vlm", version, about = "Vision-language models on the edge")]
@@ -31,6 +33,8 @@ struct Cli {
 enum Command {
     /// Zero-shot classification: one independent probability per label, ranked.
     Classify(ClassifyArgs),
+    /// Caption images with a captioning model.
+    Caption(caption::CaptionArgs),
     /// Print image and/or text embeddings.
     Embed(EmbedArgs),
     /// Evaluate a model.
@@ -204,6 +208,9 @@ struct EmbedArgs {
 
 #[derive(Subcommand)]
 enum EvalCommand {
+    /// Caption quality on a caption set: BLEU, CIDEr-D, and colour / shape / count named
+    /// right per object.
+    Caption(caption::EvalCaptionArgs),
     /// How closely an int8 artifact reproduces its fp32 model: embedding cosines.
     Fidelity {
         /// The int8 artifact (.vlmq).
@@ -502,6 +509,7 @@ fn eval(cmd: EvalCommand) -> Result<()> {
             data,
             json,
         } => return fidelity(model, reference, data, json),
+        EvalCommand::Caption(a) => return caption::eval_caption(a),
     };
     if !data.is_dir() {
         bail!("{}: no such data folder", data.display());
@@ -623,6 +631,7 @@ fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Classify(a) => classify(a),
+        Command::Caption(a) => caption::caption(a),
         Command::Embed(a) => embed(a),
         Command::Eval(e) => eval(e),
         Command::Quantize(q) => quantize(q),
@@ -650,7 +659,15 @@ fn main() -> ExitCode {
             *last = Some(format!("{msg}{at}"));
         }
     }));
-    let cli = Cli::parse();
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let mut cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(c) => c,
+        Err(e) => e.exit(),
+    };
+    // `vlm bench --caption` times 1 and 2 threads unless --threads says otherwise.
+    if let (Command::Bench(b), Some(m)) = (&mut cli.command, matches.subcommand_matches("bench")) {
+        b.threads_given = m.value_source("threads") == Some(clap::parser::ValueSource::CommandLine);
+    }
     // A panic is a bug, but it still ends as one error line and exit 2, never as a
     // silent exit: a panic resumed without the hook (as a C library's error unwinding
     // through Rust is) carries its message as the payload.

@@ -41,6 +41,13 @@ pub enum Error {
         path: PathBuf,
         error: vlm_models::siglip::MetaError,
     },
+    #[error("{}: not a usable captioner: {error}", path.display())]
+    BadCaptioner {
+        path: PathBuf,
+        error: vlm_models::captioner::MetaError,
+    },
+    #[error("captioning: {0}")]
+    Generate(vlm_models::generate::GenerateError),
     // Not `source`: the message already includes it, and a source would repeat it in
     // the CLI's error chain.
     #[error("{what}: {error}")]

@@ -8,6 +8,8 @@
 //! [`preprocess::pixel_values`] over every supported format.
 
 pub mod bytes;
+#[cfg(feature = "model")]
+pub mod caption;
 pub mod caption_eval;
 pub mod caption_metrics;
 pub mod classify;

@@ -83,7 +83,9 @@ impl Model {
         let loaded = Loaded::try_new(bytes, |b| vlm_runtime::Model::from_bytes(b.as_bytes()))
             .map_err(bad)?;
         let model = loaded.borrow_dependent();
-        let config = match model.config_json() {
+        // Other families' config.json is the Hugging Face one, read by their own code.
+        let siglip_family = model.meta.family == vlm_runtime::names::family::SIGLIP;
+        let config = match model.config_json().filter(|_| siglip_family) {
             Some(json) => {
                 let text = std::str::from_utf8(json).map_err(|_| {
                     bad(vlm_runtime::FormatError::BadField {
@@ -182,6 +184,8 @@ impl Model {
             Role::TextEncoder => "running the text encoder",
             Role::Projector => "running the projector",
             Role::Decoder => "running the decoder",
+            Role::TokenEmbedding => "embedding tokens",
+            Role::Prefill => "running the prefill",
         };
         let err = |error| Error::Runtime { what, error };
         let g = model

@@ -4,4 +4,6 @@
 //! architecture's conventions (names, enums) remain, for the `no_std` side.
 #![cfg_attr(not(feature = "std"), no_std)]
 
+pub mod captioner;
+pub mod generate;
 pub mod siglip;

@@ -50,6 +50,10 @@ pub enum Error {
         path: PathBuf,
         error: vlm_runtime::FormatError,
     },
+    /// A Hugging Face model folder's weights or config.json that cannot be used: a
+    /// missing tensor, a wrong shape, an unknown architecture…
+    #[error("{}: {msg}", path.display())]
+    Checkpoint { path: PathBuf, msg: String },
     #[error("calibration: {0}")]
     Calibration(String),
     #[error("cannot write the artifact: {0}")]

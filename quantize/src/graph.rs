@@ -20,6 +20,13 @@ pub enum TowerInput {
     },
     /// `len` token ids (u32 in the buffer).
     Tokens { len: usize },
+    /// `rows × dim` f32 values: vision features for a projector, input embeddings for a
+    /// decoder.
+    Values {
+        rows: usize,
+        dim: usize,
+        name: &'static str,
+    },
 }
 
 impl TowerInput {
@@ -32,6 +39,7 @@ impl TowerInput {
                 width,
             } => channels * height * width,
             TowerInput::Tokens { len } => len,
+            TowerInput::Values { rows, dim, .. } => rows * dim,
         }
     }
 
@@ -42,7 +50,7 @@ impl TowerInput {
     /// The element type of the input port.
     pub fn dtype(&self) -> DType {
         match self {
-            TowerInput::Pixels { .. } => DType::F32,
+            TowerInput::Pixels { .. } | TowerInput::Values { .. } => DType::F32,
             TowerInput::Tokens { .. } => DType::U32,
         }
     }
@@ -52,6 +60,7 @@ impl TowerInput {
         match self {
             TowerInput::Pixels { .. } => "pixel_values",
             TowerInput::Tokens { .. } => "input_ids",
+            TowerInput::Values { name, .. } => name,
         }
     }
 }

@@ -10,6 +10,7 @@ pub mod calibrate;
 pub mod error;
 pub mod eval;
 pub mod graph;
+pub mod hf;
 pub mod import;
 pub mod int8;
 pub mod pipeline;

@@ -268,7 +268,7 @@ pub fn quantize_model(
         None
     } else {
         let bytes = write_artifact(&ArtifactParts {
-            meta: meta_from_config(&cfg),
+            meta: meta_from_config(&cfg).to_words().to_vec(),
             graphs: vec![&vision, &text],
             tokenizer_json: tokenizer_json.as_deref(),
             config_json: Some(&config_json),
@@ -290,7 +290,7 @@ pub fn quantize_model(
         None => Vec::new(),
     };
     let bytes = write_artifact(&ArtifactParts {
-        meta: meta_from_config(&cfg),
+        meta: meta_from_config(&cfg).to_words().to_vec(),
         graphs: vec![&qv.graph, &qt.graph],
         tokenizer_json: tokenizer_json.as_deref(),
         config_json: Some(&config_json),

@@ -72,6 +72,7 @@ fn meta_for_graph(g: &Graph) -> Meta {
             width,
         } => (channels, height, width, 0),
         TowerInput::Tokens { len } => (0, 0, 0, len),
+        TowerInput::Values { rows, dim, .. } => (1, rows, dim, 0),
     };
     let vocab_size = g
         .nodes
@@ -114,7 +115,7 @@ pub fn reproducible(bytes: AlignedBytes, source: &Path) -> Result<Artifact> {
 /// for running one tower on the runtime during calibration and tests.
 pub fn single_tower(graph: &Graph) -> Result<Artifact> {
     let bytes = write_artifact(&ArtifactParts {
-        meta: meta_for_graph(graph),
+        meta: meta_for_graph(graph).to_words().to_vec(),
         graphs: vec![graph],
         tokenizer_json: None,
         config_json: None,
@@ -128,6 +129,7 @@ pub fn run_f32(graph: &Graph, input: &[f32]) -> Result<Vec<f32>> {
     let a = single_tower(graph)?;
     match graph.input {
         TowerInput::Pixels { .. } => Ok(a.embed_pixels(input)?),
+        TowerInput::Values { .. } => Ok(a.run(graph.role, vlm_runtime::Input::F32(input), None)?),
         TowerInput::Tokens { .. } => {
             let ids: Vec<u32> = input.iter().map(|&x| x as u32).collect();
             Ok(a.embed_ids(&ids)?)

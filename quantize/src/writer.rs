@@ -4,7 +4,6 @@
 
 use std::path::Path;
 
-use vlm_models::siglip::Meta;
 use vlm_runtime::encode::{
     container, meta_section, push_words, GraphSpec, PortSpec, Strings, Tensors,
 };
@@ -14,7 +13,7 @@ use vlm_runtime::names::section;
 use vlm_runtime::ops::{Mat, Op};
 use vlm_runtime::{Model, PortKind};
 
-use crate::graph::{Graph, TensorData};
+use crate::graph::{Graph, Tensor, TensorData};
 use crate::{Error, Result};
 pub use vlm_host::bytes::AlignedBytes;
 
@@ -27,7 +26,9 @@ pub struct LabelSet<'a> {
 
 /// Everything that goes into one artifact.
 pub struct ArtifactParts<'a> {
-    pub meta: Meta,
+    /// The META section's words: family, version, word count, 0, then the family's own
+    /// (`siglip::Meta::to_words`, `captioner::Meta::to_words`).
+    pub meta: Vec<u32>,
     pub graphs: Vec<&'a Graph>,
     pub tokenizer_json: Option<&'a [u8]>,
     pub config_json: Option<&'a [u8]>,
@@ -92,31 +93,45 @@ pub fn plan_memory(g: &Graph, base: usize) -> (Vec<usize>, usize) {
 }
 
 /// Tensor indices are per graph in the host, global in the artifact.
-fn shift(mut op: Op, base: u32) -> Op {
-    op.visit_tensors(&mut |t| *t += base);
+fn remap(mut op: Op, global: &[u32]) -> Op {
+    op.visit_tensors(&mut |t| *t = global[*t as usize]);
     op
 }
 
 /// Byte offsets of every graph's state buffers in the one state region all graphs share,
-/// and the region's size.
-fn plan_states(graphs: &[&Graph]) -> (Vec<Vec<(u32, usize)>>, usize) {
+/// and the region's size. States of the same name and length in several graphs are one
+/// buffer: a prefill graph and a decoder step share their KV caches and position.
+/// Each graph's `(state buffer, byte offset)` pairs.
+type StatePlan = Vec<Vec<(u32, usize)>>;
+
+fn plan_states(graphs: &[&Graph]) -> Result<(StatePlan, usize)> {
     let mut at = 0usize;
-    let placed = graphs
-        .iter()
-        .map(|g| {
-            g.states
-                .iter()
-                .map(|s| {
+    let mut named: Vec<(&str, usize, DType, usize)> = Vec::new();
+    let mut placed = Vec::new();
+    for g in graphs {
+        let mut mine = Vec::new();
+        for s in &g.states {
+            let len = g.buffers[s.buf as usize];
+            let off = match named.iter().find(|n| n.0 == s.name) {
+                Some(&(_, l, d, off)) if l == len && d == s.dtype => off,
+                Some(_) => {
+                    return Err(Error::Artifact(format!(
+                        "state {} differs in size or type between graphs",
+                        s.name
+                    )))
+                }
+                None => {
                     let off = at;
-                    at += (4 * g.buffers[s.buf as usize])
-                        .next_multiple_of(ALIGN)
-                        .max(ALIGN);
-                    (s.buf, off)
-                })
-                .collect()
-        })
-        .collect();
-    (placed, at)
+                    at += (4 * len).next_multiple_of(ALIGN).max(ALIGN);
+                    named.push((&s.name, len, s.dtype, off));
+                    off
+                }
+            };
+            mine.push((s.buf, off));
+        }
+        placed.push(mine);
+    }
+    Ok((placed, at))
 }
 
 /// Serialises an artifact and checks that the runtime reads it back.
@@ -124,9 +139,13 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
     let mut strings = Strings::default();
     let mut tensors = Tensors::default();
     let mut graphs: Vec<Vec<u8>> = Vec::new();
-    let (state_offsets, state_bytes) = plan_states(&parts.graphs);
+    let (state_offsets, state_bytes) = plan_states(&parts.graphs)?;
+    let mut stored: std::collections::HashMap<&str, Vec<(&Tensor, u32)>> = Default::default();
     for (g, states) in parts.graphs.iter().zip(&state_offsets) {
-        let base = tensors.len();
+        // A tensor another graph already stored under the same name, with the same
+        // shape and values, is stored once: a decoder's prefill and step graphs hold
+        // the same weights.
+        let mut global = Vec::with_capacity(g.tensors.len());
         for t in &g.tensors {
             if t.dims.len() > format::MAX_RANK {
                 return Err(Error::Artifact(format!(
@@ -135,13 +154,22 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
                     t.dims.len()
                 )));
             }
+            if let Some(&(_, i)) = stored
+                .get(t.name.as_str())
+                .and_then(|v: &Vec<(&Tensor, u32)>| v.iter().find(|(u, _)| *u == t))
+            {
+                global.push(i);
+                continue;
+            }
             let (dtype, bytes): (DType, &[u8]) = match &t.data {
                 TensorData::F32(v) => (DType::F32, bytemuck::cast_slice(v)),
                 TensorData::I8(v) => (DType::I8, bytemuck::cast_slice(v)),
                 TensorData::I8Panels(v) => (DType::I8Panels, bytemuck::cast_slice(v)),
             };
             let name = strings.add(&t.name);
-            tensors.push(dtype, &t.dims, bytes, name);
+            let i = tensors.push(dtype, &t.dims, bytes, name);
+            stored.entry(t.name.as_str()).or_default().push((t, i));
+            global.push(i);
         }
         let (mut offsets, arena) = plan_memory(g, state_bytes);
         for &(buf, off) in states {
@@ -183,7 +211,7 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
             ops: g
                 .nodes
                 .iter()
-                .map(|n| (n.name.as_str(), shift(n.op, base)))
+                .map(|n| (n.name.as_str(), remap(n.op, &global)))
                 .collect(),
             arena_bytes: u32::try_from(arena)
                 .map_err(|_| Error::Artifact("arena above 4 GiB".into()))?,
@@ -194,7 +222,10 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
     let (table, data) = tensors.finish();
 
     let mut sections: Vec<(u32, Vec<u8>)> = Vec::new();
-    let meta = parts.meta.to_words();
+    let meta = &parts.meta;
+    if meta.len() < META_HEADER_WORDS {
+        return Err(Error::Artifact("metadata words are missing".into()));
+    }
     sections.push((
         section::META,
         meta_section(meta[0], meta[1], &meta[META_HEADER_WORDS..]),
@@ -205,7 +236,8 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
         sections.push((section::GRAPH, g));
     }
     if let Some(l) = &parts.labels {
-        let mut w = vec![l.names.len() as u32, parts.meta.embed_dim as u32, 0, 0];
+        let dim = l.embeddings.len() / l.names.len().max(1);
+        let mut w = vec![l.names.len() as u32, dim as u32, 0, 0];
         for n in l.names {
             w.extend_from_slice(&strings.add(n));
         }

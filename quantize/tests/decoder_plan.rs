@@ -34,7 +34,7 @@ fn artifact() -> (decoder::Weightset, Vec<u8>) {
         vocab_size: decoder::VOCAB,
     };
     let bytes = write_artifact(&ArtifactParts {
-        meta,
+        meta: meta.to_words().to_vec(),
         graphs: vec![&g],
         tokenizer_json: None,
         config_json: None,

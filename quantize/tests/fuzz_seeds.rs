@@ -333,7 +333,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let dec = decoder::decoder(&decoder::weights(0x5eed_0006));
     let write = |graphs: Vec<&Graph>, full: bool| {
         write_artifact(&ArtifactParts {
-            meta: meta(),
+            meta: meta().to_words().to_vec(),
             graphs,
             tokenizer_json: full.then_some(&tokenizer[..]),
             config_json: full.then_some(&config[..]),

@@ -15,15 +15,24 @@ pub enum Role {
     ImageEncoder,
     TextEncoder,
     Projector,
+    /// One step of a language model: one token's input embedding in, next-token logits
+    /// out, its KV cache and position in state.
     Decoder,
+    /// Token ids to a language model's input embeddings.
+    TokenEmbedding,
+    /// A fixed number of input embeddings through the decoder at once, sharing the
+    /// decoder step's state: the prompt, chunk by chunk.
+    Prefill,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [
+    pub const ALL: [Role; 6] = [
         Role::ImageEncoder,
         Role::TextEncoder,
         Role::Projector,
         Role::Decoder,
+        Role::TokenEmbedding,
+        Role::Prefill,
     ];
 
     pub fn code(self) -> u32 {
@@ -32,6 +41,8 @@ impl Role {
             Role::TextEncoder => role::TEXT_ENCODER,
             Role::Projector => role::PROJECTOR,
             Role::Decoder => role::DECODER,
+            Role::TokenEmbedding => role::TOKEN_EMBEDDING,
+            Role::Prefill => role::PREFILL,
         }
     }
 

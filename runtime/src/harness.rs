@@ -506,7 +506,130 @@ pub fn cases() -> Vec<Case> {
         b.ops.push(op.into());
         cases.push(b.finish(format!("{op} {}", act.name()), "activate", 1));
     }
+    for (rows, cols) in [(5, 37), (1, 300)] {
+        let mut b = next();
+        let x = b.input(rows, cols, 3.0);
+        let gamma = b.f32s(&[cols], 1.0);
+        let o = b.out(rows, cols);
+        let op = RmsNorm {
+            x,
+            gamma,
+            eps: 1e-6,
+            out: o,
+        };
+        b.ops.push(op.into());
+        cases.push(b.finish(op.to_string(), "rms_norm", 1));
+    }
+    for act in [Activation::Silu, Activation::GeluTanh] {
+        let mut b = next();
+        let x = b.input(3, 2 * 19, 4.0);
+        let o = b.out(3, 19);
+        let op = Glu { x, act, out: o };
+        b.ops.push(op.into());
+        cases.push(b.finish(op.to_string(), "glu", 1));
+    }
+    {
+        let mut b = next();
+        let x = b.input(6 * 4, 5, 1.0);
+        let o = b.out(3 * 2, 4 * 5);
+        let op = PixelShuffle {
+            x,
+            grid_h: 6,
+            grid_w: 4,
+            scale: 2,
+            out: o,
+        };
+        b.ops.push(op.into());
+        cases.push(b.finish(op.to_string(), "pixel_shuffle", 1));
+    }
+    for cached in [false, true] {
+        let (rows, heads, dh, positions) = (3, 5, 6, 8);
+        let mut b = next();
+        // In place, like activate; with a position, rows move on by `rows` each step.
+        let x = b.input(rows, heads * dh, 2.0);
+        b.ports.push((PortKind::Output, DType::F32, x, "y"));
+        let table = b.f32s(&[positions, dh], 1.0);
+        let position = cached.then(|| b.state(1, DType::U32));
+        let op = Rope {
+            x,
+            heads: heads as u32,
+            head_dim: dh as u32,
+            table,
+            position,
+        };
+        b.ops.push(op.into());
+        if let Some(p) = position {
+            b.ops.push(
+                Advance {
+                    position: p,
+                    by: rows as u32,
+                }
+                .into(),
+            );
+        }
+        let steps = if cached { positions / rows } else { 1 };
+        cases.push(b.finish(format!("{op}, {steps} steps"), "rope", steps));
+    }
+    for precision in [Precision::F32, Precision::Bf16] {
+        cases.push(grouped_attention(next(), precision));
+    }
+    {
+        let mut b = next();
+        let tensor = b.f32s(&[4, 7], 1.0);
+        let o = b.out(4, 7);
+        let op = Constant { tensor, out: o };
+        b.ops.push(op.into());
+        cases.push(b.finish(op.to_string(), "constant", 1));
+    }
     cases
+}
+
+/// Grouped-query attention (6 query heads over 2 key and value heads), causal over a
+/// cache in state, 3 queries a step: a decoder's prefill chunk.
+fn grouped_attention(mut b: Build, precision: Precision) -> Case {
+    let (heads, kv, dh, cap, rows) = (6, 2, 8, 9, 3);
+    let pos = b.state(1, DType::U32);
+    let kc = b.state(cap * kv * dh, DType::F32);
+    let vc = b.state(cap * kv * dh, DType::F32);
+    let q = b.input(rows, heads * dh, 1.0);
+    let k = b.input(rows, kv * dh, 1.0);
+    let v = b.input(rows, kv * dh, 1.0);
+    for (x, cache) in [(k, kc), (v, vc)] {
+        b.ops.push(
+            CacheAppend {
+                x,
+                position: pos,
+                cache: Mat::dense(cache, cap as u32, (kv * dh) as u32),
+            }
+            .into(),
+        );
+    }
+    let o = b.out(rows, heads * dh);
+    let op = Attention {
+        q: Query::Mat(q),
+        k: Mat::dense(kc, cap as u32, (kv * dh) as u32),
+        v: Mat::dense(vc, cap as u32, (kv * dh) as u32),
+        heads: heads as u32,
+        head_dim: dh as u32,
+        scale: 0.35,
+        precision,
+        mask: Mask::Causal,
+        past: Some(pos),
+        out: o,
+    };
+    b.ops.push(op.into());
+    b.ops.push(
+        Advance {
+            position: pos,
+            by: rows as u32,
+        }
+        .into(),
+    );
+    b.finish(
+        format!("{op}, {kv} key heads, cached, {} steps", cap / rows),
+        "attention",
+        cap / rows,
+    )
 }
 
 /// A decoder's cache path: embedding at the position, keys and values appended to state,

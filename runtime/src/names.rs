@@ -62,6 +62,8 @@ pub mod role {
     pub const TEXT_ENCODER: u32 = 2;
     pub const PROJECTOR: u32 = 3;
     pub const DECODER: u32 = 4;
+    pub const TOKEN_EMBEDDING: u32 = 5;
+    pub const PREFILL: u32 = 6;
 }
 
 pub const ROLES: Codes = &[
@@ -69,6 +71,8 @@ pub const ROLES: Codes = &[
     (role::TEXT_ENCODER, "text encoder"),
     (role::PROJECTOR, "projector"),
     (role::DECODER, "decoder"),
+    (role::TOKEN_EMBEDDING, "token embedding"),
+    (role::PREFILL, "prefill"),
 ];
 
 /// What a graph's port is.
@@ -99,6 +103,11 @@ pub mod opcode {
     pub const ACTIVATE: u32 = 7;
     pub const CACHE_APPEND: u32 = 8;
     pub const ADVANCE: u32 = 9;
+    pub const RMS_NORM: u32 = 10;
+    pub const ROPE: u32 = 11;
+    pub const GLU: u32 = 12;
+    pub const PIXEL_SHUFFLE: u32 = 13;
+    pub const CONSTANT: u32 = 14;
 }
 
 pub const OPCODES: Codes = &[
@@ -111,6 +120,11 @@ pub const OPCODES: Codes = &[
     (opcode::ACTIVATE, "activate"),
     (opcode::CACHE_APPEND, "cache_append"),
     (opcode::ADVANCE, "advance"),
+    (opcode::RMS_NORM, "rms_norm"),
+    (opcode::ROPE, "rope"),
+    (opcode::GLU, "glu"),
+    (opcode::PIXEL_SHUFFLE, "pixel_shuffle"),
+    (opcode::CONSTANT, "constant"),
 ];
 
 /// Activation functions (fused after a linear layer, or applied in place).
@@ -118,12 +132,14 @@ pub mod activation {
     pub const NONE: u32 = 0;
     pub const GELU_TANH: u32 = 1;
     pub const GELU_ERF: u32 = 2;
+    pub const SILU: u32 = 3;
 }
 
 pub const ACTIVATIONS: Codes = &[
     (activation::NONE, "none"),
     (activation::GELU_TANH, "gelu_tanh"),
     (activation::GELU_ERF, "gelu_erf"),
+    (activation::SILU, "silu"),
 ];
 
 /// How a linear map's weights are stored.
@@ -163,9 +179,11 @@ pub const QUERIES: Codes = &[(query::MAT, "computed"), (query::CONST, "constant"
 /// code (`vlm-models`) reads the rest. The runtime only carries that section.
 pub mod family {
     pub const SIGLIP: u32 = 1;
+    /// Image encoder, projector and language-model decoder (`vlm_models::captioner`).
+    pub const CAPTIONER: u32 = 2;
 }
 
-pub const FAMILIES: Codes = &[(family::SIGLIP, "siglip")];
+pub const FAMILIES: Codes = &[(family::SIGLIP, "siglip"), (family::CAPTIONER, "captioner")];
 
 /// `0xFFFFFFFF` marks an absent optional operand.
 pub const NONE: u32 = u32::MAX;

@@ -120,7 +120,7 @@ pub(super) unsafe fn store_row(
             };
             vst1q_f32(row.add(o), y);
         }
-        if ep.act == Activation::GeluErf {
+        if !ep.act.has_simd_form() {
             for o in o0..o0 + valid {
                 *row.add(o) = activate(*row.add(o), ep.act);
             }

@@ -269,6 +269,7 @@ pub fn activate(x: f32, act: Activation) -> f32 {
             x / (1.0 + exp2_clamped(t))
         }
         Activation::GeluErf => 0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2)),
+        Activation::Silu => x / (1.0 + libm::expf(-x)),
     }
 }
 
@@ -316,6 +317,73 @@ pub fn layer_norm(x: MatRef, gamma: &[f32], beta: &[f32], eps: f32, mut out: Mat
         let inv = 1.0 / libm::sqrtf(var + eps);
         for (c, y) in out.row_mut(r).iter_mut().enumerate() {
             *y = (xr[c] - mean) * inv * gamma[c] + beta[c];
+        }
+    }
+}
+
+/// Row-wise RMS norm, as Llama's, Qwen2's, Mistral's and Gemma's `RMSNorm` (Gemma's
+/// `1 + w` is folded into `gamma` when the weights are read): the mean square summed in
+/// [`sum_lanes`] order, then `x·inv·gamma`, no fused multiply-add, so every ISA
+/// computes the same bits.
+pub fn rms_norm(x: MatRef, gamma: &[f32], eps: f32, mut out: MatMut) {
+    let n = x.cols as f32;
+    for r in 0..x.rows {
+        let xr = x.row(r);
+        let ms = sum_lanes(xr, |v| v * v) / n;
+        let inv = 1.0 / libm::sqrtf(ms + eps);
+        for (c, y) in out.row_mut(r).iter_mut().enumerate() {
+            *y = xr[c] * inv * gamma[c];
+        }
+    }
+}
+
+/// Rotary position embedding in place, "rotate half" pairing (element `i` with
+/// `i + d/2` of each head, as Hugging Face's Llama family): row `r` of `x` is at
+/// position `first + r`, whose row of `table` holds `cos` for the `d/2` frequencies, then
+/// `sin`.
+pub fn rope(mut x: MatMut, heads: usize, head_dim: usize, table: &[f32], first: usize) {
+    let half = head_dim / 2;
+    for r in 0..x.rows {
+        let t = &table[(first + r) * head_dim..(first + r + 1) * head_dim];
+        let (cos, sin) = t.split_at(half);
+        let row = x.row_mut(r);
+        for h in 0..heads {
+            let (a, b) = row[h * head_dim..(h + 1) * head_dim].split_at_mut(half);
+            for i in 0..half {
+                let (x1, x2) = (a[i], b[i]);
+                a[i] = x1 * cos[i] - x2 * sin[i];
+                b[i] = x2 * cos[i] + x1 * sin[i];
+            }
+        }
+    }
+}
+
+/// A gated linear unit's gate: `out[r][c] = act(x[r][c]) · x[r][n + c]`, `n = out.cols`
+/// (the gate and up projections computed by one linear layer, gate first).
+pub fn glu(x: MatRef, act: Activation, mut out: MatMut) {
+    let n = out.cols;
+    for r in 0..x.rows {
+        let xr = x.row(r);
+        for (c, y) in out.row_mut(r).iter_mut().enumerate() {
+            *y = activate(xr[c], act) * xr[n + c];
+        }
+    }
+}
+
+/// Pixel shuffle (space to depth) of a `[grid_h·grid_w, d]` grid of tokens by `s`:
+/// output token `(i, j)` is the `s × s` block at rows `i·s ..`, columns `j·s ..`, its
+/// tokens concatenated in raster order (Idefics3's connector).
+pub fn pixel_shuffle(x: MatRef, grid_w: usize, s: usize, mut out: MatMut) {
+    let d = x.cols;
+    let ow = grid_w / s;
+    for o in 0..out.rows {
+        let (i, j) = (o / ow, o % ow);
+        let y = out.row_mut(o);
+        for a in 0..s {
+            for b in 0..s {
+                let src = x.row((i * s + a) * grid_w + j * s + b);
+                y[(a * s + b) * d..(a * s + b + 1) * d].copy_from_slice(src);
+            }
         }
     }
 }

@@ -74,7 +74,7 @@ unsafe fn tile<const R: usize>(
         let lo = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[0], acc_r[1]));
         let hi = _mm256_permute4x64_epi64::<0b11_01_10_00>(_mm256_hadd_epi32(acc_r[2], acc_r[3]));
         let row = out.data.as_mut_ptr().add((m + r) * out.stride + o0);
-        if valid == PANEL_N && ep.act != Activation::GeluErf {
+        if valid == PANEL_N && ep.act.has_simd_form() {
             // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings,
             // then GELU-tanh by the scalar operations.
             let xs = _mm256_set1_ps(ep.x_scale);
@@ -93,7 +93,7 @@ unsafe fn tile<const R: usize>(
             }
             continue;
         }
-        // A panel's padded tail, or GELU-erf: element by element.
+        // A panel's padded tail, or an activation with no SIMD form: element by element.
         let mut sums = [0i32; PANEL_N];
         _mm256_storeu_si256(sums.as_mut_ptr() as *mut __m256i, lo);
         _mm256_storeu_si256(sums.as_mut_ptr().add(8) as *mut __m256i, hi);

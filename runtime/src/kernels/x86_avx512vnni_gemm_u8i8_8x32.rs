@@ -117,9 +117,9 @@ unsafe fn tile<const R: usize, const NB: usize>(
                 y = gelu_tanh(y);
             }
             _mm512_mask_storeu_ps(row.add(o0), mask, y);
-            if ep.act == Activation::GeluErf {
+            if !ep.act.has_simd_form() {
                 for o in o0..o0 + valid {
-                    *row.add(o) = activate(*row.add(o), Activation::GeluErf);
+                    *row.add(o) = activate(*row.add(o), ep.act);
                 }
             }
         }

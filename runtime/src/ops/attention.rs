@@ -9,8 +9,11 @@ use crate::model::DType;
 use crate::names::opcode;
 use crate::Error;
 
-/// Head `h` uses columns `h·head_dim .. (h+1)·head_dim` of `q`, `k`, `v` and `out`;
-/// `precision` says what the two matrix products multiply (see [`Precision`]).
+/// Head `h` uses columns `h·head_dim .. (h+1)·head_dim` of `q` and `out`; `precision`
+/// says what the two matrix products multiply (see [`Precision`]). `k` and `v` hold
+/// `kv_heads = k.cols / head_dim` heads, which must divide `heads`: query head `h` reads
+/// key and value head `h / (heads / kv_heads)` (grouped-query attention; `kv_heads =
+/// heads` is plain multi-head attention).
 ///
 /// With `past` (a one-element u32 state buffer: the position before this run), the keys
 /// and values are the first `past + q.rows` rows of `k` and `v` — `k.rows` is then the
@@ -108,8 +111,12 @@ impl OpSpec for Attention {
         if self.heads == 0 || self.head_dim == 0 || width != Some(cols) {
             return Err("heads × head size does not match the output width");
         }
-        if !c.fits(k) || !c.fits(v) || k.cols != out.cols || v.cols != out.cols {
+        if !c.fits(k) || !c.fits(v) || k.cols != v.cols || !k.cols.is_multiple_of(self.head_dim) {
             return Err("key or value window is invalid");
+        }
+        let kv_heads = k.cols / self.head_dim;
+        if kv_heads == 0 || !self.heads.is_multiple_of(kv_heads) {
+            return Err("key and value heads do not divide the query heads");
         }
         if k.rows != v.rows || k.rows == 0 {
             return Err("keys and values differ in length");
@@ -214,6 +221,33 @@ impl OpSpec for Attention {
                 isa.attention(q, k, v, h, d, s, p, out, &mut *scores);
             }
         };
+        let kv_heads = (self.k.cols / self.head_dim) as usize;
+        if kv_heads != self.heads as usize {
+            // Grouped queries: each query head alone against its key and value head, so
+            // every kernel (written for heads side by side) serves unchanged.
+            let (d, group) = (self.head_dim as usize, (self.heads as usize) / kv_heads);
+            let mut out = out;
+            for h in 0..self.heads as usize {
+                let g = h / group;
+                let (kh, vh) = (col_window(k, g * d, d), col_window(v, g * d, d));
+                let qh = col_window(q, h * d, d);
+                let oh = cols_mut(&mut out, h * d, d);
+                let mut one = |q: MatRef, n: usize, out: MatMut| {
+                    let (k, v) = (first_rows(kh, n), first_rows(vh, n));
+                    isa.attention(q, k, v, 1, d, self.scale, self.precision, out, &mut *scores);
+                };
+                match self.mask {
+                    Mask::None => one(qh, keys, oh),
+                    Mask::Causal => {
+                        let mut oh = oh;
+                        for i in 0..qh.rows {
+                            one(row(qh, i), past + i + 1, row_mut(&mut oh, i));
+                        }
+                    }
+                }
+            }
+            return Ok(());
+        }
         match self.mask {
             Mask::None => run(q, keys, out, cpu.threads),
             // One query row at a time over the keys it may see: each call is an unmasked
@@ -226,6 +260,25 @@ impl OpSpec for Attention {
             }
         }
         Ok(())
+    }
+}
+
+/// Columns `at .. at + n` of `m`.
+fn col_window(m: MatRef, at: usize, n: usize) -> MatRef {
+    MatRef {
+        data: &m.data[at..],
+        cols: n,
+        ..m
+    }
+}
+
+fn cols_mut<'o>(m: &'o mut MatMut, at: usize, n: usize) -> MatMut<'o> {
+    let (stride, rows) = (m.stride, m.rows);
+    MatMut {
+        data: &mut m.data[at..],
+        rows,
+        cols: n,
+        stride,
     }
 }
 

@@ -18,13 +18,18 @@ mod advance;
 mod attention;
 mod cache_append;
 mod check;
+mod constant;
 mod context;
 mod embedding;
 mod encoding;
+mod glu;
 mod layer_norm;
 mod linear;
 mod operands;
 mod patch_embed;
+mod pixel_shuffle;
+mod rms_norm;
+mod rope;
 
 pub use activate::Activate;
 pub use add::Add;
@@ -32,14 +37,19 @@ pub use advance::Advance;
 pub use attention::Attention;
 pub use cache_append::CacheAppend;
 pub use check::Check;
+pub use constant::Constant;
 pub(crate) use context::{carve as carve_op, cast, mat_ref as mat_view};
 pub use context::{CpuKernels, OpContext};
 pub use embedding::Embedding;
 pub use encoding::{Reader, Words, MAX_OP_WORDS};
+pub use glu::Glu;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use operands::{Activation, Mask, Mat, Precision, Query, Weights};
 pub use patch_embed::PatchEmbed;
+pub use pixel_shuffle::PixelShuffle;
+pub use rms_norm::RmsNorm;
+pub use rope::Rope;
 
 use crate::format::FormatError;
 use crate::Error;
@@ -160,6 +170,11 @@ ops!(
     Activate,
     CacheAppend,
     Advance,
+    RmsNorm,
+    Rope,
+    Glu,
+    PixelShuffle,
+    Constant,
 );
 
 impl Op {

@@ -68,6 +68,8 @@ pub enum Activation {
     GeluTanh,
     /// 0.5·x·(1 + erf(x/√2)): exact GELU.
     GeluErf,
+    /// x·σ(x): SiLU (Llama's, Qwen2's and Mistral's gate).
+    Silu,
 }
 
 impl Activation {
@@ -76,6 +78,7 @@ impl Activation {
             Activation::None => activation::NONE,
             Activation::GeluTanh => activation::GELU_TANH,
             Activation::GeluErf => activation::GELU_ERF,
+            Activation::Silu => activation::SILU,
         }
     }
 
@@ -84,6 +87,7 @@ impl Activation {
             activation::NONE => Activation::None,
             activation::GELU_TANH => Activation::GeluTanh,
             activation::GELU_ERF => Activation::GeluErf,
+            activation::SILU => Activation::Silu,
             _ => {
                 return Err(FormatError::BadField {
                     field: "activation",
@@ -98,12 +102,19 @@ impl Activation {
 }
 
 impl Activation {
+    /// Whether the SIMD GEMM epilogues compute it themselves (identity and GELU-tanh);
+    /// the others go through the scalar [`crate::kernels::scalar::activate`] per element.
+    pub fn has_simd_form(self) -> bool {
+        matches!(self, Activation::None | Activation::GeluTanh)
+    }
+
     /// " + GELU-tanh", for op descriptions ("" for none).
     pub fn suffix(self) -> &'static str {
         match self {
             Activation::None => "",
             Activation::GeluTanh => " + GELU-tanh",
             Activation::GeluErf => " + GELU-erf",
+            Activation::Silu => " + SiLU",
         }
     }
 }

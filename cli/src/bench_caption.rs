@@ -1,0 +1,144 @@
+//! `vlm bench --caption`: a captioner's three speeds — one image through the vision
+//! tower and projector, the prompt's prefill, and token-by-token decoding — on 1 and 2
+//! threads (or `--threads`), with the arena a caption needs.
+
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use serde::Serialize;
+use vlm_host::caption::Captioner;
+use vlm_models::generate::argmax;
+
+use crate::bench::BenchArgs;
+use crate::caption::CaptionModelArg;
+
+#[derive(Serialize)]
+struct Row {
+    threads: usize,
+    image_encode_ms: f64,
+    prefill_tokens: usize,
+    prefill_tokens_per_s: f64,
+    decode_tokens: usize,
+    decode_tokens_per_s: f64,
+}
+
+#[derive(Serialize)]
+struct CaptionBench {
+    model: String,
+    isa: &'static str,
+    context: usize,
+    arena_bytes: usize,
+    work_bytes: usize,
+    runs: usize,
+    rows: Vec<Row>,
+}
+
+fn median(mut xs: Vec<f64>) -> f64 {
+    xs.sort_by(f64::total_cmp);
+    xs[xs.len() / 2]
+}
+
+pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
+    let Some(model) = args.model.clone() else {
+        bail!("--caption needs --model DIR|FILE (a captioner)");
+    };
+    if decode_tokens == 0 {
+        bail!("--decode-tokens must be at least 1");
+    }
+    let threads: Vec<usize> = if args.threads_given {
+        vec![args.threads]
+    } else {
+        vec![1, 2]
+    };
+    let arg = CaptionModelArg {
+        model: Some(model.clone()),
+        context: args.context,
+        threads: Some(1),
+    };
+    let cap: Captioner = arg.load()?;
+    let meta = *cap.meta();
+    let ids = cap.prompt_ids("a picture of")?;
+    if ids.len() + decode_tokens > meta.context {
+        bail!(
+            "a {}-token prompt and {decode_tokens} new tokens exceed the context of {}",
+            ids.len(),
+            meta.context
+        );
+    }
+    let pixels = vec![0.25f32; meta.channels * meta.height * meta.width];
+    let (a, w) = cap.buffers();
+    let (mut arena, mut work) = (vec![0u8; a], vec![0.0f32; w]);
+    let mut rows = Vec::new();
+    let isa = vlm_runtime::kernels::Isa::detect().name();
+    for &t in &threads {
+        cap.model().set_threads(t);
+        let mut g = cap.generator(&mut arena, &mut work)?;
+        let (mut enc, mut pre, mut dec) = (Vec::new(), Vec::new(), Vec::new());
+        for run in 0..args.warmup + args.runs {
+            let t0 = Instant::now();
+            g.encode_image(&pixels)?;
+            let t1 = Instant::now();
+            g.prefill(&ids, decode_tokens)?;
+            let t2 = Instant::now();
+            // Every step runs, whatever is sampled: stop tokens do not end a timing.
+            let mut id = argmax(g.logits());
+            for _ in 0..decode_tokens {
+                g.step(id)?;
+                id = argmax(g.logits());
+            }
+            let t3 = Instant::now();
+            if run >= args.warmup {
+                enc.push((t1 - t0).as_secs_f64());
+                pre.push((t2 - t1).as_secs_f64());
+                dec.push((t3 - t2).as_secs_f64());
+            }
+        }
+        rows.push(Row {
+            threads: t,
+            image_encode_ms: median(enc) * 1e3,
+            prefill_tokens: ids.len(),
+            prefill_tokens_per_s: ids.len() as f64 / median(pre),
+            decode_tokens,
+            decode_tokens_per_s: decode_tokens as f64 / median(dec),
+        });
+    }
+    let report = CaptionBench {
+        model: model.display().to_string(),
+        isa,
+        context: meta.context,
+        arena_bytes: a,
+        work_bytes: 4 * w,
+        runs: args.runs,
+        rows,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    println!(
+        "{} ({}), fp32 on {}: arena {:.1} MiB for a context of {} (work {:.1} MiB), median of {} runs",
+        report.model,
+        meta.arch.class_name(),
+        isa,
+        a as f64 / (1 << 20) as f64,
+        meta.context,
+        (4 * w) as f64 / (1 << 20) as f64,
+        args.runs
+    );
+    println!(
+        "{:>8} {:>16} {:>22} {:>22}",
+        "threads", "image encode ms", "prefill tokens/s", "decode tokens/s"
+    );
+    for r in &report.rows {
+        println!(
+            "{:>8} {:>16.1} {:>14.1} ({:>3} tok) {:>14.1} ({:>3} tok)",
+            r.threads,
+            r.image_encode_ms,
+            r.prefill_tokens_per_s,
+            r.prefill_tokens,
+            r.decode_tokens_per_s,
+            r.decode_tokens
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,387 @@
+//! Caption generation on the runtime, with no allocation: the image through the image
+//! encoder and projector, the prompt's input embeddings (image embeddings where the image
+//! tokens stand) through the prefill graph chunk by chunk, then one decoder step per
+//! token. Every buffer — the arena with the KV cache, the logits, the embeddings — is the
+//! caller's, sized before the first token ([`Generator::arena_bytes`],
+//! [`Generator::work_floats`]).
+
+use vlm_runtime::kernels::Isa;
+use vlm_runtime::{Backend, Cpu, Error as RuntimeError, Input, Model, Role, Session};
+
+use crate::captioner::Meta;
+
+/// Why a caption could not be generated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("the prompt has {found} image tokens; the model places {expected} per image")]
+    ImageTokens { found: usize, expected: usize },
+    #[error(
+        "the prompt ({prompt} tokens) and {new} new tokens exceed the model's context of {context}"
+    )]
+    TooLong {
+        prompt: usize,
+        new: usize,
+        context: usize,
+    },
+    #[error("the prompt is empty")]
+    EmptyPrompt,
+    #[error("token id {id} is outside the vocabulary (0..{vocab})")]
+    TokenId { id: u32, vocab: usize },
+    #[error("no image was encoded before a prompt with image tokens")]
+    NoImage,
+    #[error("the work buffer holds {got} floats; {need} are needed")]
+    WorkTooSmall { need: usize, got: usize },
+}
+
+struct Graphs {
+    image: usize,
+    projector: usize,
+    embed: usize,
+    prefill: usize,
+    step: usize,
+}
+
+/// The caller's float buffers, carved once.
+struct Work<'w> {
+    features: &'w mut [f32],
+    image: &'w mut [f32],
+    chunk: &'w mut [f32],
+    logits: &'w mut [f32],
+}
+
+/// One captioning session over a caller's arena and work buffer.
+pub struct Generator<'m, 'a, B: Backend = Cpu> {
+    session: Session<'m, 'a, B>,
+    meta: Meta,
+    graphs: Graphs,
+    work: Work<'a>,
+    features_len: usize,
+    has_image: bool,
+    position: usize,
+}
+
+fn graph(model: &Model, role: Role) -> Result<usize, GenerateError> {
+    model
+        .graph_index(role)
+        .ok_or(GenerateError::Runtime(RuntimeError::NoGraph {
+            what: role.name(),
+        }))
+}
+
+fn output_len(model: &Model, g: usize) -> usize {
+    model
+        .graph_at(g)
+        .and_then(|g| g.outputs().next())
+        .map_or(0, |p| p.len())
+}
+
+impl<'m, 'a> Generator<'m, 'a, Cpu> {
+    /// A generator on chosen kernels (`Isa::detect()` for the best this CPU has).
+    pub fn new(
+        model: &Model<'m>,
+        meta: Meta,
+        arena: &'a mut [u8],
+        work: &'a mut [f32],
+        isa: Isa,
+    ) -> Result<Self, GenerateError> {
+        Self::with_backend(model, meta, arena, work, Cpu::new(isa))
+    }
+}
+
+impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
+    /// Arena bytes a generator needs (KV cache included).
+    pub fn arena_bytes(model: &Model) -> usize {
+        model.arena_size()
+    }
+
+    /// Floats of work buffer a generator needs: the vision features, the image
+    /// embeddings, one prefill chunk of input embeddings and the logits.
+    pub fn work_floats(model: &Model, meta: &Meta) -> usize {
+        let features = model
+            .graph_index(Role::ImageEncoder)
+            .map_or(0, |g| output_len(model, g));
+        features
+            .saturating_add(meta.image_tokens.saturating_mul(meta.hidden))
+            .saturating_add(meta.prefill_rows.saturating_mul(meta.hidden))
+            .saturating_add(meta.vocab_size)
+    }
+
+    pub fn with_backend(
+        model: &Model<'m>,
+        meta: Meta,
+        arena: &'a mut [u8],
+        work: &'a mut [f32],
+        backend: B,
+    ) -> Result<Self, GenerateError> {
+        let graphs = Graphs {
+            image: graph(model, Role::ImageEncoder)?,
+            projector: graph(model, Role::Projector)?,
+            embed: graph(model, Role::TokenEmbedding)?,
+            prefill: graph(model, Role::Prefill)?,
+            step: graph(model, Role::Decoder)?,
+        };
+        let need = Self::work_floats(model, &meta);
+        if work.len() < need {
+            return Err(GenerateError::WorkTooSmall {
+                need,
+                got: work.len(),
+            });
+        }
+        let features_len = output_len(model, graphs.image);
+        let (features, rest) = work.split_at_mut(features_len);
+        let (image, rest) = rest.split_at_mut(meta.image_tokens * meta.hidden);
+        let (chunk, rest) = rest.split_at_mut(meta.prefill_rows * meta.hidden);
+        let logits = &mut rest[..meta.vocab_size];
+        Ok(Self {
+            session: Session::with_backend(model, arena, backend)?,
+            meta,
+            graphs,
+            work: Work {
+                features,
+                image,
+                chunk,
+                logits,
+            },
+            features_len,
+            has_image: false,
+            position: 0,
+        })
+    }
+
+    pub fn session_mut(&mut self) -> &mut Session<'m, 'a, B> {
+        &mut self.session
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    /// Tokens in the KV cache.
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    /// The vision features of the last image (what the projector read).
+    pub fn features(&self) -> &[f32] {
+        &self.work.features[..self.features_len]
+    }
+
+    /// The image embeddings of the last image (`image_tokens × hidden`).
+    pub fn image_embeddings(&self) -> &[f32] {
+        self.work.image
+    }
+
+    /// The logits of the last prefill or step.
+    pub fn logits(&self) -> &[f32] {
+        self.work.logits
+    }
+
+    /// Runs the image encoder and projector on `[C, H, W]` pixels.
+    pub fn encode_image(&mut self, pixels: &[f32]) -> Result<(), GenerateError> {
+        self.session.run(
+            self.graphs.image,
+            &[Input::F32(pixels)],
+            &mut [&mut *self.work.features],
+            None,
+        )?;
+        self.session.run(
+            self.graphs.projector,
+            &[Input::F32(self.work.features)],
+            &mut [&mut *self.work.image],
+            None,
+        )?;
+        self.has_image = true;
+        Ok(())
+    }
+
+    fn check_id(&self, id: u32) -> Result<(), GenerateError> {
+        if id as usize >= self.meta.vocab_size {
+            return Err(GenerateError::TokenId {
+                id,
+                vocab: self.meta.vocab_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a prompt before anything runs: its image tokens, its ids, and that it fits
+    /// the context with `new_tokens` more.
+    pub fn check_prompt(&self, ids: &[u32], new_tokens: usize) -> Result<(), GenerateError> {
+        if ids.is_empty() {
+            return Err(GenerateError::EmptyPrompt);
+        }
+        for &id in ids {
+            self.check_id(id)?;
+        }
+        let found = ids.iter().filter(|&&i| i == self.meta.image_token).count();
+        if found != 0 && found != self.meta.image_tokens {
+            return Err(GenerateError::ImageTokens {
+                found,
+                expected: self.meta.image_tokens,
+            });
+        }
+        if found != 0 && !self.has_image {
+            return Err(GenerateError::NoImage);
+        }
+        if ids.len().saturating_add(new_tokens) > self.meta.context {
+            return Err(GenerateError::TooLong {
+                prompt: ids.len(),
+                new: new_tokens,
+                context: self.meta.context,
+            });
+        }
+        Ok(())
+    }
+
+    /// Starts a new sequence with `ids` (the image's embeddings stand in for its image
+    /// tokens, in order); the logits of the next token are then [`Generator::logits`].
+    pub fn prefill(&mut self, ids: &[u32], new_tokens: usize) -> Result<&[f32], GenerateError> {
+        self.check_prompt(ids, new_tokens)?;
+        self.session.reset_state();
+        self.position = 0;
+        let (c, d) = (self.meta.prefill_rows, self.meta.hidden);
+        let mut image_row = 0;
+        let whole = ids.len() / c * c;
+        for chunk in ids[..whole].chunks(c) {
+            for (r, &id) in chunk.iter().enumerate() {
+                self.embed_into(id, &mut image_row, r)?;
+            }
+            self.session.run(
+                self.graphs.prefill,
+                &[Input::F32(&self.work.chunk[..c * d])],
+                &mut [&mut *self.work.logits],
+                None,
+            )?;
+            self.position += c;
+        }
+        for &id in &ids[whole..] {
+            self.embed_into(id, &mut image_row, 0)?;
+            self.run_step()?;
+        }
+        Ok(self.work.logits)
+    }
+
+    /// One token on: its logits for the next.
+    pub fn step(&mut self, id: u32) -> Result<&[f32], GenerateError> {
+        self.check_id(id)?;
+        if self.position >= self.meta.context {
+            return Err(GenerateError::TooLong {
+                prompt: self.position,
+                new: 1,
+                context: self.meta.context,
+            });
+        }
+        let mut none = usize::MAX;
+        self.embed_into(id, &mut none, 0)?;
+        self.run_step()?;
+        Ok(self.work.logits)
+    }
+
+    fn run_step(&mut self) -> Result<(), GenerateError> {
+        let d = self.meta.hidden;
+        self.session.run(
+            self.graphs.step,
+            &[Input::F32(&self.work.chunk[..d])],
+            &mut [&mut *self.work.logits],
+            None,
+        )?;
+        self.position += 1;
+        Ok(())
+    }
+
+    /// Row `r` of the chunk: the next image embedding for an image token (while
+    /// `image_row` counts them), else the token's embedding.
+    fn embed_into(
+        &mut self,
+        id: u32,
+        image_row: &mut usize,
+        r: usize,
+    ) -> Result<(), GenerateError> {
+        let d = self.meta.hidden;
+        let dst = &mut self.work.chunk[r * d..(r + 1) * d];
+        if id == self.meta.image_token && *image_row < self.meta.image_tokens {
+            dst.copy_from_slice(&self.work.image[*image_row * d..(*image_row + 1) * d]);
+            *image_row += 1;
+            return Ok(());
+        }
+        self.session
+            .run(self.graphs.embed, &[Input::U32(&[id])], &mut [dst], None)?;
+        Ok(())
+    }
+}
+
+/// How to pick tokens.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Options {
+    /// New tokens at most (a stop token ends sooner).
+    pub max_tokens: usize,
+    /// Hugging Face's repetition penalty (1: none): the logit of every token already in
+    /// the sequence, prompt included, is divided by it when positive, multiplied when
+    /// negative.
+    pub repetition_penalty: f32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            max_tokens: 32,
+            repetition_penalty: 1.0,
+        }
+    }
+}
+
+/// The index of the largest logit, the first on ties (as `argmax`); NaN never wins.
+pub fn argmax(logits: &[f32]) -> u32 {
+    let mut best = 0;
+    for (i, &x) in logits.iter().enumerate() {
+        if x > logits[best] || logits[best].is_nan() {
+            best = i;
+        }
+    }
+    best as u32
+}
+
+/// Greedy decoding after [`Generator::prefill`]: each token the argmax of the (penalised)
+/// logits, shown to `on_token` (which returns `false` to stop) and written to `out`,
+/// until a stop token (not written), `max_tokens` or `out` is full. `seen` marks the
+/// tokens already in the sequence for the repetition penalty (`vocab_size` entries, the
+/// prompt's set by the caller, or empty with no penalty). Returns the tokens written.
+pub fn greedy<B: Backend>(
+    g: &mut Generator<'_, '_, B>,
+    opts: &Options,
+    seen: &mut [bool],
+    out: &mut [u32],
+    mut on_token: impl FnMut(u32) -> bool,
+) -> Result<usize, GenerateError> {
+    let penalty = opts.repetition_penalty;
+    let use_penalty = penalty != 1.0 && seen.len() >= g.meta.vocab_size;
+    let mut n = 0;
+    while n < opts.max_tokens.min(out.len()) {
+        let id = {
+            let logits = &mut *g.work.logits;
+            if use_penalty {
+                for (l, &s) in logits.iter_mut().zip(seen.iter()) {
+                    if s {
+                        *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+                    }
+                }
+            }
+            argmax(logits)
+        };
+        if g.meta.is_stop(id) {
+            break;
+        }
+        out[n] = id;
+        n += 1;
+        if use_penalty {
+            seen[id as usize] = true;
+        }
+        if !on_token(id) || n == opts.max_tokens.min(out.len()) {
+            break;
+        }
+        g.step(id)?;
+    }
+    Ok(n)
+}
