@@ -12,8 +12,9 @@ use vlm_quantize::hf;
 
 #[derive(Args)]
 pub struct CaptionModelArg {
-    /// Captioner: a Hugging Face model folder (Idefics3 / SmolVLM or LLaVA, as
-    /// save_pretrained writes it; run in fp32) or an artifact (.vlmq).
+    /// Captioner: a Hugging Face model folder (Idefics3 / SmolVLM, LLaVA, PaliGemma or
+    /// Idefics2, as save_pretrained writes it; run in fp32) or an artifact (.vlmq).
+    /// Default: the demo captioner, models/demo-captioner.
     #[arg(long, value_name = "DIR|FILE")]
     pub model: Option<PathBuf>,
     /// Positions the KV cache holds (prompt, image tokens and caption), for a folder.
@@ -26,9 +27,15 @@ pub struct CaptionModelArg {
 
 impl CaptionModelArg {
     pub fn load(&self) -> Result<Captioner> {
-        let Some(path) = &self.model else {
-            bail!("no captioner is built into this vlm yet: pass --model DIR|FILE");
+        let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo-captioner");
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None if demo.is_dir() => demo,
+            None => bail!(
+                "no --model given, and the demo captioner (models/demo-captioner in the source tree this vlm was built from) is not there: pass --model DIR|FILE"
+            ),
         };
+        let path = &path;
         let ctx = || format!("loading captioner {}", path.display());
         let model = if path.is_file() {
             vlm_host::Model::load(path).with_context(ctx)?
@@ -63,9 +70,10 @@ pub struct CaptionArgs {
     #[command(flatten)]
     model: CaptionModelArg,
     /// Text after the image, in the family's prompt layout (a chat model wants its
-    /// chat template here).
-    #[arg(long, default_value = "")]
-    prompt: String,
+    /// chat template here). Default: the prompt the model was trained with, if its
+    /// folder names one, else none.
+    #[arg(long)]
+    prompt: Option<String>,
     /// New tokens at most.
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_tokens: usize,
@@ -100,6 +108,11 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
         }
     }
     let cap = args.model.load()?;
+    let prompt = args
+        .prompt
+        .clone()
+        .or_else(|| cap.default_prompt())
+        .unwrap_or_default();
     let opts = Options {
         max_tokens: args.max_tokens,
         repetition_penalty: args.repetition_penalty,
@@ -113,7 +126,7 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
         if args.stream && multi {
             print!("{}: ", image.display());
         }
-        let c = cap.caption(&pixels, &args.prompt, &opts, |id| {
+        let c = cap.caption(&pixels, &prompt, &opts, |id| {
             if args.stream {
                 // Whole-text decoding each time: a token may be half a character.
                 so_far.push(id);
@@ -157,9 +170,9 @@ pub struct EvalCaptionArgs {
     /// Caption set folder (captions.json and its images).
     #[arg(long, value_name = "DIR")]
     data: PathBuf,
-    /// Text after the image.
-    #[arg(long, default_value = "")]
-    prompt: String,
+    /// Text after the image (default: the model's own, else none).
+    #[arg(long)]
+    prompt: Option<String>,
     /// New tokens at most per caption.
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_tokens: usize,
@@ -184,6 +197,11 @@ pub fn eval_caption(args: EvalCaptionArgs) -> Result<()> {
     }
     let set = vlm_host::caption_eval::CaptionSet::load(&args.data)?;
     let cap = args.model.load()?;
+    let prompt = args
+        .prompt
+        .clone()
+        .or_else(|| cap.default_prompt())
+        .unwrap_or_default();
     let opts = Options {
         max_tokens: args.max_tokens,
         repetition_penalty: 1.0,
@@ -192,7 +210,7 @@ pub fn eval_caption(args: EvalCaptionArgs) -> Result<()> {
     let mut captions = Vec::with_capacity(set.items.len());
     for (i, item) in set.items.iter().enumerate() {
         let pixels = cap.pixels(&set.image_path(item))?;
-        let c = cap.caption(&pixels, &args.prompt, &opts, |_| true)?;
+        let c = cap.caption(&pixels, &prompt, &opts, |_| true)?;
         captions.push(c.text.trim().to_string());
         if interactive && ((i + 1) % 20 == 0 || i + 1 == set.items.len()) {
             eprint!("\r{}/{} images", i + 1, set.items.len());

@@ -54,6 +54,17 @@ impl Captioner {
         })
     }
 
+    /// The prompt the model was trained with, if its folder named one
+    /// (`vlm_caption.prompt` in the stored config.json).
+    pub fn default_prompt(&self) -> Option<String> {
+        let json = self.model.runtime().config_json()?;
+        let v: serde_json::Value = serde_json::from_slice(json).ok()?;
+        v.get("vlm_caption")?
+            .get("prompt")?
+            .as_str()
+            .map(String::from)
+    }
+
     pub fn meta(&self) -> &Meta {
         &self.meta
     }
@@ -92,7 +103,14 @@ impl Captioner {
                 };
                 format!("{fake}{image}{fake}{space}{prompt}")
             }
-            Arch::PaliGemma => format!("{image}{prompt}"),
+            // PaliGemmaProcessor: image tokens, <bos>, the prompt, a newline.
+            Arch::PaliGemma => {
+                let bos = match self.meta.bos {
+                    Some(b) => name(b)?,
+                    None => String::new(),
+                };
+                format!("{image}{bos}{prompt}\n")
+            }
         })
     }
 
@@ -106,13 +124,7 @@ impl Captioner {
                 text: prompt.to_owned(),
                 msg: e.to_string(),
             })?;
-        let mut ids = enc.get_ids().to_vec();
-        if let Some(b) = self.meta.bos {
-            if ids.first() != Some(&b) {
-                ids.insert(0, b);
-            }
-        }
-        Ok(ids)
+        Ok(enc.get_ids().to_vec())
     }
 
     /// The text of generated tokens (special tokens skipped).

@@ -57,6 +57,12 @@ impl Arch {
         }
     }
 
+    /// Whether the prompt (image and text) attends to itself both ways, only generated
+    /// tokens causally (PaliGemma's prefix-LM): the prompt must then be one prefill run.
+    pub fn prefix_attends_both_ways(self) -> bool {
+        self == Arch::PaliGemma
+    }
+
     pub fn from_class_name(name: &str) -> Option<Arch> {
         Arch::ALL.into_iter().find(|a| a.class_name() == name)
     }
@@ -85,7 +91,9 @@ pub struct Meta {
     pub prefill_rows: usize,
     /// Positions the KV cache holds: prompt and generated tokens together.
     pub context: usize,
-    /// Beginning-of-sequence token, if the family's prompt starts with one.
+    /// The beginning-of-sequence token, where the family's prompt layout places it
+    /// itself (PaliGemma's, after the image tokens); the other families' tokenizers add
+    /// their own.
     pub bos: Option<u32>,
     /// Tokens that end a caption (end of sequence, end of utterance…).
     pub stops: [Option<u32>; MAX_STOPS],

@@ -31,6 +31,8 @@ pub enum GenerateError {
     TokenId { id: u32, vocab: usize },
     #[error("no image was encoded before a prompt with image tokens")]
     NoImage,
+    #[error("the prompt ({prompt} tokens) must go through the model in one run of at most {rows}")]
+    PrefixTooLong { prompt: usize, rows: usize },
     #[error("the work buffer holds {got} floats; {need} are needed")]
     WorkTooSmall { need: usize, got: usize },
 }
@@ -237,28 +239,34 @@ impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
 
     /// Starts a new sequence with `ids` (the image's embeddings stand in for its image
     /// tokens, in order); the logits of the next token are then [`Generator::logits`].
+    /// The prompt goes through the prefill graph in runs of up to `prefill_rows`
+    /// embeddings; a family whose prompt attends both ways (PaliGemma's prefix) needs it
+    /// in one run.
     pub fn prefill(&mut self, ids: &[u32], new_tokens: usize) -> Result<&[f32], GenerateError> {
         self.check_prompt(ids, new_tokens)?;
+        let (c, d) = (self.meta.prefill_rows, self.meta.hidden);
+        if self.meta.arch.prefix_attends_both_ways() && ids.len() > c {
+            return Err(GenerateError::PrefixTooLong {
+                prompt: ids.len(),
+                rows: c,
+            });
+        }
         self.session.reset_state();
         self.position = 0;
-        let (c, d) = (self.meta.prefill_rows, self.meta.hidden);
         let mut image_row = 0;
-        let whole = ids.len() / c * c;
-        for chunk in ids[..whole].chunks(c) {
+        for chunk in ids.chunks(c) {
             for (r, &id) in chunk.iter().enumerate() {
                 self.embed_into(id, &mut image_row, r)?;
             }
-            self.session.run(
+            let n = chunk.len();
+            self.session.run_rows(
                 self.graphs.prefill,
-                &[Input::F32(&self.work.chunk[..c * d])],
+                Some(n),
+                &[Input::F32(&self.work.chunk[..n * d])],
                 &mut [&mut *self.work.logits],
                 None,
             )?;
-            self.position += c;
-        }
-        for &id in &ids[whole..] {
-            self.embed_into(id, &mut image_row, 0)?;
-            self.run_step()?;
+            self.position += n;
         }
         Ok(self.work.logits)
     }

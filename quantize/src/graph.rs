@@ -134,6 +134,8 @@ pub struct Graph {
     pub output: Mat,
     /// Buffers that persist between runs.
     pub states: Vec<StatePort>,
+    /// A prefill's row capacity (it runs on 1 ..= `rows` rows), else 0.
+    pub rows: usize,
 }
 
 impl Graph {
@@ -147,6 +149,7 @@ impl Graph {
             nodes: Vec::new(),
             output: Mat::dense(0, 0, 0),
             states: Vec::new(),
+            rows: 0,
         }
     }
 

@@ -216,6 +216,7 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
             arena_bytes: u32::try_from(arena)
                 .map_err(|_| Error::Artifact("arena above 4 GiB".into()))?,
             state_bytes: state_bytes as u32,
+            rows: g.rows as u32,
         };
         graphs.push(spec.encode(&mut strings));
     }

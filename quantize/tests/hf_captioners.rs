@@ -112,13 +112,13 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
 
 const PROMPT: &str = "a picture of";
 
-fn make(py: &Path, family: &str, dir: &Path, image: &Path) {
+fn make(py: &Path, family: &str, size: &str, dir: &Path, image: &Path) {
     let d = dir.to_str().unwrap();
     let m = "vlm_recipes.hf_captioners";
     common::recipe(
         py,
         &[
-            "-m", m, "make", "--family", family, "--size", "tiny", "--out", d,
+            "-m", m, "make", "--family", family, "--size", size, "--out", d,
         ],
     );
     let r = dir.join("ref.safetensors");
@@ -145,20 +145,26 @@ fn eval_image(i: usize) -> PathBuf {
 }
 
 fn check_family(family: &str) {
+    check(family, "tiny");
+}
+
+fn check(family: &str, size: &str) {
     let Some(py) = common::python_or_skip(&format!("{family} against PyTorch")) else {
         return;
     };
-    let dir = std::env::temp_dir().join(format!("vlm-hf-{family}-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("vlm-hf-{family}-{size}-{}", std::process::id()));
     let image = eval_image(3);
-    make(&py, family, &dir, &image);
+    make(&py, family, size, &dir, &image);
     let r = read_ref(&dir.join("ref.safetensors"));
     // Prefill chunks of 8 with a remainder, so both decoder graphs run.
     let layout = hf::Layout {
-        context: 64,
+        context: r.input_ids.len() + 48,
         prefill_rows: 8,
     };
     let cap = hf::load(&dir, layout).unwrap();
     let bytes = cap.write().unwrap();
+    // The real configurations are GBs: keep one copy of the weights at a time.
+    drop(cap);
     let model = vlm_host::Model::from_aligned(bytes, &dir).unwrap();
     let c = Captioner::from_model(model).unwrap();
     assert_eq!(
@@ -230,6 +236,39 @@ fn llava_matches_pytorch() {
 }
 
 #[test]
+fn paligemma_matches_pytorch() {
+    check_family("paligemma");
+}
+
+#[test]
 fn idefics2_matches_pytorch() {
     check_family("idefics2");
+}
+
+// The published configurations with random weights (the recipe cuts the depth of the
+// larger ones to fit fp32 in memory; it prints what it cut). Minutes each, so run by
+// hand: `cargo test -p vlm-quantize --test hf_captioners -- --ignored`.
+
+#[test]
+#[ignore]
+fn real_smolvlm_256m_matches_pytorch() {
+    check("idefics3", "real");
+}
+
+#[test]
+#[ignore]
+fn real_llava_interleave_qwen_config_matches_pytorch() {
+    check("llava", "real");
+}
+
+#[test]
+#[ignore]
+fn real_paligemma_config_matches_pytorch() {
+    check("paligemma", "real");
+}
+
+#[test]
+#[ignore]
+fn real_idefics2_config_matches_pytorch() {
+    check("idefics2", "real");
 }

@@ -108,6 +108,8 @@ pub struct GraphSpec<'s> {
     pub ops: Vec<(&'s str, Op)>,
     pub arena_bytes: u32,
     pub state_bytes: u32,
+    /// A prefill's row capacity (0 otherwise).
+    pub rows: u32,
 }
 
 impl GraphSpec<'_> {
@@ -132,6 +134,7 @@ impl GraphSpec<'_> {
             self.state_bytes,
             name[0],
             name[1],
+            self.rows,
         ]);
         w.resize(GRAPH_HEADER_WORDS, 0);
         for p in &self.ports {

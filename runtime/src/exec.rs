@@ -166,13 +166,38 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
         graph: usize,
         inputs: &[Input<'_>],
         outputs: &mut [&mut [f32]],
+        observer: Option<&mut dyn Observer>,
+    ) -> Result<(), Error> {
+        self.run_rows(graph, None, inputs, outputs, observer)
+    }
+
+    /// Runs a prefill graph on `rows` of its rows (`None`: all of them; other graphs
+    /// take `None` only): its inputs hold that many rows.
+    pub fn run_rows(
+        &mut self,
+        graph: usize,
+        rows: Option<usize>,
+        inputs: &[Input<'_>],
+        outputs: &mut [&mut [f32]],
         mut observer: Option<&mut dyn Observer>,
     ) -> Result<(), Error> {
         let model = self.model;
         let g = *model
             .graph_at(graph)
             .ok_or(Error::NoGraph { what: "such" })?;
-        self.write_inputs(&g, inputs)?;
+        let n = match rows {
+            None => g.rows,
+            Some(n) if g.rows > 0 && (1..=g.rows).contains(&n) => n,
+            Some(n) => {
+                return Err(Error::BufferSize {
+                    what: "prefill rows",
+                    got: n,
+                    expected: g.rows,
+                })
+            }
+        };
+        self.write_inputs(&g, inputs, n)?;
+        let is_state = |b: u32| g.states().any(|p| p.mat.buf == b);
         let count = g.outputs().count();
         if outputs.len() != count {
             return Err(port_count(&g, "outputs", outputs.len(), count));
@@ -189,6 +214,10 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
         self.backend.begin();
         let tensors = model.tensors();
         for (index, (_, op)) in g.ops().enumerate() {
+            let op = match n < g.rows {
+                true => op.with_rows(g.rows as u32, n as u32, is_state),
+                false => op,
+            };
             let bad = || bad_op(&g, index);
             let out_range = g.buffer_range(op.output().buf);
             let (reads, out, scratch) =
@@ -219,7 +248,14 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
         Ok(())
     }
 
-    fn write_inputs(&mut self, g: &Graph<'m>, inputs: &[Input<'_>]) -> Result<(), Error> {
+    /// Copies the inputs in; a prefill's hold `rows` of its rows (the rest of the
+    /// buffer is left as it is: nothing reads it).
+    fn write_inputs(
+        &mut self,
+        g: &Graph<'m>,
+        inputs: &[Input<'_>],
+        rows: usize,
+    ) -> Result<(), Error> {
         let count = g.inputs().count();
         if inputs.len() != count {
             return Err(port_count(g, "inputs", inputs.len(), count));
@@ -232,14 +268,20 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
                     expected: p.dtype.name(),
                 });
             }
-            if input.len() != p.len() {
+            let expected = match g.rows {
+                0 => p.len(),
+                capacity => p.len() / capacity * rows,
+            };
+            if input.len() != expected {
                 return Err(Error::BufferSize {
                     what: port_what(p.dtype),
                     got: input.len(),
-                    expected: p.len(),
+                    expected,
                 });
             }
-            self.arena[g.buffer_range(p.mat.buf)].copy_from_slice(input.bytes());
+            let range = g.buffer_range(p.mat.buf);
+            let bytes = input.bytes();
+            self.arena[range.start..range.start + bytes.len()].copy_from_slice(bytes);
         }
         Ok(())
     }

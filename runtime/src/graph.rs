@@ -112,6 +112,10 @@ pub struct Graph<'a> {
     pub scratch_at: usize,
     /// The arena's state region, `0 .. state_bytes`, the same in every graph of a model.
     pub state_bytes: usize,
+    /// A prefill's row capacity: it runs on 1 ..= `rows` rows of input
+    /// (`Session::run_rows`); 0 for every other graph, which runs on what it was
+    /// written for.
+    pub rows: usize,
     ports: &'a [u32],
     port_count: usize,
     buffers: &'a [u32],
@@ -160,6 +164,10 @@ impl<'a> Graph<'a> {
             return Err(bad("arena or state region size is invalid"));
         }
         let name = string(strings, w[9], w[10]).map_err(|_| bad("bad name"))?;
+        let rows = w[11] as usize;
+        if (role == Role::Prefill) != (rows > 0) {
+            return Err(bad("only a prefill has a row capacity, and it has one"));
+        }
         let p0 = GRAPH_HEADER_WORDS;
         let b0 = p0 + PORT_WORDS * port_count;
         let n0 = b0 + 2 * buffer_count;
@@ -175,6 +183,7 @@ impl<'a> Graph<'a> {
             arena_bytes,
             scratch_at: 0,
             state_bytes,
+            rows,
             ports: &w[p0..b0],
             port_count,
             buffers: &w[b0..n0],
@@ -186,6 +195,9 @@ impl<'a> Graph<'a> {
         g.check_buffers()?;
         g.check_ports(w[1] as usize, w[2] as usize)?;
         g.check_ops(tensors)?;
+        if rows > 0 && g.inputs().any(|p| p.len() % rows != 0) {
+            return Err(g.bad("a prefill input is not whole rows"));
+        }
         Ok(g)
     }
 

@@ -331,6 +331,7 @@ impl Build {
             .map(|p| p.1)
             .collect();
         let graph = GraphSpec {
+            rows: 0,
             role: Role::Decoder,
             name: "battery",
             ports,
@@ -580,6 +581,14 @@ pub fn cases() -> Vec<Case> {
         let op = Constant { tensor, out: o };
         b.ops.push(op.into());
         cases.push(b.finish(op.to_string(), "constant", 1));
+    }
+    {
+        let mut b = next();
+        let x = b.input(5, 9, 1.0);
+        let o = b.out(1, 9);
+        let op = LastRow { x, out: o };
+        b.ops.push(op.into());
+        cases.push(b.finish(op.to_string(), "last_row", 1));
     }
     cases
 }

@@ -108,6 +108,7 @@ pub mod opcode {
     pub const GLU: u32 = 12;
     pub const PIXEL_SHUFFLE: u32 = 13;
     pub const CONSTANT: u32 = 14;
+    pub const LAST_ROW: u32 = 15;
 }
 
 pub const OPCODES: Codes = &[
@@ -125,6 +126,7 @@ pub const OPCODES: Codes = &[
     (opcode::GLU, "glu"),
     (opcode::PIXEL_SHUFFLE, "pixel_shuffle"),
     (opcode::CONSTANT, "constant"),
+    (opcode::LAST_ROW, "last_row"),
 ];
 
 /// Activation functions (fused after a linear layer, or applied in place).

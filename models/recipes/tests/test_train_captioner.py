@@ -33,7 +33,7 @@ def eval_set(tmp_path_factory):
 def test_demo_vision_weights_reproduce_the_onnx_tower():
     import onnxruntime as ort
 
-    cfg = transformers.SiglipVisionConfig(**tc.hfc._siglip(128, 4, 4, 512, 8, 64))
+    cfg = transformers.SiglipVisionConfig(**hfc._siglip(128, 4, 4, 512, 8, 64))
     model = transformers.SiglipVisionModel(cfg).eval()
     model.load_state_dict(tc.demo_vision_state_dict(), strict=True)
     x = np.random.RandomState(0).randn(2, 3, 64, 64).astype(np.float32)

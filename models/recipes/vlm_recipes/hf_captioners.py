@@ -548,6 +548,37 @@ def _greedy_and_check(family: str, model, inputs: dict, first_row, L: int):
     return greedy, check, float((top2[:, 0] - top2[:, 1]).min())
 
 
+def greedy(model_dir: str, images: list[str], prompt: str, max_new_tokens: int, out: str) -> list[dict]:
+    """Greedy captions as `generate` makes them (stopping at the model's end tokens): the
+    tokens the runtime's greedy decoding must reproduce, one record per image."""
+    import torch
+    from PIL import Image
+
+    torch.set_num_threads(2)
+    family, model, processor = load(model_dir)
+    stops = set(_id_list(model.generation_config.eos_token_id))
+    records = []
+    for path in images:
+        image = Image.open(path).convert("RGB")
+        text = PROMPT_FORMATS[family].format(prompt=prompt)
+        inputs = dict(processor(text=text, images=image, return_tensors="pt"))
+        inputs.pop("labels", None)
+        L = inputs["input_ids"].shape[1]
+        with torch.no_grad():
+            seq = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
+                                 repetition_penalty=None)[0, L:].tolist()
+        tokens = []
+        for t in seq:
+            if t in stops:
+                break
+            tokens.append(t)
+        records.append({"image": os.path.basename(path), "tokens": tokens,
+                        "text": processor.tokenizer.decode(tokens, skip_special_tokens=True)})
+    with open(out, "w") as fh:
+        json.dump({"prompt": prompt, "max_new_tokens": max_new_tokens, "captions": records}, fh, indent=1)
+    return records
+
+
 # ----------------------------------------------------------------------------- CLI
 
 
@@ -566,9 +597,22 @@ def main(argv=None) -> int:
     ref.add_argument("--steps", type=int, default=8)
     ref.add_argument("--out", required=True)
     ref.add_argument("--seed", type=int, default=0)
+    gr = sub.add_parser("greedy", help="greedy captions of images with generate()")
+    gr.add_argument("--model", required=True)
+    gr.add_argument("--images", nargs="+", required=True, help="image files, or one folder of them")
+    gr.add_argument("--prompt", required=True)
+    gr.add_argument("--max-new-tokens", type=int, default=32)
+    gr.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if args.cmd == "make":
+    if args.cmd == "greedy":
+        files = args.images
+        if len(files) == 1 and os.path.isdir(files[0]):
+            folder = files[0]
+            files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
+                           if f.lower().endswith((".png", ".jpg", ".jpeg")))
+        greedy(args.model, files, args.prompt, args.max_new_tokens, args.out)
+    elif args.cmd == "make":
         make(args.family, args.size, args.out, seed=args.seed)
     else:
         reference(args.model, args.image, args.prompt, args.steps, args.out, seed=args.seed)

@@ -2,7 +2,7 @@
 
     python -m vlm_recipes.train_captioner --family {idefics3,llava,paligemma,idefics2} --out DIR \\
         [--minutes M] [--steps N] [--seed S] [--batch B] [--lr LR] [--vision-lr VLR] \\
-        [--eval N] [--eval-set DIR] [--eval-every K]
+        [--canonical P] [--threads T] [--eval N] [--eval-set DIR] [--eval-every K]
 
 The model is the family's transformers class at a small size. Its vision tower is the
 demo SigLIP's image tower (64 px, patch 8, width 128, 4 layers), read back from the
@@ -12,8 +12,9 @@ the caption grammar, carrying the family's special tokens (as `hf_captioners` bu
 
 Training draws fresh scenes from the generator's train split (held-out colour-shape
 pairs never appear): the input is the family's prompt layout around one image, the
-target one of the scene's phrasings, picked anew each time, followed by the family's
-end token; only the caption tokens carry loss. Training stops at `--steps` or after
+target one of the scene's phrasings, picked anew each time (the full one with
+probability `--canonical`, see `pick_caption`), followed by the family's end token;
+only the caption tokens carry loss. Training stops at `--steps` or after
 `--minutes`, whichever comes first; the cosine schedule follows whichever is nearer.
 
 DIR is what `save_pretrained` writes for the model and the processor, plus
@@ -414,7 +415,9 @@ def evaluate(family: str, model, processor, prompt_text: str, eval_dir: str, n: 
     except ImportError as err:  # pycocoevalcap is optional outside the eval environment
         report["metrics_skipped"] = str(err)
     if with_captions:
-        report["captions"] = [{"image": it["image"], "caption": c, "references": it["references"], **ch}
+        report["captions"] = [{"image": it["image"], "kind": it["kind"], "held_out": it["held_out"], "caption": c,
+                               "references": it["references"], "objects_named": ch["objects"],
+                               "count_right": ch["count"], "colour_right": ch["colour"], "shape_right": ch["shape"]}
                               for it, c, ch in zip(items, captions, checks)]
     return report
 
@@ -472,12 +475,12 @@ def train(args, log=print) -> dict:
     n_params = sum(p.numel() for p in model.parameters())
     minutes = args.minutes if args.minutes is not None else DEFAULT_MINUTES[args.family]
     log(f"{args.family}: {n_params:,} parameters ({n_params * 4 / 1e6:.1f} MB fp32), prompt {prompt_text!r}, "
-        f"tokenizer {len(processor.tokenizer)}, budget {minutes} min" + (f" / {args.steps} steps" if args.steps else ""))
+        f"tokenizer {len(processor.tokenizer)}, budget {minutes} min"
+        + (f" / {args.steps} steps" if args.steps else ""))
     eos = model.generation_config.eos_token_id
     batches = Batches(args.family, processor, prompt_text, eos, model.generation_config.pad_token_id)
 
-    freeze_vision = args.vision_lr == 0
-    if freeze_vision:
+    if args.vision_lr == 0:
         for p in vision_tower(args.family, model).parameters():
             p.requires_grad_(False)
     groups = param_groups(args.family, model, args.lr, args.vision_lr, args.weight_decay)
@@ -586,13 +589,14 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--family", choices=hfc.FAMILIES, required=True)
     ap.add_argument("--out", required=True)
-    ap.add_argument("--minutes", type=float, default=None,
-                    help="training time budget (default: %s)" % ", ".join(f"{k} {v:g}" for k, v in DEFAULT_MINUTES.items()))
+    budgets = ", ".join(f"{k} {v:g}" for k, v in DEFAULT_MINUTES.items())
+    ap.add_argument("--minutes", type=float, default=None, help=f"training time budget (default: {budgets})")
     ap.add_argument("--steps", type=int, default=0, help="stop after this many steps (0: time budget only)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the connector and language model")
-    ap.add_argument("--vision-lr", type=float, default=1e-4, help="peak learning rate of the vision tower (0 freezes it)")
+    ap.add_argument("--vision-lr", type=float, default=1e-4,
+                    help="peak learning rate of the vision tower (0 freezes it)")
     # Two threads suit a two-core machine; when other jobs hold the cores, one
     # thread is several times faster than two that keep waiting for each other.
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")

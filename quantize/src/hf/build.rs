@@ -25,15 +25,6 @@ pub fn cols(m: Mat, at: usize, n: usize) -> Mat {
     }
 }
 
-/// Row `r` of `m`.
-pub fn row(m: Mat, r: usize) -> Mat {
-    Mat {
-        offset: m.offset + (r as u32) * m.stride,
-        rows: 1,
-        ..m
-    }
-}
-
 impl Builder<'_> {
     pub fn new_mat(&mut self, rows: usize, cols: usize) -> Mat {
         let b = self.g.add_buffer(rows * cols);

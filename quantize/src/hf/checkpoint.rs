@@ -88,6 +88,15 @@ impl Checkpoint {
         Ok(Self { shards, names })
     }
 
+    /// The first of `prefixes` under which the checkpoint has `probe`: checkpoints name
+    /// a model's parts after the transformers version that saved them.
+    pub fn prefix_of(&self, prefixes: &[&'static str], probe: &str) -> Option<&'static str> {
+        prefixes
+            .iter()
+            .copied()
+            .find(|p| self.has(&format!("{p}{probe}")))
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.names.contains_key(name)
     }

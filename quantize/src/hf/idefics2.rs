@@ -205,10 +205,7 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
     b.g.output = out;
     let dec = decoder(
         ck,
-        &Names {
-            prefix: "model.text_model.",
-            head: "lm_head.weight",
-        },
+        &Names::causal("model.text_model.", "lm_head.weight"),
         &text,
         layout.context,
         layout.prefill_rows,
@@ -218,6 +215,7 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
         text,
         image_token,
         image_tokens: l,
+        prefill_rows: layout.prefill_rows,
         graphs: vec![tower, b.g, dec.embedding, dec.prefill, dec.step],
     })
 }

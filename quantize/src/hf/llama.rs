@@ -6,21 +6,39 @@
 
 use vlm_runtime::model::DType;
 use vlm_runtime::ops::{
-    Activation, Advance, Attention, CacheAppend, Embedding, Glu, Mask, Mat, Precision, Query, Rope,
+    Activation, Advance, Attention, CacheAppend, Embedding, Glu, LastRow, Mask, Mat, Precision,
+    Query, Rope,
 };
 
-use super::build::{cols, dense, row, Builder};
+use super::build::{cols, dense, Builder};
 use super::checkpoint::Checkpoint;
 use super::config::TextConfig;
 use crate::graph::{Graph, Role, TowerInput};
 use crate::Result;
 
-/// Where a family keeps its language model's tensors.
+/// Where a family keeps its language model's tensors, and how its prompt runs.
 pub struct Names<'a> {
     /// `model.text_model.`, `model.language_model.`, …
     pub prefix: &'a str,
     /// The untied LM head's weight (`lm_head.weight`).
     pub head: &'a str,
+    /// The first token's position (PaliGemma counts from 1).
+    pub first_position: usize,
+    /// The prompt attends to itself both ways (PaliGemma's prefix): the prefill graph
+    /// has no causal mask, and the prompt is one prefill run.
+    pub prefix_both_ways: bool,
+}
+
+impl<'a> Names<'a> {
+    /// A causal language model counting positions from 0.
+    pub fn causal(prefix: &'a str, head: &'a str) -> Self {
+        Self {
+            prefix,
+            head,
+            first_position: 0,
+            prefix_both_ways: false,
+        }
+    }
 }
 
 pub struct Decoder {
@@ -32,7 +50,7 @@ pub struct Decoder {
 /// The RoPE table `[positions, head_dim]`: cosines then sines, computed as Hugging
 /// Face's default rotary embedding does in f32 (`inv_freq = 1 / θ^(2i/d)`, angle =
 /// position · inv_freq, one rounding each), with the trigonometry in f64 rounded once.
-pub fn rope_table(positions: usize, head_dim: usize, theta: f64) -> Vec<f32> {
+pub fn rope_table(positions: usize, head_dim: usize, theta: f64, first: usize) -> Vec<f32> {
     let half = head_dim / 2;
     let inv: Vec<f32> = (0..half)
         .map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / head_dim as f32))
@@ -40,7 +58,7 @@ pub fn rope_table(positions: usize, head_dim: usize, theta: f64) -> Vec<f32> {
     let mut t = vec![0.0f32; positions * head_dim];
     for p in 0..positions {
         for i in 0..half {
-            let a = (p as f32 * inv[i]) as f64;
+            let a = ((p + first) as f32 * inv[i]) as f64;
             t[p * head_dim + i] = a.cos() as f32;
             t[p * head_dim + half + i] = a.sin() as f32;
         }
@@ -87,7 +105,7 @@ pub fn decoder(
         }),
     );
     e.output = out;
-    let rope = rope_table(context, c.head_dim, c.rope_theta);
+    let rope = rope_table(context, c.head_dim, c.rope_theta, names.first_position);
     let prefill = stack(ck, names, c, context, chunk, Role::Prefill, &head, &rope)?;
     let step = stack(ck, names, c, context, 1, Role::Decoder, &head, &rope)?;
     Ok(Decoder {
@@ -180,7 +198,10 @@ fn stack(
                 head_dim: hd as u32,
                 scale: (hd as f32).powf(-0.5),
                 precision: Precision::F32,
-                mask: Mask::Causal,
+                mask: match names.prefix_both_ways && role == Role::Prefill {
+                    true => Mask::None,
+                    false => Mask::Causal,
+                },
                 past: Some(pos),
                 out: attn,
             },
@@ -218,8 +239,10 @@ fn stack(
         let m = b.linear(&format!("{mlp}down_proj"), g, d, Activation::None)?;
         x = b.add(&format!("{lp}residual2"), x, m);
     }
-    // Only the last position's logits are needed: the next token.
-    let last = row(x, rows - 1);
+    // Only the last position's logits are needed: the next token. A prefill runs on
+    // however many rows the prompt has left, so the last one is found at run time.
+    let last = b.new_mat(1, d);
+    b.push("last_row", LastRow { x, out: last });
     let n = b.rms_norm(&format!("{p}norm"), last, c.eps, c.gemma)?;
     // A tied head keeps the table's name, so the writer stores one copy.
     let head_name = match c.tied && !c.gemma {
@@ -236,5 +259,8 @@ fn stack(
         },
     );
     b.g.output = logits;
+    if role == Role::Prefill {
+        b.g.rows = rows;
+    }
     Ok(b.g)
 }

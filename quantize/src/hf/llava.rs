@@ -49,16 +49,12 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
     // (`model.vision_tower.…` in 5, `vision_tower.vision_model.…` before, `vision_tower.…`
     // from 5's own save_pretrained): take whichever the file has.
     let pick = |cands: &[&'static str], probe: &str| -> Result<&'static str> {
-        cands
-            .iter()
-            .copied()
-            .find(|p| ck.has(&format!("{p}{probe}")))
-            .ok_or_else(|| {
-                root.err(format!(
-                    "no tensor {}{probe} (or any known prefix)",
-                    cands[0]
-                ))
-            })
+        ck.prefix_of(cands, probe).ok_or_else(|| {
+            root.err(format!(
+                "no tensor {}{probe} (or any known prefix)",
+                cands[0]
+            ))
+        })
     };
     let vision_prefix = pick(
         &[
@@ -119,10 +115,7 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
     b.g.output = y;
     let dec = decoder(
         ck,
-        &Names {
-            prefix: text_prefix,
-            head,
-        },
+        &Names::causal(text_prefix, head),
         &text,
         layout.context,
         layout.prefill_rows,
@@ -132,6 +125,7 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
         text,
         image_token,
         image_tokens: tokens,
+        prefill_rows: layout.prefill_rows,
         graphs: vec![tower, b.g, dec.embedding, dec.prefill, dec.step],
     })
 }

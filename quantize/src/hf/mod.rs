@@ -16,6 +16,7 @@ mod idefics2;
 mod idefics3;
 pub mod llama;
 mod llava;
+mod paligemma;
 mod preprocess;
 pub mod siglip_vision;
 
@@ -30,7 +31,8 @@ use crate::graph::Graph;
 use crate::writer::{write_artifact, AlignedBytes, ArtifactParts};
 use crate::{Error, Result};
 
-/// How to lay the decoder out: the KV cache's length and the prefill chunk.
+/// How to lay the decoder out: the KV cache's length and the prefill chunk (PaliGemma's
+/// whole prompt must fit one chunk: its image tokens and the text).
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
     /// Positions the cache holds (prompt, image tokens and caption together).
@@ -90,11 +92,7 @@ pub fn load(dir: &Path, layout: Layout) -> Result<Captioner> {
         Arch::Idefics3 => idefics3::load(&cfg, &ck, layout)?,
         Arch::Llava => llava::load(&cfg, &ck, layout)?,
         Arch::Idefics2 => idefics2::load(&cfg, &ck, layout)?,
-        Arch::PaliGemma => {
-            return Err(cfg.root().err(format!(
-                "{class} is not supported yet by this build (Idefics3, LLaVA and Idefics2 are)"
-            )))
-        }
+        Arch::PaliGemma => paligemma::load(&cfg, &ck, layout)?,
     };
     let tok_path = dir.join("tokenizer.json");
     let tokenizer_json = std::fs::read(&tok_path).map_err(|e| Error::io(&tok_path, e))?;
@@ -104,6 +102,10 @@ pub fn load(dir: &Path, layout: Layout) -> Result<Captioner> {
             msg: e.to_string(),
         })?;
     let (bos, stops) = special_tokens(&cfg, &tokenizer, arch)?;
+    let bos = match arch {
+        Arch::PaliGemma => bos,
+        _ => None,
+    };
     let meta = Meta {
         arch,
         channels: parts.vision.channels,
@@ -118,12 +120,12 @@ pub fn load(dir: &Path, layout: Layout) -> Result<Captioner> {
         vocab_size: parts.text.vocab,
         image_token: parts.image_token,
         image_tokens: parts.image_tokens,
-        prefill_rows: layout.prefill_rows,
+        prefill_rows: parts.prefill_rows,
         context: layout.context,
         bos,
         stops,
     };
-    let config_json = std::fs::read(&cfg.path).map_err(|e| Error::io(&cfg.path, e))?;
+    let config_json = stored_config(&cfg, dir)?;
     Ok(Captioner {
         meta,
         graphs: parts.graphs,
@@ -132,12 +134,44 @@ pub fn load(dir: &Path, layout: Layout) -> Result<Captioner> {
     })
 }
 
+/// The config.json the artifact carries: the folder's, with the prompt its recipe
+/// trained on (`vlm_caption.json`'s `prompt`, if the folder has one) as
+/// `vlm_caption.prompt`, which `vlm caption` uses when given none.
+fn stored_config(cfg: &ConfigFile, dir: &Path) -> Result<Vec<u8>> {
+    let mut v = cfg.value.clone();
+    let extra = dir.join(CAPTION_FILE);
+    if extra.is_file() {
+        let text = std::fs::read_to_string(&extra).map_err(|e| Error::io(&extra, e))?;
+        let x: serde_json::Value = serde_json::from_str(&text).map_err(|e| Error::Checkpoint {
+            path: extra.clone(),
+            msg: format!("not valid JSON: {e}"),
+        })?;
+        let prompt = x
+            .get("prompt")
+            .and_then(|p| p.as_str())
+            .ok_or_else(|| Error::Checkpoint {
+                path: extra.clone(),
+                msg: "no prompt".into(),
+            })?;
+        v["vlm_caption"] = serde_json::json!({ "prompt": prompt });
+    }
+    serde_json::to_vec_pretty(&v).map_err(|e| Error::Checkpoint {
+        path: cfg.path.clone(),
+        msg: e.to_string(),
+    })
+}
+
+/// A captioner folder's own file beside Hugging Face's: the prompt it was trained with.
+pub const CAPTION_FILE: &str = "vlm_caption.json";
+
 /// What a family's loader returns.
 pub(crate) struct Parts {
     pub vision: config::VisionConfig,
     pub text: config::TextConfig,
     pub image_token: u32,
     pub image_tokens: usize,
+    /// Rows per prefill run (the layout's, or more where the family needs it).
+    pub prefill_rows: usize,
     pub graphs: Vec<Graph>,
 }
 
@@ -164,6 +198,10 @@ fn special_tokens(
             ids.push(id);
         }
     }
+    let mut bos = root.ids("bos_token_id")?.first().copied();
+    if let (None, Some(t)) = (bos, text) {
+        bos = t.ids("bos_token_id")?.first().copied();
+    }
     let mut stops = [None; vlm_models::captioner::MAX_STOPS];
     let mut k = 0;
     for id in ids {
@@ -172,7 +210,7 @@ fn special_tokens(
             k += 1;
         }
     }
-    Ok((None, stops))
+    Ok((bos, stops))
 }
 
 impl Captioner {

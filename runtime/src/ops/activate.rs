@@ -37,6 +37,10 @@ impl OpSpec for Activate {
         self.x
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.x);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[self.x.buf])
     }

@@ -40,6 +40,12 @@ impl OpSpec for Add {
         self.out
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.a);
+        f(&mut self.b);
+        f(&mut self.out);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[self.a.buf, self.b.buf])
     }

@@ -37,6 +37,10 @@ impl OpSpec for Advance {
         Mat::dense(self.position, 1, 1)
     }
 
+    fn visit_counts(&mut self, f: &mut dyn FnMut(&mut u32)) {
+        f(&mut self.by);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[self.position])
     }

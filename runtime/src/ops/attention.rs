@@ -90,6 +90,15 @@ impl OpSpec for Attention {
         self.out
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        if let Query::Mat(q) = &mut self.q {
+            f(q);
+        }
+        f(&mut self.k);
+        f(&mut self.v);
+        f(&mut self.out);
+    }
+
     fn reads(&self) -> Buffers {
         let mut b = [self.k.buf, self.v.buf, 0, 0];
         let mut n = 2;

@@ -42,6 +42,11 @@ impl OpSpec for CacheAppend {
         self.cache
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.x);
+        f(&mut self.cache);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[self.x.buf, self.position])
     }

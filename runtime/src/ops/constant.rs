@@ -37,6 +37,10 @@ impl OpSpec for Constant {
         self.out
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.out);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[])
     }

@@ -53,6 +53,10 @@ impl OpSpec for Embedding {
         self.out
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.out);
+    }
+
     fn reads(&self) -> Buffers {
         match self.position {
             Some(p) => Buffers::of(&[self.ids, p]),

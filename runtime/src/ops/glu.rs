@@ -48,6 +48,11 @@ impl OpSpec for Glu {
         self.out
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.x);
+        f(&mut self.out);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[self.x.buf])
     }

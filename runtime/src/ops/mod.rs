@@ -23,6 +23,7 @@ mod context;
 mod embedding;
 mod encoding;
 mod glu;
+mod last_row;
 mod layer_norm;
 mod linear;
 mod operands;
@@ -43,6 +44,7 @@ pub use context::{CpuKernels, OpContext};
 pub use embedding::Embedding;
 pub use encoding::{Reader, Words, MAX_OP_WORDS};
 pub use glu::Glu;
+pub use last_row::LastRow;
 pub use layer_norm::LayerNorm;
 pub use linear::Linear;
 pub use operands::{Activation, Mask, Mat, Precision, Query, Weights};
@@ -120,6 +122,15 @@ pub trait OpSpec: Sized + core::fmt::Display {
     fn visit_tensors(&mut self, f: &mut dyn FnMut(&mut u32)) {
         let _ = f;
     }
+    /// Shows every window the op reads or writes to `f`, which may change it (a prefill
+    /// run on fewer rows than its graph holds: `Op::with_rows`).
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        let _ = f;
+    }
+    /// Shows the op's row counts that are not windows (an advance's amount).
+    fn visit_counts(&mut self, f: &mut dyn FnMut(&mut u32)) {
+        let _ = f;
+    }
     /// Runs the op on the CPU.
     fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error>;
 }
@@ -175,6 +186,7 @@ ops!(
     Glu,
     PixelShuffle,
     Constant,
+    LastRow,
 );
 
 impl Op {
@@ -252,6 +264,30 @@ impl Op {
 
     pub fn visit_tensors(&mut self, f: &mut dyn FnMut(&mut u32)) {
         each!(self, op => op.visit_tensors(f))
+    }
+
+    /// The op as it runs in a graph of `capacity` rows run on `rows` of them (a
+    /// prefill): every window of `capacity` rows outside the state buffers, and every
+    /// row count of `capacity`, becomes `rows`. Fewer rows of a window that was
+    /// validated stay inside it.
+    pub fn with_rows(&self, capacity: u32, rows: u32, is_state: impl Fn(u32) -> bool) -> Op {
+        let mut op = *self;
+        if rows >= capacity {
+            return op;
+        }
+        each!(&mut op, o => {
+            o.visit_mats(&mut |m: &mut Mat| {
+                if m.rows == capacity && !is_state(m.buf) {
+                    m.rows = rows;
+                }
+            });
+            o.visit_counts(&mut |c: &mut u32| {
+                if *c == capacity {
+                    *c = rows;
+                }
+            });
+        });
+        op
     }
 
     pub fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {

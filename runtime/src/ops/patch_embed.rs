@@ -86,6 +86,10 @@ impl OpSpec for PatchEmbed {
         self.out
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.out);
+    }
+
     fn reads(&self) -> Buffers {
         Buffers::of(&[self.input])
     }

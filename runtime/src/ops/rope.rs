@@ -57,6 +57,10 @@ impl OpSpec for Rope {
         self.x
     }
 
+    fn visit_mats(&mut self, f: &mut dyn FnMut(&mut Mat)) {
+        f(&mut self.x);
+    }
+
     fn reads(&self) -> Buffers {
         match self.position {
             Some(p) => Buffers::of(&[self.x.buf, p]),
