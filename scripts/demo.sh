@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds `vlm`, quantizes the shipped demo model into one int8 artifact (with an accuracy
 # report and the demo labels' embeddings stored), then classifies shipped example images
-# on the allocation-free int8 runtime. Says what it is doing at each step: the first
+# on the allocation-free int8 runtime, and captions them with the demo captioner. Says what it is doing at each step: the first
 # build alone takes minutes.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +40,6 @@ step "keeping only the labels at probability 0.5 or above, for every example (th
 ./target/release/vlm classify models/demo/examples/*.png models/demo/examples/*.jpg \
   --model "$out/demo.vlmq" --threshold 0.5 \
   --labels "a circle,a star,a triangle,a red shape,a yellow shape,two objects,two blue stars"
+step "captioning the examples with the demo captioner (models/demo-captioner, a Hugging Face Idefics3 folder read from its safetensors; fp32)"
+./target/release/vlm caption models/demo/examples/*.png models/demo/examples/*.jpg
 echo "report: $out/report.html"

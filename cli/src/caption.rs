@@ -77,6 +77,9 @@ pub struct CaptionArgs {
     /// New tokens at most.
     #[arg(long, value_name = "N", default_value_t = 32)]
     max_tokens: usize,
+    /// Beam search with N beams (1: greedy).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    beam: usize,
     /// Hugging Face's repetition penalty (1: none).
     #[arg(long, value_name = "P", default_value_t = 1.0)]
     repetition_penalty: f32,
@@ -102,6 +105,13 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
     if !(args.repetition_penalty.is_finite() && args.repetition_penalty > 0.0) {
         bail!("--repetition-penalty must be a positive number");
     }
+    let max_beams = vlm_models::generate::MAX_BEAMS;
+    if args.beam == 0 || args.beam > max_beams {
+        bail!("--beam must be from 1 to {max_beams}");
+    }
+    if args.beam > 1 && (args.stream || args.repetition_penalty != 1.0) {
+        bail!("--beam chooses whole captions: it takes neither --stream nor --repetition-penalty");
+    }
     for image in &args.images {
         if !image.is_file() {
             bail!("{}: no such image file", image.display());
@@ -125,6 +135,15 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
         let mut printed = 0;
         if args.stream && multi {
             print!("{}: ", image.display());
+        }
+        if args.beam > 1 {
+            let c = cap.caption_beam(&pixels, &prompt, &opts, args.beam)?;
+            results.push(CaptionResult {
+                image: image.clone(),
+                caption: c.text.trim().to_string(),
+                tokens: c.tokens,
+            });
+            continue;
         }
         let c = cap.caption(&pixels, &prompt, &opts, |id| {
             if args.stream {

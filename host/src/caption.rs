@@ -7,7 +7,7 @@ use std::path::Path;
 
 use tokenizers::Tokenizer;
 use vlm_models::captioner::{Arch, Meta};
-use vlm_models::generate::{greedy, GenerateError, Generator, Options};
+use vlm_models::generate::{beam, greedy, BeamWork, GenerateError, Generator, Options};
 use vlm_models::siglip::PreprocessConfig;
 use vlm_runtime::kernels::Isa;
 
@@ -145,6 +145,15 @@ impl Captioner {
 
     pub fn pixels_of(&self, img: &image::RgbImage) -> Result<Vec<f32>> {
         let m = &self.meta;
+        let first;
+        let img = match m.longest_edge_first {
+            0 => img,
+            edge => {
+                let (h, w) = idefics3_size(img.height() as usize, img.width() as usize, edge);
+                first = crate::resample::resize(img, w as u32, h as u32, m.resample);
+                &first
+            }
+        };
         crate::preprocess::pixel_values(
             img,
             &PreprocessConfig {
@@ -182,6 +191,46 @@ impl Captioner {
         Ok(g)
     }
 
+    /// Beam search of `beams` beams (2 ..= `generate::MAX_BEAMS`) over `pixels` after
+    /// `prompt`: every beam keeps its own arena (KV cache), all sized before the first
+    /// token.
+    pub fn caption_beam(
+        &self,
+        pixels: &[f32],
+        prompt: &str,
+        opts: &Options,
+        beams: usize,
+    ) -> Result<Caption> {
+        if beams == 0 || beams > vlm_models::generate::MAX_BEAMS {
+            return Err(gen_err(GenerateError::TooManyBeams {
+                beams,
+                max: vlm_models::generate::MAX_BEAMS,
+            }));
+        }
+        let ids = self.prompt_ids(prompt)?;
+        let (a, w) = self.buffers();
+        let mut arenas: Vec<Vec<u8>> = (0..beams).map(|_| vec![0u8; a]).collect();
+        let mut works: Vec<Vec<f32>> = (0..beams).map(|_| vec![0.0f32; w]).collect();
+        let mut gens = Vec::with_capacity(beams);
+        for (arena, work) in arenas.iter_mut().zip(works.iter_mut()) {
+            gens.push(self.generator(arena, work)?);
+        }
+        gens[0].encode_image(pixels).map_err(gen_err)?;
+        gens[0].prefill(&ids, opts.max_tokens).map_err(gen_err)?;
+        let (s, f, t) = BeamWork::sizes(&gens[0], beams, opts.max_tokens);
+        let (mut states, mut scores, mut tokens) = (vec![0u8; s], vec![0.0f32; f], vec![0u32; t]);
+        let mut out = vec![0u32; opts.max_tokens];
+        let work = BeamWork {
+            states: &mut states,
+            scores: &mut scores,
+            tokens: &mut tokens,
+        };
+        let n = beam(&mut gens, opts, work, &mut out).map_err(gen_err)?;
+        out.truncate(n);
+        let text = self.decode(&out)?;
+        Ok(Caption { tokens: out, text })
+    }
+
     /// Greedy caption of `pixels` after `prompt`, each token shown to `on_token` as it
     /// comes (return `false` to stop).
     pub fn caption(
@@ -215,5 +264,49 @@ impl Captioner {
         out.truncate(n);
         let text = self.decode(&out)?;
         Ok(Caption { tokens: out, text })
+    }
+}
+
+/// Idefics3's first resize (`_resize_output_size_rescale_to_max_len`, then the 4096 px
+/// cap): the longest edge to `edge`, the other by the aspect ratio, truncated, and made
+/// even by rounding up.
+fn idefics3_size(height: usize, width: usize, edge: usize) -> (usize, usize) {
+    let aspect = width as f64 / height as f64;
+    let (mut h, mut w) = (height, width);
+    if w >= h {
+        w = edge;
+        h = (w as f64 / aspect) as usize;
+        if h % 2 != 0 {
+            h += 1;
+        }
+    } else {
+        h = edge;
+        w = (h as f64 * aspect) as usize;
+        if w % 2 != 0 {
+            w += 1;
+        }
+    }
+    let (mut h, mut w) = (h.max(1), w.max(1));
+    const MAX: usize = 4096;
+    let aspect = w as f64 / h as f64;
+    if w >= h && w > MAX {
+        w = MAX;
+        h = (w as f64 / aspect) as usize;
+    } else if h > w && h > MAX {
+        h = MAX;
+        w = (h as f64 * aspect) as usize;
+    }
+    (h.max(1), w.max(1))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn idefics3_first_resize_keeps_aspect_with_an_even_side() {
+        assert_eq!(super::idefics3_size(480, 640, 512), (384, 512));
+        assert_eq!(super::idefics3_size(100, 301, 128), (42, 128));
+        assert_eq!(super::idefics3_size(100, 250, 128), (52, 128));
+        assert_eq!(super::idefics3_size(640, 480, 512), (512, 384));
+        assert_eq!(super::idefics3_size(64, 64, 128), (128, 128));
     }
 }

@@ -97,6 +97,10 @@ pub struct Meta {
     pub bos: Option<u32>,
     /// Tokens that end a caption (end of sequence, end of utterance…).
     pub stops: [Option<u32>; MAX_STOPS],
+    /// Idefics3's processor first resizes the image so its longest edge is this, keeping
+    /// the aspect ratio (and an even short side), then squashes it to the tower's size;
+    /// 0: straight to the tower's size.
+    pub longest_edge_first: usize,
 }
 
 /// Why an artifact's metadata is not a captioner's, or disagrees with its graphs.
@@ -157,6 +161,7 @@ impl Meta {
         for (i, s) in self.stops.iter().enumerate() {
             f[21 + i] = opt(*s);
         }
+        f[25] = self.longest_edge_first as u32;
         w
     }
 
@@ -202,6 +207,7 @@ impl Meta {
                 from_opt(w[23]),
                 from_opt(w[24]),
             ],
+            longest_edge_first: w[25] as usize,
         };
         if meta.std.iter().any(|s| !s.is_finite() || *s == 0.0)
             || meta.mean.iter().any(|m| !m.is_finite())

@@ -33,6 +33,8 @@ pub enum GenerateError {
     NoImage,
     #[error("the prompt ({prompt} tokens) must go through the model in one run of at most {rows}")]
     PrefixTooLong { prompt: usize, rows: usize },
+    #[error("{beams} beams asked for; at most {max}")]
+    TooManyBeams { beams: usize, max: usize },
     #[error("the work buffer holds {got} floats; {need} are needed")]
     WorkTooSmall { need: usize, got: usize },
 }
@@ -320,6 +322,27 @@ impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
     }
 }
 
+impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
+    /// Bytes of the state region (KV caches and position), for [`beam`]'s snapshots.
+    pub fn state_bytes(&self) -> usize {
+        self.session.state().len()
+    }
+
+    /// Makes this generator continue where `other` (same model) stands: its cache,
+    /// position and logits.
+    fn take_state(
+        &mut self,
+        state: &[u8],
+        position: usize,
+        logits: &[f32],
+    ) -> Result<(), GenerateError> {
+        self.session.set_state(state)?;
+        self.position = position;
+        self.work.logits.copy_from_slice(logits);
+        Ok(())
+    }
+}
+
 /// How to pick tokens.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Options {
@@ -393,3 +416,198 @@ pub fn greedy<B: Backend>(
     }
     Ok(n)
 }
+
+/// Natural-log probabilities of `logits` into `out` (max-shifted, so no overflow).
+fn log_softmax(logits: &[f32], out: &mut [f32]) {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut sum = 0.0f64;
+    for &l in logits {
+        sum += libm::exp((l - max) as f64);
+    }
+    let log_z = max as f64 + libm::log(sum);
+    for (o, &l) in out.iter_mut().zip(logits) {
+        *o = (l as f64 - log_z) as f32;
+    }
+}
+
+/// The caller's memory for a beam search of `n` beams of up to `max_tokens` tokens.
+pub struct BeamWork<'w> {
+    /// `n × state_bytes`: each beam's cache while the next step's beams are chosen.
+    pub states: &'w mut [u8],
+    /// `n × vocab`: each beam's log-probabilities, then its logits to hand on.
+    pub scores: &'w mut [f32],
+    /// `2 × n × max_tokens`: the beams' tokens, and the next step's.
+    pub tokens: &'w mut [u32],
+}
+
+impl BeamWork<'_> {
+    /// `(state bytes, floats, tokens)` a search needs.
+    pub fn sizes<B: Backend>(
+        g: &Generator<'_, '_, B>,
+        beams: usize,
+        max_tokens: usize,
+    ) -> (usize, usize, usize) {
+        (
+            beams * g.state_bytes(),
+            beams * g.meta.vocab_size,
+            2 * beams * max_tokens,
+        )
+    }
+}
+
+/// Beam search of `gens.len()` beams after `gens[0]`'s [`Generator::prefill`] (the
+/// others are generators of the same model, each on its own arena), step for step as
+/// Hugging Face's `generate(num_beams=n)` with its defaults (length penalty 1, early
+/// stopping off), so the same model gives the same caption:
+/// - each step keeps the `max(2, 1 + stops) × n` continuations of highest total
+///   log-probability (f32 sums, as torch adds them); the best `n` not ending in a stop
+///   token go on, each beam's cache copied from its parent's;
+/// - a continuation among the best `n` that ends in a stop token (or reaches
+///   `max_tokens`) is a finished caption, scored by its total over its length (stop token
+///   counted); the best `n` finished are kept;
+/// - the search ends once `n` are finished and the best live beam's total over its
+///   current length is no better than the worst of them (Hugging Face's heuristic, not
+///   a bound: a longer caption could still have scored higher), or at `max_tokens`.
+///
+/// Writes the best finished caption to `out` (stop token not written) and returns its
+/// length.
+pub fn beam<B: Backend>(
+    gens: &mut [Generator<'_, '_, B>],
+    opts: &Options,
+    work: BeamWork<'_>,
+    out: &mut [u32],
+) -> Result<usize, GenerateError> {
+    let n = gens.len();
+    let max = opts.max_tokens.min(out.len());
+    if n == 0 || max == 0 {
+        return Ok(0);
+    }
+    if n > MAX_BEAMS {
+        return Err(GenerateError::TooManyBeams {
+            beams: n,
+            max: MAX_BEAMS,
+        });
+    }
+    let vocab = gens[0].meta.vocab_size;
+    let sb = gens[0].state_bytes();
+    let (need_s, need_f, need_t) = BeamWork::sizes(&gens[0], n, max);
+    if work.states.len() < need_s || work.scores.len() < need_f || work.tokens.len() < need_t {
+        return Err(GenerateError::WorkTooSmall {
+            need: need_f,
+            got: work.scores.len(),
+        });
+    }
+    let stops = gens[0].meta.stops.iter().flatten().count();
+    // Candidates kept per step: enough that `n` remain after the stop tokens among them.
+    let keep = (2.max(1 + stops) * n).min(vocab);
+    let (toks, next_toks) = work.tokens.split_at_mut(n * max);
+    // Live beams: (total log-probability, generator index); one at first.
+    let mut live = [(0.0f32, 0usize); MAX_BEAMS];
+    let mut n_live = 1;
+    // The best `n` finished captions' scores, best first.
+    let mut finished = [f32::NEG_INFINITY; MAX_BEAMS];
+    let mut n_fin = 0;
+    let mut best_len = 0;
+    let mut len = 0;
+    loop {
+        // Each live beam's best `keep` continuations hold the best `keep` of all.
+        let mut cand = [(f32::NEG_INFINITY, 0usize, 0u32); MAX_CANDIDATES];
+        let mut n_cand = 0;
+        for (b, &(total, gi)) in live[..n_live].iter().enumerate() {
+            let lp = &mut work.scores[b * vocab..(b + 1) * vocab];
+            log_softmax(gens[gi].logits(), lp);
+            for _ in 0..keep {
+                let t = argmax(lp);
+                cand[n_cand] = (total + lp[t as usize], b, t);
+                lp[t as usize] = f32::NEG_INFINITY;
+                n_cand += 1;
+            }
+        }
+        // Stable: equal totals keep beam order, then token order, as torch.topk does
+        // on CPU for these sizes.
+        cand[..n_cand].sort_by(|a, b| b.0.total_cmp(&a.0));
+        let cand = &cand[..n_cand.min(keep)];
+        let at_max = len + 1 == max;
+        let ends = |t: u32| at_max || gens[0].meta.is_stop(t);
+        // Finished captions: only among the best `n`.
+        for &(s, b, t) in cand.iter().take(n) {
+            if !ends(t) {
+                continue;
+            }
+            let score = s / (len + 1) as f32;
+            if n_fin == n && score <= finished[n - 1] {
+                continue;
+            }
+            let at = finished[..n_fin]
+                .iter()
+                .take_while(|&&f| f >= score)
+                .count();
+            let last = n_fin.min(n - 1);
+            finished.copy_within(at..last, at + 1);
+            finished[at] = score;
+            n_fin = (n_fin + 1).min(n);
+            if at == 0 {
+                let parent = live[b].1;
+                out[..len].copy_from_slice(&toks[parent * max..parent * max + len]);
+                best_len = len;
+                if !gens[0].meta.is_stop(t) {
+                    out[len] = t;
+                    best_len = len + 1;
+                }
+            }
+        }
+        if at_max {
+            return Ok(best_len);
+        }
+        // Next beams: the best `n` continuations that go on.
+        let mut next = [(0.0f32, 0usize, 0u32); MAX_BEAMS];
+        let mut n_next = 0;
+        for &(s, b, t) in cand {
+            if n_next < n && !ends(t) {
+                next[n_next] = (s, b, t);
+                n_next += 1;
+            }
+        }
+        len += 1;
+        if n_next == 0 {
+            return Ok(best_len);
+        }
+        // Hugging Face's stopping heuristic: the best live beam at its current length.
+        if n_fin == n && next[0].0 / len as f32 <= finished[n - 1] {
+            return Ok(best_len);
+        }
+        // Snapshot the parents, then give each new beam its parent's cache and tokens.
+        for (b, &(_, gi)) in live[..n_live].iter().enumerate() {
+            work.states[b * sb..(b + 1) * sb].copy_from_slice(gens[gi].session.state());
+            let lp = &mut work.scores[b * vocab..(b + 1) * vocab];
+            lp.copy_from_slice(gens[gi].logits());
+        }
+        for (i, &(_, b, t)) in next[..n_next].iter().enumerate() {
+            let parent = live[b].1;
+            next_toks[i * max..i * max + len - 1]
+                .copy_from_slice(&toks[parent * max..parent * max + len - 1]);
+            next_toks[i * max + len - 1] = t;
+        }
+        let position = gens[live[0].1].position;
+        for (i, &(s, b, _)) in next[..n_next].iter().enumerate() {
+            let (state, logits) = (
+                &work.states[b * sb..(b + 1) * sb],
+                &work.scores[b * vocab..(b + 1) * vocab],
+            );
+            gens[i].take_state(state, position, logits)?;
+            live[i] = (s, i);
+        }
+        n_live = n_next;
+        toks[..n_live * max].copy_from_slice(&next_toks[..n_live * max]);
+        for (i, gen) in gens.iter_mut().enumerate().take(n_live) {
+            gen.step(toks[i * max + len - 1])?;
+        }
+    }
+}
+
+/// Continuations a beam-search step may hold: every beam's best
+/// `max(2, 1 + MAX_STOPS) × MAX_BEAMS`.
+const MAX_CANDIDATES: usize = MAX_BEAMS * MAX_BEAMS * (1 + crate::captioner::MAX_STOPS);
+
+/// Beams a search may keep.
+pub const MAX_BEAMS: usize = 8;

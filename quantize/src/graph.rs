@@ -5,6 +5,8 @@
 //! artifact) on the runtime's own executor; quantization rewrites its weights; the writer
 //! places its buffers in the arena and stores it.
 
+use std::sync::Arc;
+
 use vlm_runtime::model::DType;
 use vlm_runtime::ops::{Mat, Op};
 pub use vlm_runtime::Role;
@@ -67,7 +69,11 @@ impl TowerInput {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum TensorData {
-    F32(Vec<f32>),
+    /// Shared: a checkpoint's tensor read once serves every graph that holds it (a
+    /// decoder's prefill and step graphs, a tied LM head and its token table), so a
+    /// model of GBs is in memory once while converting. Writers go through
+    /// `Arc::make_mut`.
+    F32(Arc<Vec<f32>>),
     I8(Vec<i8>),
     /// int8 `[out, in]` weights in the runtime's GEMM panel layout.
     I8Panels(Vec<i8>),
@@ -87,7 +93,7 @@ impl TensorData {
 
     pub fn as_f32(&self) -> Option<&[f32]> {
         match self {
-            TensorData::F32(v) => Some(v),
+            TensorData::F32(v) => Some(v.as_slice()),
             TensorData::I8(_) | TensorData::I8Panels(_) => None,
         }
     }
@@ -175,7 +181,13 @@ impl Graph {
     }
 
     /// A new fp32 tensor; returns its index.
-    pub fn add_f32(&mut self, name: impl Into<String>, dims: Vec<usize>, data: Vec<f32>) -> u32 {
+    pub fn add_f32(
+        &mut self,
+        name: impl Into<String>,
+        dims: Vec<usize>,
+        data: impl Into<Arc<Vec<f32>>>,
+    ) -> u32 {
+        let data = data.into();
         debug_assert_eq!(dims.iter().product::<usize>(), data.len());
         self.tensors.push(Tensor {
             name: name.into(),

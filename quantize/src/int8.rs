@@ -4,6 +4,7 @@
 //! fallback for the most sensitive layers.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use vlm_runtime::kernels::scalar::{quantize_one, MatRef};
@@ -189,7 +190,11 @@ pub fn quantize_tower(
                         index: i,
                         name: node.name.clone(),
                         kind: node.op.kind(),
-                        precision: node.op.precision(),
+                        precision: match node.op {
+                            // A scaled fp32 table (Gemma's) has per-row scales too.
+                            Op::Embedding(e) if q.tensor(e.table).data.as_f32().is_some() => "fp32",
+                            op => op.precision(),
+                        },
                         sqnr_db: layers.get(i).copied().unwrap_or(f64::NAN),
                         own_sqnr_db: own.get(&i).copied(),
                         input_range: act.get(&i).copied(),
@@ -263,13 +268,16 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
             .collect();
         for t in [gamma, beta] {
             if let TensorData::F32(v) = &mut g.tensor_mut(t).data {
-                v.iter_mut().zip(&s).for_each(|(x, s)| *x /= s);
+                Arc::make_mut(v)
+                    .iter_mut()
+                    .zip(&s)
+                    .for_each(|(x, s)| *x /= s);
             }
         }
         for &r in &readers {
             if let Some(Weights::F32 { w: wt }) = g.nodes[r].op.weights() {
                 if let TensorData::F32(v) = &mut g.tensor_mut(wt).data {
-                    for row in v.chunks_mut(cols) {
+                    for row in Arc::make_mut(v).chunks_mut(cols) {
                         row.iter_mut().zip(&s).for_each(|(x, s)| *x *= s);
                     }
                 }

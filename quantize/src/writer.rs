@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use vlm_runtime::encode::{
-    container, meta_section, push_words, GraphSpec, PortSpec, Strings, Tensors,
+    container_into, container_len, meta_section, push_words, GraphSpec, PortSpec, Strings, Tensors,
 };
 use vlm_runtime::format::{self, ALIGN, META_HEADER_WORDS};
 use vlm_runtime::model::DType;
@@ -134,6 +134,17 @@ fn plan_states(graphs: &[&Graph]) -> Result<(StatePlan, usize)> {
     Ok((placed, at))
 }
 
+/// Whether two tensors hold the same values; shared data (one checkpoint tensor in
+/// several graphs) without comparing GBs element by element.
+fn same(a: &Tensor, b: &Tensor) -> bool {
+    match (&a.data, &b.data) {
+        (TensorData::F32(x), TensorData::F32(y)) if std::sync::Arc::ptr_eq(x, y) => {
+            a.dims == b.dims
+        }
+        _ => a == b,
+    }
+}
+
 /// Serialises an artifact and checks that the runtime reads it back.
 pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
     let mut strings = Strings::default();
@@ -156,13 +167,13 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
             }
             if let Some(&(_, i)) = stored
                 .get(t.name.as_str())
-                .and_then(|v: &Vec<(&Tensor, u32)>| v.iter().find(|(u, _)| *u == t))
+                .and_then(|v: &Vec<(&Tensor, u32)>| v.iter().find(|(u, _)| same(u, t)))
             {
                 global.push(i);
                 continue;
             }
             let (dtype, bytes): (DType, &[u8]) = match &t.data {
-                TensorData::F32(v) => (DType::F32, bytemuck::cast_slice(v)),
+                TensorData::F32(v) => (DType::F32, bytemuck::cast_slice(v.as_slice())),
                 TensorData::I8(v) => (DType::I8, bytemuck::cast_slice(v)),
                 TensorData::I8Panels(v) => (DType::I8Panels, bytemuck::cast_slice(v)),
             };
@@ -254,7 +265,11 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
         sections.push((section::CONFIG_JSON, c.to_vec()));
     }
     sections.push((section::STRINGS, strings.0));
-    let bytes = AlignedBytes::from_slice(&container(&sections));
+    // Straight into the aligned buffer: a model of GBs is then held twice at most here
+    // (its sections and the file), not three times.
+    let mut bytes = AlignedBytes::zeroed(container_len(&sections));
+    container_into(&sections, bytes.as_bytes_mut());
+    drop(sections);
     Model::from_bytes(bytes.as_bytes())
         .map_err(|e| Error::Artifact(format!("the written artifact does not read back: {e}")))?;
     Ok(bytes)

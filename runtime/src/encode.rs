@@ -179,6 +179,24 @@ pub fn meta_section(family: u32, version: u32, words: &[u32]) -> Vec<u8> {
 /// The whole file: header, section table, then each section at the next 64-byte
 /// boundary, every checksum filled in.
 pub fn container(sections: &[(u32, Vec<u8>)]) -> Vec<u8> {
+    let mut out = std::vec![0u8; container_len(sections)];
+    container_into(sections, &mut out);
+    out
+}
+
+/// The length [`container`] gives `sections`.
+pub fn container_len(sections: &[(u32, Vec<u8>)]) -> usize {
+    let table_end = HEADER_SIZE + sections.len() * SECTION_ENTRY_SIZE;
+    sections
+        .iter()
+        .fold(table_end.next_multiple_of(ALIGN), |at, (_, body)| {
+            (at + body.len()).next_multiple_of(ALIGN)
+        })
+}
+
+/// [`container`] written into `out`: zeroed, [`container_len`] bytes (a writer that
+/// wants the file in its own, aligned, buffer without a second copy of GBs of weights).
+pub fn container_into(sections: &[(u32, Vec<u8>)], out: &mut [u8]) {
     let table_end = HEADER_SIZE + sections.len() * SECTION_ENTRY_SIZE;
     let mut at = table_end.next_multiple_of(ALIGN);
     let mut entries = Vec::new();
@@ -190,7 +208,7 @@ pub fn container(sections: &[(u32, Vec<u8>)]) -> Vec<u8> {
         at = (at + body.len()).next_multiple_of(ALIGN);
     }
     let file_len = at;
-    let mut out = std::vec![0u8; file_len];
+    assert_eq!(out.len(), file_len, "container_into: wrong buffer length");
     out[..8].copy_from_slice(&MAGIC);
     out[8..12].copy_from_slice(&VERSION.to_le_bytes());
     out[12..16].copy_from_slice(&(HEADER_SIZE as u32).to_le_bytes());
@@ -205,5 +223,4 @@ pub fn container(sections: &[(u32, Vec<u8>)]) -> Vec<u8> {
         out[at..at + body.len()].copy_from_slice(body);
         at = (at + body.len()).next_multiple_of(ALIGN);
     }
-    out
 }

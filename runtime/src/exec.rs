@@ -139,6 +139,28 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
         self.arena[..n].fill(0);
     }
 
+    /// The state region (every graph's KV caches and positions): what a beam search
+    /// copies from one hypothesis to another.
+    pub fn state(&self) -> &[u8] {
+        let n = self.model.state_bytes().min(self.arena.len());
+        &self.arena[..n]
+    }
+
+    /// Overwrites the state region with `state` (of [`Session::state`]'s length, from a
+    /// session of the same model).
+    pub fn set_state(&mut self, state: &[u8]) -> Result<(), Error> {
+        let n = self.model.state_bytes().min(self.arena.len());
+        if state.len() != n {
+            return Err(Error::BufferSize {
+                what: "state",
+                got: state.len(),
+                expected: n,
+            });
+        }
+        self.arena[..n].copy_from_slice(state);
+        Ok(())
+    }
+
     /// The image embedding (not normalised) of `[C, H, W]` pixel values.
     pub fn encode_image(&mut self, pixels: &[f32], out: &mut [f32]) -> Result<(), Error> {
         self.encode(Role::ImageEncoder, Input::F32(pixels), out)

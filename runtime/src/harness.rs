@@ -463,20 +463,20 @@ pub fn cases() -> Vec<Case> {
         }
         cases.push(cached_attention(next(), precision));
     }
-    for table_i8 in [false, true] {
+    // fp32, fp32 with row scales (Gemma's √dim), int8 with row scales.
+    for (table_i8, scaled) in [(false, false), (false, true), (true, true)] {
         let (vocab, dim, n) = (11, 24, 5);
         let mut b = next();
         let ids = b.ids(&[3, 0, 10, 3, 7]);
-        let (table, table_scale) = if table_i8 {
+        let table = if table_i8 {
             let t: Vec<i8> = (0..vocab * dim).map(|_| b.rng.next_u64() as i8).collect();
             let name = b.strings.add("table");
-            let t = b
-                .tensors
-                .push(DType::I8, &[vocab, dim], bytemuck::cast_slice(&t), name);
-            (t, Some(b.f32s(&[vocab], 0.01)))
+            b.tensors
+                .push(DType::I8, &[vocab, dim], bytemuck::cast_slice(&t), name)
         } else {
-            (b.f32s(&[vocab, dim], 1.0), None)
+            b.f32s(&[vocab, dim], 1.0)
         };
+        let table_scale = scaled.then(|| b.f32s(&[vocab], if table_i8 { 0.01 } else { 4.0 }));
         let add = b.f32s(&[n, dim], 0.5);
         let o = b.out(n, dim);
         let op = Embedding {
@@ -488,7 +488,12 @@ pub fn cases() -> Vec<Case> {
             out: o,
         };
         b.ops.push(op.into());
-        cases.push(b.finish(format!("{op} {}", op.precision()), "embedding", 1));
+        let kind = match (table_i8, scaled) {
+            (false, false) => "fp32",
+            (false, true) => "fp32 scaled",
+            _ => "int8",
+        };
+        cases.push(b.finish(format!("{op} {kind}"), "embedding", 1));
     }
     {
         let mut b = next();

@@ -816,7 +816,7 @@ fn graph_role_codes_out_of_range_are_refused() {
     };
     for (name, art) in seeds() {
         for p in art.plans() {
-            for code in [0, role::DECODER + 1, 99, u32::MAX] {
+            for code in [0, role::PREFILL + 1, 99, u32::MAX] {
                 let a = art.edited(|a| a.set_u32(p.word(0), code));
                 expect(&a, want, &format!("{name}: role {code}"));
             }

@@ -548,7 +548,8 @@ def _greedy_and_check(family: str, model, inputs: dict, first_row, L: int):
     return greedy, check, float((top2[:, 0] - top2[:, 1]).min())
 
 
-def greedy(model_dir: str, images: list[str], prompt: str, max_new_tokens: int, out: str) -> list[dict]:
+def greedy(model_dir: str, images: list[str], prompt: str, max_new_tokens: int, out: str,
+           num_beams: int = 1) -> list[dict]:
     """Greedy captions as `generate` makes them (stopping at the model's end tokens): the
     tokens the runtime's greedy decoding must reproduce, one record per image."""
     import torch
@@ -566,7 +567,7 @@ def greedy(model_dir: str, images: list[str], prompt: str, max_new_tokens: int, 
         L = inputs["input_ids"].shape[1]
         with torch.no_grad():
             seq = model.generate(**inputs, do_sample=False, max_new_tokens=max_new_tokens,
-                                 repetition_penalty=None)[0, L:].tolist()
+                                 num_beams=num_beams, repetition_penalty=None)[0, L:].tolist()
         tokens = []
         for t in seq:
             if t in stops:
@@ -575,7 +576,8 @@ def greedy(model_dir: str, images: list[str], prompt: str, max_new_tokens: int, 
         records.append({"image": os.path.basename(path), "tokens": tokens,
                         "text": processor.tokenizer.decode(tokens, skip_special_tokens=True)})
     with open(out, "w") as fh:
-        json.dump({"prompt": prompt, "max_new_tokens": max_new_tokens, "captions": records}, fh, indent=1)
+        json.dump({"prompt": prompt, "max_new_tokens": max_new_tokens, "num_beams": num_beams,
+                   "captions": records}, fh, indent=1)
     return records
 
 
@@ -602,6 +604,7 @@ def main(argv=None) -> int:
     gr.add_argument("--images", nargs="+", required=True, help="image files, or one folder of them")
     gr.add_argument("--prompt", required=True)
     gr.add_argument("--max-new-tokens", type=int, default=32)
+    gr.add_argument("--beams", type=int, default=1, help="beam search with N beams (1: greedy)")
     gr.add_argument("--out", required=True)
     args = ap.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -611,7 +614,7 @@ def main(argv=None) -> int:
             folder = files[0]
             files = sorted(os.path.join(folder, f) for f in os.listdir(folder)
                            if f.lower().endswith((".png", ".jpg", ".jpeg")))
-        greedy(args.model, files, args.prompt, args.max_new_tokens, args.out)
+        greedy(args.model, files, args.prompt, args.max_new_tokens, args.out, num_beams=args.beams)
     elif args.cmd == "make":
         make(args.family, args.size, args.out, seed=args.seed)
     else:

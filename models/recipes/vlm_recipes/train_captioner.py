@@ -164,6 +164,20 @@ def load_demo_vision(family: str, model, onnx_path: str = DEMO_VISION_ONNX) -> N
         tower.load_state_dict(mapped, strict=True)
 
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def portable_path(v):
+    """A path as the logs a model ships with record it: relative to the repository when
+    inside it, else its last component (no machine's folders in shipped files)."""
+    if not isinstance(v, str) or os.sep not in v:
+        return v
+    p = os.path.abspath(v)
+    if p.startswith(REPO + os.sep):
+        return os.path.relpath(p, REPO)
+    return os.path.basename(p)
+
+
 def build(family: str, seed: int = 0, vision_onnx: str = DEMO_VISION_ONNX):
     """(model, processor, prompt text) for one family, vision tower from the demo SigLIP."""
     import torch
@@ -546,7 +560,7 @@ def train(args, log=print) -> dict:
         fh.write("\n")
     size = os.path.getsize(os.path.join(args.out, "model.safetensors"))
     result = {
-        "args": {k: v for k, v in vars(args).items()},
+        "args": {k: portable_path(v) for k, v in vars(args).items()},
         "family": args.family,
         "architecture": hfc.ARCHITECTURES[args.family],
         "parameters": n_params,
@@ -567,7 +581,7 @@ def train(args, log=print) -> dict:
 
     if args.eval:
         rep = evaluate(args.family, model, processor, prompt_text, eval_dir, args.eval)
-        rep = {"step": step, "eval_set": args.eval_set or "captionset (generated)", **rep}
+        rep = {"step": step, "eval_set": portable_path(args.eval_set) or "captionset (generated)", **rep}
         with open(os.path.join(args.out, "eval.json"), "w") as fh:
             json.dump(rep, fh, indent=1)
             fh.write("\n")

@@ -32,18 +32,22 @@ impl Builder<'_> {
     }
 
     pub fn tensor(&mut self, name: &str, shape: &[usize]) -> Result<u32> {
-        let data = self.ck.get(name, shape)?;
+        let data = self.ck.shared(name, shape)?;
         Ok(self.g.add_f32(name, shape.to_vec(), data))
     }
 
     /// Rows of several `[n_i, cols]` weights stacked into one (fused q/k/v, gate/up).
     pub fn stacked(&mut self, names: &[&str], rows: &[usize], cols: usize) -> Result<u32> {
-        let mut data = Vec::new();
-        for (n, &r) in names.iter().zip(rows) {
-            data.extend(self.ck.get(n, &[r, cols])?);
-        }
+        let name = names.join("+");
+        let data = self.ck.memo(&format!("{name}{rows:?}x{cols}"), || {
+            let mut data = Vec::new();
+            for (n, &r) in names.iter().zip(rows) {
+                data.extend(self.ck.get(n, &[r, cols])?);
+            }
+            Ok(data)
+        })?;
         let total = rows.iter().sum();
-        Ok(self.g.add_f32(names.join("+"), vec![total, cols], data))
+        Ok(self.g.add_f32(name, vec![total, cols], data))
     }
 
     /// Biases stacked as [`Builder::stacked`]; `None` if none of them exists, zeros for
@@ -52,12 +56,16 @@ impl Builder<'_> {
         if !names.iter().any(|n| self.ck.has(n)) {
             return Ok(None);
         }
-        let mut data = Vec::new();
-        for (n, &r) in names.iter().zip(rows) {
-            data.extend(self.ck.get_opt(n, &[r])?.unwrap_or_else(|| vec![0.0; r]));
-        }
+        let name = names.join("+");
+        let data = self.ck.memo(&format!("{name}{rows:?}"), || {
+            let mut data = Vec::new();
+            for (n, &r) in names.iter().zip(rows) {
+                data.extend(self.ck.get_opt(n, &[r])?.unwrap_or_else(|| vec![0.0; r]));
+            }
+            Ok(data)
+        })?;
         let total = rows.iter().sum();
-        Ok(Some(self.g.add_f32(names.join("+"), vec![total], data)))
+        Ok(Some(self.g.add_f32(name, vec![total], data)))
     }
 
     pub fn push(&mut self, name: &str, op: impl Into<Op>) {
@@ -129,12 +137,17 @@ impl Builder<'_> {
     pub fn rms_norm(&mut self, prefix: &str, x: Mat, eps: f32, gemma: bool) -> Result<Mat> {
         let d = x.cols as usize;
         let name = format!("{prefix}.weight");
-        let mut w = self.ck.get(&name, &[d])?;
-        if gemma {
+        let w = if gemma {
             // Gemma computes x·(1 + w) in f32: the same number as x·gamma with gamma
             // rounded once here.
-            w.iter_mut().for_each(|v| *v += 1.0);
-        }
+            self.ck.memo(&format!("{name}+1"), || {
+                let mut w = self.ck.get(&name, &[d])?;
+                w.iter_mut().for_each(|v| *v += 1.0);
+                Ok(w)
+            })?
+        } else {
+            self.ck.shared(&name, &[d])?
+        };
         let gamma = self.g.add_f32(name, vec![d], w);
         let out = self.new_mat(x.rows as usize, d);
         self.push(prefix, RmsNorm { x, gamma, eps, out });

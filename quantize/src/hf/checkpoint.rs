@@ -3,8 +3,10 @@
 //! Memory-mapped; each tensor is read once, checked against the shape the architecture's
 //! code expects, and widened to f32 (f32, f16 and bf16 checkpoints).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::tensor::Metadata;
 use safetensors::{Dtype, SafeTensors};
@@ -27,6 +29,9 @@ pub struct Checkpoint {
     shards: Vec<Shard>,
     /// Tensor name → shard.
     names: HashMap<String, usize>,
+    /// Values already read or derived, by key: graphs that hold the same weights (a
+    /// decoder's prefill and step, a tied head) share one copy.
+    memo: RefCell<HashMap<String, Arc<Vec<f32>>>>,
 }
 
 fn bad(path: &Path, msg: impl Into<String>) -> Error {
@@ -85,7 +90,31 @@ impl Checkpoint {
                 meta,
             });
         }
-        Ok(Self { shards, names })
+        Ok(Self {
+            shards,
+            names,
+            memo: RefCell::default(),
+        })
+    }
+
+    /// Tensor `name` as [`Checkpoint::get`] reads it, read once however many graphs
+    /// ask for it.
+    pub fn shared(&self, name: &str, shape: &[usize]) -> Result<Arc<Vec<f32>>> {
+        self.memo(&format!("{name}{shape:?}"), || self.get(name, shape))
+    }
+
+    /// Values derived from the checkpoint (stacked, offset) under `key`, made once.
+    pub fn memo(
+        &self,
+        key: &str,
+        make: impl FnOnce() -> Result<Vec<f32>>,
+    ) -> Result<Arc<Vec<f32>>> {
+        if let Some(v) = self.memo.borrow().get(key) {
+            return Ok(v.clone());
+        }
+        let v = Arc::new(make()?);
+        self.memo.borrow_mut().insert(key.to_owned(), v.clone());
+        Ok(v)
     }
 
     /// The first of `prefixes` under which the checkpoint has `probe`: checkpoints name

@@ -201,7 +201,7 @@ impl VisionConfig {
         if c.heads == 0
             || !c.hidden.is_multiple_of(c.heads)
             || c.patch == 0
-            || !c.image_size.is_multiple_of(c.patch)
+            || c.image_size < c.patch
         {
             return Err(j.err("hidden size, heads, image size and patch do not fit together"));
         }

@@ -4,6 +4,8 @@
 //! input embeddings rather than token ids because a VLM's prompt mixes the two: image
 //! embeddings stand where the image tokens are.
 
+use std::sync::Arc;
+
 use vlm_runtime::model::DType;
 use vlm_runtime::ops::{
     Activation, Advance, Attention, CacheAppend, Embedding, Glu, LastRow, Mask, Mat, Precision,
@@ -76,20 +78,21 @@ pub fn decoder(
     chunk: usize,
 ) -> Result<Decoder> {
     let table_name = format!("{}embed_tokens.weight", names.prefix);
-    let mut table = ck.get(&table_name, &[c.vocab, c.hidden])?;
+    let table = ck.shared(&table_name, &[c.vocab, c.hidden])?;
     let head = if c.tied {
         table.clone()
     } else {
-        ck.get(names.head, &[c.vocab, c.hidden])?
+        ck.shared(names.head, &[c.vocab, c.hidden])?
     };
-    if c.gemma {
-        // Gemma scales every input embedding by √hidden (rounded to the model's dtype,
-        // f32 here); the image embeddings reach the decoder already divided by it
-        // (PaliGemma's projector), so the scale belongs to the token table.
-        let s = (c.hidden as f64).sqrt() as f32;
-        table.iter_mut().for_each(|v| *v *= s);
-    }
     let mut e = Graph::new(Role::TokenEmbedding, TowerInput::Tokens { len: 1 });
+    // Gemma scales every input embedding by √hidden (rounded to the model's dtype, f32
+    // here); the image embeddings reach the decoder already divided by it (PaliGemma's
+    // projector), so the scale belongs to the token lookup. As a per-row scale it is the
+    // same one f32 product, and a tied head keeps sharing the unscaled table.
+    let table_scale = c.gemma.then(|| {
+        let s = (c.hidden as f64).sqrt() as f32;
+        e.add_f32("embed_scale", vec![c.vocab], vec![s; c.vocab])
+    });
     let t = e.add_f32(&table_name, vec![c.vocab, c.hidden], table);
     let zero = e.add_f32("zero", vec![1, c.hidden], vec![0.0; c.hidden]);
     let out = dense(e.add_buffer(c.hidden), 1, c.hidden);
@@ -98,14 +101,19 @@ pub fn decoder(
         vlm_runtime::ops::Op::Embedding(Embedding {
             ids: e.input_buf,
             table: t,
-            table_scale: None,
+            table_scale,
             add: zero,
             position: None,
             out,
         }),
     );
     e.output = out;
-    let rope = rope_table(context, c.head_dim, c.rope_theta, names.first_position);
+    let rope = Arc::new(rope_table(
+        context,
+        c.head_dim,
+        c.rope_theta,
+        names.first_position,
+    ));
     let prefill = stack(ck, names, c, context, chunk, Role::Prefill, &head, &rope)?;
     let step = stack(ck, names, c, context, 1, Role::Decoder, &head, &rope)?;
     Ok(Decoder {
@@ -123,8 +131,8 @@ fn stack(
     context: usize,
     rows: usize,
     role: Role,
-    head: &[f32],
-    rope: &[f32],
+    head: &Arc<Vec<f32>>,
+    rope: &Arc<Vec<f32>>,
 ) -> Result<Graph> {
     let (d, hd, h, kv) = (c.hidden, c.head_dim, c.heads, c.kv_heads);
     let mut b = Builder {
@@ -139,7 +147,7 @@ fn stack(
         ),
     };
     let pos = b.g.add_state("position", 1, DType::U32);
-    let table = b.g.add_f32("rope", vec![context, hd], rope.to_vec());
+    let table = b.g.add_f32("rope", vec![context, hd], rope.clone());
     let mut x = dense(b.g.input_buf, rows, d);
     let p = names.prefix;
     for l in 0..c.layers {
@@ -245,11 +253,11 @@ fn stack(
     b.push("last_row", LastRow { x, out: last });
     let n = b.rms_norm(&format!("{p}norm"), last, c.eps, c.gemma)?;
     // A tied head keeps the table's name, so the writer stores one copy.
-    let head_name = match c.tied && !c.gemma {
+    let head_name = match c.tied {
         true => format!("{p}embed_tokens.weight"),
         false => names.head.to_string(),
     };
-    let w = b.g.add_f32(head_name, vec![c.vocab, d], head.to_vec());
+    let w = b.g.add_f32(head_name, vec![c.vocab, d], head.clone());
     let logits = b.linear_with("lm_head", n, w, None, c.vocab, Activation::None);
     b.push(
         "advance",

@@ -124,6 +124,10 @@ pub fn load(dir: &Path, layout: Layout) -> Result<Captioner> {
         context: layout.context,
         bos,
         stops,
+        longest_edge_first: match arch {
+            Arch::Idefics3 => pre.longest_edge.unwrap_or(0),
+            _ => 0,
+        },
     };
     let config_json = stored_config(&cfg, dir)?;
     Ok(Captioner {

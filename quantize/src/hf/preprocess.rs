@@ -14,6 +14,8 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     pub std: [f32; 3],
     pub convert_rgb: bool,
+    /// `size.longest_edge`, where the processor resizes to it first (Idefics3).
+    pub longest_edge: Option<usize>,
 }
 
 fn three(j: Json, key: &str, default: [f32; 3]) -> Result<[f32; 3]> {
@@ -73,5 +75,9 @@ pub fn read(dir: &Path) -> Result<Preprocess> {
         mean: three(j, "image_mean", [0.5; 3])?,
         std: three(j, "image_std", [0.5; 3])?,
         convert_rgb: j.bool_or("do_convert_rgb", true)?,
+        longest_edge: match j.get("size") {
+            Some(size) => Json { v: size, ..j }.usize_opt("longest_edge")?,
+            None => None,
+        },
     })
 }

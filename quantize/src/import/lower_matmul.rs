@@ -254,7 +254,10 @@ impl Importer<'_> {
         if !extra.is_empty() {
             match &mut self.g.tensor_mut(t).data {
                 TensorData::F32(d) if d.len() == extra.len() => {
-                    d.iter_mut().zip(&extra).for_each(|(a, e)| *a += e);
+                    std::sync::Arc::make_mut(d)
+                        .iter_mut()
+                        .zip(&extra)
+                        .for_each(|(a, e)| *a += e);
                 }
                 _ => bail!("internal: tensor {t} does not match its op"),
             }

@@ -5,9 +5,10 @@ use crate::model::DType;
 use crate::names::opcode;
 use crate::Error;
 
-/// `out[i] = table[ids[i]] + add[p + i]`. `ids` is a u32 input port of at least `out.rows`
-/// token ids; `table` is `[vocab, dim]`, f32 or int8 with a per-row scale tensor
-/// `table_scale`. Without `position`, `p` is 0 and `add` is `[out.rows, dim]`; with it,
+/// `out[i] = table[ids[i]] · scale[ids[i]] + add[p + i]`. `ids` is a u32 input port of at
+/// least `out.rows` token ids; `table` is `[vocab, dim]`, int8 with a per-row scale
+/// tensor `table_scale`, or f32 with or without one (Gemma multiplies every token
+/// embedding by √dim: a scale lets a tied LM head share the unscaled table). Without `position`, `p` is 0 and `add` is `[out.rows, dim]`; with it,
 /// `p` is that one-element u32 state buffer's value (a decoder's position) and `add` is
 /// `[positions, dim]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -75,7 +76,7 @@ impl OpSpec for Embedding {
         }
         match (tab.dtype, self.table_scale) {
             (DType::F32, None) => {}
-            (DType::I8, Some(s)) if c.f32_len(s, tab.dims[0]) => {}
+            (DType::F32 | DType::I8, Some(s)) if c.f32_len(s, tab.dims[0]) => {}
             _ => return Err("embedding table type and scales disagree"),
         }
         let add = c.tensor(self.add).ok_or("missing embedding add table")?;
@@ -98,6 +99,8 @@ impl OpSpec for Embedding {
         c.disjoint(&reads, self.out)
     }
 
+    /// By the scales alone (the op holds no types): a host that knows the table is fp32
+    /// with scales (Gemma's) says so itself.
     fn precision(&self) -> &'static str {
         match self.table_scale {
             Some(_) => "int8",
@@ -150,6 +153,13 @@ impl OpSpec for Embedding {
                     let row = &tab.f32s()[id * d..(id + 1) * d];
                     for c in 0..d {
                         y[c] = row[c] + a[c];
+                    }
+                }
+                Some(s) if tab.dtype == DType::F32 => {
+                    let s = s[id];
+                    let row = &tab.f32s()[id * d..(id + 1) * d];
+                    for c in 0..d {
+                        y[c] = row[c] * s + a[c];
                     }
                 }
                 Some(s) => {

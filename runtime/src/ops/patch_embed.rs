@@ -108,7 +108,9 @@ impl OpSpec for PatchEmbed {
         }
         // Checked: with no channels the image is empty whatever its height and width, so
         // the grid size is not bounded by the input.
-        if p == 0 || h % p != 0 || w % p != 0 || (h / p).checked_mul(w / p) != Some(rows) {
+        // A side that is not whole patches leaves its last pixels unread, as a
+        // convolution of stride `patch` does (SigLIP so400m: 384 px, patch 14).
+        if p == 0 || (h / p).checked_mul(w / p) != Some(rows) {
             return Err("patch grid does not match the output rows");
         }
         let tile = ch
