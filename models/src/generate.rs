@@ -523,9 +523,9 @@ pub fn beam<B: Backend>(
                 n_cand += 1;
             }
         }
-        // Stable: equal totals keep beam order, then token order, as torch.topk does
-        // on CPU for these sizes.
-        cand[..n_cand].sort_by(|a, b| b.0.total_cmp(&a.0));
+        // Equal totals in beam order, then token order (no_std has no stable sort).
+        cand[..n_cand]
+            .sort_unstable_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
         let cand = &cand[..n_cand.min(keep)];
         let at_max = len + 1 == max;
         let ends = |t: u32| at_max || gens[0].meta.is_stop(t);
