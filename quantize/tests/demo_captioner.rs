@@ -127,19 +127,14 @@ fn greedy_tokens_equal_pytorch() {
     greedy_equal(&py, &demo(), "Caption:", 120);
 }
 
-/// The other families as the recipe trains them (not shipped): `VLM_TRAINED_CAPTIONERS`
-/// as in `hf_captioners.rs`.
+/// The other families as the recipe trains them (not shipped): see
+/// `common::trained_captioners`.
 #[test]
 #[ignore]
 fn trained_captioners_greedy_tokens_equal_pytorch() {
     let py = common::python_or_skip("trained captioners against PyTorch").unwrap();
-    let root = PathBuf::from(std::env::var("VLM_TRAINED_CAPTIONERS").unwrap());
-    for (family, prompt) in [
-        ("llava", "Caption:"),
-        ("paligemma", "caption en"),
-        ("idefics2", "Caption:"),
-    ] {
-        greedy_equal(&py, &root.join(family), prompt, 100);
+    for (_, dir, prompt) in common::trained_captioners() {
+        greedy_equal(&py, &dir, prompt, 100);
     }
 }
 

@@ -247,22 +247,16 @@ fn demo_captioner_matches_pytorch() {
     std::fs::remove_file(&r).ok();
 }
 
-/// Captioners of the other families as the recipe trains them (not shipped):
-/// `VLM_TRAINED_CAPTIONERS=DIR` holds `llava/`, `paligemma/` and `idefics2/` as
-/// `python -m vlm_recipes.train_captioner --family F --out DIR/F` writes them.
+/// The other families as the recipe trains them (not shipped): see
+/// `common::trained_captioners`.
 #[test]
 #[ignore]
 fn trained_captioners_match_pytorch() {
     let py = common::python_or_skip("trained captioners against PyTorch").unwrap();
-    let root = PathBuf::from(std::env::var("VLM_TRAINED_CAPTIONERS").unwrap());
-    for (family, prompt) in [
-        ("llava", "Caption:"),
-        ("paligemma", "caption en"),
-        ("idefics2", "Caption:"),
-    ] {
+    for (family, dir, prompt) in common::trained_captioners() {
         let r =
             std::env::temp_dir().join(format!("vlm-trained-{family}-ref-{}", std::process::id()));
-        check_folder(&py, family, &root.join(family), prompt, &r);
+        check_folder(&py, family, &dir, prompt, &r);
         std::fs::remove_file(&r).ok();
     }
 }

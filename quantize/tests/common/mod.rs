@@ -46,3 +46,21 @@ pub fn recipe(py: &Path, args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Captioners of the families not shipped, as the recipe trains them, with the prompt
+/// each was trained on: `VLM_TRAINED_CAPTIONERS=DIR` holds `llava/`, `paligemma/` and
+/// `idefics2/` as `python -m vlm_recipes.train_captioner --family F --out DIR/F` writes
+/// them (for the ignored tests that compare them with PyTorch).
+pub fn trained_captioners() -> Vec<(&'static str, PathBuf, &'static str)> {
+    let root = PathBuf::from(
+        std::env::var("VLM_TRAINED_CAPTIONERS").expect("VLM_TRAINED_CAPTIONERS=DIR is needed"),
+    );
+    [
+        ("llava", "Caption:"),
+        ("paligemma", "caption en"),
+        ("idefics2", "Caption:"),
+    ]
+    .into_iter()
+    .map(|(family, prompt)| (family, root.join(family), prompt))
+    .collect()
+}

@@ -8,8 +8,9 @@ use crate::Error;
 /// `out[i] = table[ids[i]] · scale[ids[i]] + add[p + i]`. `ids` is a u32 input port of at
 /// least `out.rows` token ids; `table` is `[vocab, dim]`, int8 with a per-row scale
 /// tensor `table_scale`, or f32 with or without one (Gemma multiplies every token
-/// embedding by √dim: a scale lets a tied LM head share the unscaled table). Without `position`, `p` is 0 and `add` is `[out.rows, dim]`; with it,
-/// `p` is that one-element u32 state buffer's value (a decoder's position) and `add` is
+/// embedding by √dim: a scale lets a tied LM head share the unscaled table). Without
+/// `position`, `p` is 0 and `add` is `[out.rows, dim]`; with it, `p` is that
+/// one-element u32 state buffer's value (a decoder's position) and `add` is
 /// `[positions, dim]`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Embedding {
@@ -148,26 +149,17 @@ impl OpSpec for Embedding {
             }
             let a = &add[(first + r) * d..(first + r + 1) * d];
             let y = out.row_mut(r);
-            match scales {
-                None => {
-                    let row = &tab.f32s()[id * d..(id + 1) * d];
-                    for c in 0..d {
-                        y[c] = row[c] + a[c];
-                    }
+            // An fp32 row without scales is times 1.0: the same bits as no product.
+            let s = scales.map_or(1.0, |s| s[id]);
+            if tab.dtype == DType::F32 {
+                let row = &tab.f32s()[id * d..(id + 1) * d];
+                for c in 0..d {
+                    y[c] = row[c] * s + a[c];
                 }
-                Some(s) if tab.dtype == DType::F32 => {
-                    let s = s[id];
-                    let row = &tab.f32s()[id * d..(id + 1) * d];
-                    for c in 0..d {
-                        y[c] = row[c] * s + a[c];
-                    }
-                }
-                Some(s) => {
-                    let s = s[id];
-                    let row = &tab.i8s()[id * d..(id + 1) * d];
-                    for c in 0..d {
-                        y[c] = row[c] as f32 * s + a[c];
-                    }
+            } else {
+                let row = &tab.i8s()[id * d..(id + 1) * d];
+                for c in 0..d {
+                    y[c] = row[c] as f32 * s + a[c];
                 }
             }
         }
