@@ -2,7 +2,9 @@
 # vlm's int8 vision tower against its peers on this machine: onnxruntime int8 (dynamic
 # quantization), onnxruntime fp32 and tract fp32, on 1 and 2 threads, all on the same
 # base-size SigLIP (random weights: speed does not depend on them) and the same input.
-# Prints a table, then the same table in markdown for BENCHMARKS.md.
+# Prints a table, then the same table in markdown for BENCHMARKS.md. The captioner's
+# peer, llama.cpp, is timed by scripts/bench-peers-caption.sh (BENCH_CAPTION=1 runs it
+# after this one, with the same BENCH_* settings).
 #
 #   BENCH_RUNS     timed runs per row (default 12)
 #   BENCH_ROUNDS   rounds the runs are split into (default 3): each round times every
@@ -147,3 +149,7 @@ print("|---|---|---:|---:|---:|")
 for name, t, r, base in rows:
     print(f"| {name} | {t} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['median_ms'] / base:.2f} |")
 EOF
+
+if [ "${BENCH_CAPTION:-0}" = 1 ]; then
+  VLM_BIN="$vlm" VLM_PYTHON="$py" "$root/scripts/bench-peers-caption.sh"
+fi

@@ -70,7 +70,7 @@ pub struct BenchArgs {
     /// Also show where a run's time goes: each op's shortest time over the runs, summed
     /// per kind and shape of op.
     #[arg(long)]
-    profile: bool,
+    pub(crate) profile: bool,
     /// Time the op battery instead of a model: every op variant on every kernel set
     /// this CPU has, next to the scalar reference (`vlm_runtime::harness`).
     #[arg(long)]
@@ -114,7 +114,7 @@ struct KernelShape {
 }
 
 #[derive(Serialize)]
-struct ProfileRow {
+pub(crate) struct ProfileRow {
     op: String,
     calls: usize,
     ms: f64,
@@ -354,7 +354,7 @@ fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<(Shape, usize)> {
 /// Each op's shortest time over `runs` runs (after `warmup`), summed per label, in
 /// order of first use. Minima: on a shared machine noise only ever adds, and an op's
 /// minimum is what it costs.
-fn profile(
+pub(crate) fn profile(
     session: &mut Session,
     graph: usize,
     input: vlm_runtime::Input<'_>,
@@ -621,7 +621,7 @@ fn print_text(r: &Report, requested_threads: usize) {
     }
 }
 
-fn print_profile(rows: &[ProfileRow]) {
+pub(crate) fn print_profile(rows: &[ProfileRow]) {
     let total: f64 = rows.iter().map(|r| r.ms).sum();
     let w = rows.iter().map(|r| r.op.chars().count()).max().unwrap_or(2);
     println!();

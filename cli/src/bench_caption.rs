@@ -9,7 +9,7 @@ use serde::Serialize;
 use vlm_host::caption::Captioner;
 use vlm_models::generate::argmax;
 
-use crate::bench::BenchArgs;
+use crate::bench::{print_profile, profile, BenchArgs, ProfileRow};
 use crate::caption::CaptionModelArg;
 
 #[derive(Serialize)]
@@ -25,12 +25,19 @@ struct Row {
 #[derive(Serialize)]
 struct CaptionBench {
     model: String,
+    precision: &'static str,
     isa: &'static str,
     context: usize,
     arena_bytes: usize,
     work_bytes: usize,
     runs: usize,
     rows: Vec<Row>,
+    /// With --profile: one decode step, then one image encode, per op (on the first
+    /// thread count).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    decode_profile: Vec<ProfileRow>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    encode_profile: Vec<ProfileRow>,
 }
 
 fn median(mut xs: Vec<f64>) -> f64 {
@@ -70,6 +77,14 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
     let (mut arena, mut work) = (vec![0u8; a], vec![0.0f32; w]);
     let mut rows = Vec::new();
     let isa = vlm_runtime::kernels::Isa::detect().name();
+    // What the linear layers multiply: int8 once any of them is (the rest are fallback).
+    let int8 = cap
+        .model()
+        .runtime()
+        .graphs()
+        .flat_map(|g| g.ops())
+        .any(|(_, op)| op.precision() == "int8");
+    let precision = if int8 { "int8" } else { "fp32" };
     for &t in &threads {
         cap.model().set_threads(t);
         let mut g = cap.generator(&mut arena, &mut work)?;
@@ -102,23 +117,53 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
             decode_tokens_per_s: decode_tokens as f64 / median(dec),
         });
     }
+    let (mut decode_profile, mut encode_profile) = (Vec::new(), Vec::new());
+    if args.profile {
+        cap.model().set_threads(threads[0]);
+        let mut g = cap.generator(&mut arena, &mut work)?;
+        g.encode_image(&pixels)?;
+        g.prefill(&ids, args.warmup + args.runs)?;
+        let model = *g.session_mut().model();
+        let step = model
+            .graph_index(vlm_runtime::Role::Decoder)
+            .ok_or_else(|| anyhow::anyhow!("the captioner has no decoder step"))?;
+        let image = model
+            .graph_index(vlm_runtime::Role::ImageEncoder)
+            .ok_or_else(|| anyhow::anyhow!("the captioner has no image encoder"))?;
+        // Each profiled step appends to the cache the prefill filled: the steps a
+        // caption's tokens take.
+        let embedding = vec![0.01f32; meta.hidden];
+        let input = vlm_runtime::Input::F32(&embedding);
+        decode_profile = profile(g.session_mut(), step, input, (args.warmup, args.runs))?;
+        let input = vlm_runtime::Input::F32(&pixels);
+        encode_profile = profile(
+            g.session_mut(),
+            image,
+            input,
+            (args.warmup.min(1), args.runs),
+        )?;
+    }
     let report = CaptionBench {
         model: model.display().to_string(),
+        precision,
         isa,
         context: meta.context,
         arena_bytes: a,
         work_bytes: 4 * w,
         runs: args.runs,
         rows,
+        decode_profile,
+        encode_profile,
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
     println!(
-        "{} ({}), fp32 on {}: arena {:.1} MiB for a context of {} (work {:.1} MiB), median of {} runs",
+        "{} ({}), {} on {}: arena {:.1} MiB for a context of {} (work {:.1} MiB), median of {} runs",
         report.model,
         meta.arch.class_name(),
+        precision,
         isa,
         a as f64 / (1 << 20) as f64,
         meta.context,
@@ -139,6 +184,16 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
             r.decode_tokens_per_s,
             r.decode_tokens
         );
+    }
+    for (what, rows) in [
+        ("one decode step", &report.decode_profile),
+        ("one image encode", &report.encode_profile),
+    ] {
+        if !rows.is_empty() {
+            println!();
+            println!("{what}, {} thread(s):", threads[0]);
+            print_profile(rows);
+        }
     }
     Ok(())
 }

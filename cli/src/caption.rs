@@ -226,15 +226,15 @@ pub fn eval_caption(args: EvalCaptionArgs) -> Result<()> {
         repetition_penalty: 1.0,
     };
     let interactive = !args.json && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let mut captions = Vec::with_capacity(set.items.len());
-    for (i, item) in set.items.iter().enumerate() {
-        let pixels = cap.pixels(&set.image_path(item))?;
-        let c = cap.caption(&pixels, &prompt, &opts, |_| true)?;
-        captions.push(c.text.trim().to_string());
-        if interactive && ((i + 1) % 20 == 0 || i + 1 == set.items.len()) {
-            eprint!("\r{}/{} images", i + 1, set.items.len());
-        }
-    }
+    let captions: Vec<String> =
+        vlm_host::caption_eval::caption_all(&set, &cap, &prompt, &opts, |done, total| {
+            if interactive && (done % 20 == 0 || done == total) {
+                eprint!("\r{done}/{total} images");
+            }
+        })?
+        .into_iter()
+        .map(|c| c.text.trim().to_string())
+        .collect();
     if interactive {
         eprintln!();
     }

@@ -61,12 +61,24 @@ enum AttentionArg {
 
 #[derive(Args)]
 struct QuantizeArgs {
-    /// Model folder (config.json, vision.onnx, text.onnx, tokenizer.json).
+    /// Model folder: SigLIP (config.json, vision.onnx, text.onnx, tokenizer.json) or a
+    /// Hugging Face captioner (config.json, model.safetensors, tokenizer.json).
     #[arg(long, value_name = "DIR")]
     model: PathBuf,
-    /// Calibration folder: images, and prompts.txt (one prompt per line) for the text tower.
+    /// Calibration folder: images, and for SigLIP prompts.txt (one prompt per line) for
+    /// the text tower; a captioner captions each image in fp32 and calibrates on that.
     #[arg(long, value_name = "DIR")]
     calib: PathBuf,
+    /// Captioner: the text after the image while calibrating (default: the prompt the
+    /// model was trained with, else none).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Captioner: caption tokens at most per calibration image.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    max_tokens: usize,
+    /// Captioner: positions the KV cache holds (prompt, image tokens and caption).
+    #[arg(long, value_name = "N", default_value_t = 512)]
+    context: usize,
     /// How activation ranges are chosen.
     #[arg(long, value_enum, default_value = "mse")]
     method: MethodArg,
@@ -95,7 +107,8 @@ struct QuantizeArgs {
     /// Prompt template for stored labels; {} is replaced by each label.
     #[arg(long, default_value = "{}")]
     template: String,
-    /// Zero-shot evaluation folder (eval.json): fp32 vs int8 accuracy in the report.
+    /// Evaluation folder, fp32 vs int8 in the report: zero-shot accuracy (eval.json) for
+    /// SigLIP, caption scores (captions.json) for a captioner.
     #[arg(long, value_name = "DIR")]
     eval: Option<PathBuf>,
     /// The artifact to write.
@@ -559,51 +572,116 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
             bail!("{}: the output folder does not exist", dir.display());
         }
     }
+    let options = Options {
+        method: match args.method {
+            MethodArg::Minmax => Method::MinMax,
+            MethodArg::Percentile => Method::Percentile(args.percentile / 100.0),
+            MethodArg::Mse => Method::Mse,
+        },
+        smooth_alpha: (args.smooth_alpha > 0.0).then_some(args.smooth_alpha),
+        min_cosine: args.min_cosine,
+        max_fallback: args.max_fallback,
+        attention: match args.attention {
+            AttentionArg::Bf16 => Precision::Bf16,
+            AttentionArg::Fp32 => Precision::F32,
+        },
+    };
+    if vlm_quantize::hf::is_hf_folder(&args.model) {
+        return quantize_captioner(args, options);
+    }
+    if args.prompt.is_some() {
+        bail!("--prompt is for a captioner; {} is a SigLIP folder (its calibration prompts go in prompts.txt)", args.model.display());
+    }
     let labels = collect_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
     let labels: Vec<String> = labels.iter().map(|l| prompt(&args.template, l)).collect();
     let request = Request {
         model_dir: args.model.clone(),
         calib_dir: args.calib.clone(),
-        options: Options {
-            method: match args.method {
-                MethodArg::Minmax => Method::MinMax,
-                MethodArg::Percentile => Method::Percentile(args.percentile / 100.0),
-                MethodArg::Mse => Method::Mse,
-            },
-            smooth_alpha: (args.smooth_alpha > 0.0).then_some(args.smooth_alpha),
-            min_cosine: args.min_cosine,
-            max_fallback: args.max_fallback,
-            attention: match args.attention {
-                AttentionArg::Bf16 => Precision::Bf16,
-                AttentionArg::Fp32 => Precision::F32,
-            },
-        },
+        options,
         labels,
         prompts: Vec::new(),
         eval_data: args.eval.clone(),
     };
+    let (bytes, report) = with_progress(&args, |p| quantize_model(&request, p))?;
+    finish_quantize(
+        &args,
+        &bytes,
+        &report,
+        vlm_quantize::report::render_html(&report),
+        vlm_quantize::report::render_text(&report),
+    )
+}
+
+/// `vlm quantize` on a Hugging Face captioner folder.
+fn quantize_captioner(args: QuantizeArgs, options: Options) -> Result<()> {
+    if args.labels.is_some() || args.labels_file.is_some() {
+        bail!(
+            "--labels and --labels-file are for a SigLIP model; {} is a captioner",
+            args.model.display()
+        );
+    }
+    if args.max_tokens == 0 {
+        bail!("--max-tokens must be at least 1");
+    }
+    let request = vlm_quantize::caption_pipeline::CaptionRequest {
+        model_dir: args.model.clone(),
+        calib_dir: args.calib.clone(),
+        options,
+        prompt: args.prompt.clone(),
+        max_tokens: args.max_tokens,
+        layout: vlm_quantize::hf::Layout {
+            context: args.context,
+            ..vlm_quantize::hf::Layout::default()
+        },
+        eval_data: args.eval.clone(),
+    };
+    let (bytes, report) = with_progress(&args, |p| {
+        vlm_quantize::caption_pipeline::quantize_captioner(&request, p)
+    })?;
+    finish_quantize(
+        &args,
+        &bytes,
+        &report,
+        vlm_quantize::report::render_caption_html(&report),
+        vlm_quantize::report::render_caption_text(&report),
+    )
+}
+
+/// Runs a quantization with a progress bar (hidden for --json and off a terminal).
+fn with_progress<T>(
+    args: &QuantizeArgs,
+    f: impl FnOnce(&mut dyn FnMut(&str, usize, usize)) -> vlm_quantize::Result<T>,
+) -> Result<T> {
     let bar = progress_bar(!args.json);
-    let (bytes, report) = quantize_model(&request, &mut |stage, done, total| {
+    let out = f(&mut |stage, done, total| {
         bar.set_length(total as u64);
         bar.set_position(done as u64);
         bar.set_message(stage.to_string());
     })
     .with_context(|| format!("quantizing {}", args.model.display()))?;
     bar.finish_and_clear();
-    // Reports first, artifact last: a failure leaves no artifact behind.
-    if let Some(html) = &args.report {
-        let json_path = html.with_extension("json");
-        write_file(
-            &json_path,
-            serde_json::to_string_pretty(&report)?.as_bytes(),
-        )?;
-        write_file(html, vlm_quantize::report::render_html(&report).as_bytes())?;
+    Ok(out)
+}
+
+/// Writes the reports, then the artifact (a failure leaves no artifact behind), and
+/// prints the report.
+fn finish_quantize(
+    args: &QuantizeArgs,
+    bytes: &vlm_quantize::writer::AlignedBytes,
+    report: &impl serde::Serialize,
+    html: String,
+    text: String,
+) -> Result<()> {
+    if let Some(path) = &args.report {
+        let json_path = path.with_extension("json");
+        write_file(&json_path, serde_json::to_string_pretty(report)?.as_bytes())?;
+        write_file(path, html.as_bytes())?;
     }
     write_file(&args.out, bytes.as_bytes())?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string_pretty(report)?);
     } else {
-        print!("{}", vlm_quantize::report::render_text(&report));
+        print!("{text}");
         println!("wrote {} ({} bytes)", args.out.display(), bytes.len());
     }
     Ok(())

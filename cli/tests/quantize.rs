@@ -258,6 +258,97 @@ fn quantize_refuses_bad_input_and_writes_nothing() {
     assert!(left.is_empty(), "temporary files left behind: {left:?}");
 }
 
+/// A captioner folder quantizes from the command line into an artifact `vlm caption`
+/// runs (the library test `caption_int8` holds it to the caption budgets); options that
+/// only mean something for SigLIP, and bad calibration input, are refused with one line
+/// and no file.
+#[test]
+fn captioner_quantizes_and_refuses_bad_input() {
+    let model = root().join("models/demo-captioner");
+    let calib = tmp("caption-calib");
+    std::fs::create_dir_all(&calib).unwrap();
+    for i in 0..4 {
+        let name = format!("calib-{i:03}.png");
+        std::fs::copy(
+            root().join("models/demo-calib").join(&name),
+            calib.join(&name),
+        )
+        .unwrap();
+    }
+    let out = tmp("captioner.vlmq");
+    let html = tmp("captioner.html");
+    let run = |extra: &[&str], calib: &Path, out: &Path| {
+        let mut args = vec!["quantize", "--model", p(&model), "--calib", p(calib)];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", p(out)]);
+        vlm(&args)
+    };
+    let never = tmp("never-captioner.vlmq");
+    assert_clean_failure(&run(&["--labels", "a,b"], &calib, &never), "captioner");
+    assert_clean_failure(&run(&["--max-tokens", "0"], &calib, &never), "--max-tokens");
+    let empty = tmp("empty-caption-calib");
+    std::fs::create_dir_all(&empty).unwrap();
+    assert_clean_failure(&run(&[], &empty, &never), "no calibration images");
+    let bad = tmp("bad-caption-calib");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("broken.png"), b"\x89PNG\r\n\x1a\nnot really").unwrap();
+    assert_clean_failure(&run(&[], &bad, &never), "broken.png");
+    assert_clean_failure(
+        &run(&["--eval", p(&tmp("no-such-captions"))], &calib, &never),
+        "no-such-captions",
+    );
+    assert!(!never.exists());
+
+    let q = run(&["--report", p(&html)], &calib, &out);
+    let stdout = String::from_utf8_lossy(&q.stdout);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    for needle in [
+        "== image encoder graph ==",
+        "== projector graph ==",
+        "== decoder graph ==",
+    ] {
+        assert!(stdout.contains(needle), "{needle}: {stdout}");
+    }
+    assert!(std::fs::read_to_string(&html).unwrap().contains("<svg"));
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(html.with_extension("json")).unwrap())
+            .unwrap();
+    assert_eq!(report["calibration"]["images"], 4);
+    assert_eq!(
+        report["artifact_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    let c = vlm_json(&[
+        "caption",
+        p(&root().join("models/demo-captions/images/00000.png")),
+        "--model",
+        p(&out),
+        "--json",
+    ]);
+    let caption = c[0]["caption"].as_str().unwrap();
+    assert!(!caption.trim().is_empty(), "{c}");
+    // Calibration runs the reference's bits: the scalar kernels write the same file.
+    let scalar = tmp("captioner-scalar.vlmq");
+    let q = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
+        .args([
+            "quantize",
+            "--model",
+            p(&model),
+            "--calib",
+            p(&calib),
+            "--out",
+            p(&scalar),
+        ])
+        .env("VLM_KERNELS", "scalar")
+        .output()
+        .unwrap();
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    assert!(
+        std::fs::read(&scalar).unwrap() == std::fs::read(&out).unwrap(),
+        "VLM_KERNELS=scalar wrote another captioner artifact"
+    );
+}
+
 /// The artifact is computed the same way on every CPU: `vlm quantize` under each kernel
 /// set this CPU supports (the best one, the lower ones, the scalar reference) writes the
 /// same bytes. `scripts/repro-check.sh` compares against aarch64 under QEMU too. With

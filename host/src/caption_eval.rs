@@ -194,6 +194,24 @@ pub struct CaptionReport {
     pub groups: Vec<GroupResult>,
 }
 
+/// Greedy captions of every item's image (in the set's order), `progress(done, total)`
+/// after each.
+pub fn caption_all(
+    set: &CaptionSet,
+    cap: &crate::caption::Captioner,
+    prompt: &str,
+    opts: &vlm_models::generate::Options,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<crate::caption::Caption>> {
+    let mut out = Vec::with_capacity(set.items.len());
+    for (i, item) in set.items.iter().enumerate() {
+        let pixels = cap.pixels(&set.image_path(item))?;
+        out.push(cap.caption(&pixels, prompt, opts, |_| true)?);
+        progress(i + 1, set.items.len());
+    }
+    Ok(out)
+}
+
 /// Scores one caption per item (in the set's order).
 pub fn report(set: &CaptionSet, captions: &[String]) -> CaptionReport {
     assert_eq!(captions.len(), set.items.len(), "one caption per item");

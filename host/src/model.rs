@@ -178,6 +178,69 @@ impl Model {
         input: Input<'_>,
         observer: Option<&mut dyn Observer>,
     ) -> Result<Vec<f32>> {
+        let mut out = Vec::new();
+        self.with_session(role, &mut out, |session, g, out| {
+            session.run(g, &[input], &mut [out], observer)
+        })?;
+        Ok(out)
+    }
+
+    /// Runs a prefill graph (`role` with state, such as a decoder's) over a sequence of
+    /// input rows from a fresh state, in `runs` (rows per run, each within the graph's
+    /// capacity; together every row of `input`), as generation feeds a prompt and then
+    /// its tokens: every row's output, in order.
+    pub fn run_sequence(
+        &self,
+        role: Role,
+        input: &[f32],
+        runs: &[usize],
+        mut observer: Option<&mut dyn Observer>,
+    ) -> Result<Vec<f32>> {
+        let rows: usize = runs.iter().sum();
+        let mut all = Vec::new();
+        self.with_session(role, &mut all, move |session, g, out| {
+            let capacity = session.model().graph_at(g).map_or(0, |g| g.rows);
+            let input_cols = input.len().checked_div(rows).unwrap_or(0);
+            if capacity == 0 || rows * input_cols != input.len() {
+                return Err(vlm_runtime::Error::BufferSize {
+                    what: "sequence rows",
+                    got: input.len(),
+                    expected: rows * input_cols.max(1),
+                });
+            }
+            let out_cols = out.len() / capacity;
+            session.reset_state();
+            let mut chunk = vec![0.0f32; out.len()];
+            let (mut at, mut got) = (0, Vec::with_capacity(rows * out_cols));
+            for &n in runs {
+                session.run_rows(
+                    g,
+                    Some(n),
+                    &[Input::F32(&input[at * input_cols..(at + n) * input_cols])],
+                    &mut [&mut chunk],
+                    observer.as_mut().map(|o| &mut **o as &mut dyn Observer),
+                )?;
+                got.extend_from_slice(&chunk[..n * out_cols]);
+                at += n;
+            }
+            *out = got;
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// A session on a pooled arena over graph `role`, handed its index and an output
+    /// buffer of the graph's output length.
+    fn with_session(
+        &self,
+        role: Role,
+        out: &mut Vec<f32>,
+        f: impl FnOnce(
+            &mut vlm_runtime::Session<'_, '_>,
+            usize,
+            &mut Vec<f32>,
+        ) -> std::result::Result<(), vlm_runtime::Error>,
+    ) -> Result<()> {
         let model = self.runtime();
         let what = match role {
             Role::ImageEncoder => "running the image encoder",
@@ -195,21 +258,20 @@ impl Model {
             .graph_at(g)
             .and_then(|g| g.outputs().next())
             .map_or(0, |p| p.len());
-        let mut out = vec![0.0f32; len];
+        *out = vec![0.0f32; len];
         let (o, need) = *self.options.lock().unwrap_or_else(|p| p.into_inner());
         let mut arena = self.take_arena(need);
         let result = (|| {
             let mut session = vlm_runtime::Session::new(model, &mut arena)?;
             session.set_threads(o.threads);
             session.set_reproducible(o.reproducible);
-            session.run(g, &[input], &mut [&mut out], observer)
+            f(&mut session, g, out)
         })();
         self.arenas
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(arena);
-        result.map_err(err)?;
-        Ok(out)
+        result.map_err(err)
     }
 
     fn take_arena(&self, need: usize) -> Vec<u8> {

@@ -38,16 +38,31 @@ impl Method {
 /// One tower input for calibration or evaluation.
 #[derive(Debug, Clone)]
 pub enum Sample {
+    /// Values in one run (pixels, or a projector's vision features).
     Pixels(Vec<f32>),
     Tokens(Vec<u32>),
+    /// A decoder's input embeddings for a whole sequence (prompt and caption), fed from a
+    /// fresh KV cache in runs of these many rows, as generation feeds them.
+    Sequence {
+        rows: Vec<f32>,
+        runs: Vec<usize>,
+    },
 }
 
 impl Sample {
-    pub fn input(&self) -> Input<'_> {
-        match self {
-            Sample::Pixels(p) => Input::F32(p),
-            Sample::Tokens(t) => Input::U32(t),
-        }
+    /// Runs the sample through `artifact`'s graph `role`: its output (every row's, for a
+    /// sequence).
+    pub fn run(
+        &self,
+        artifact: &crate::runner::Artifact,
+        role: vlm_runtime::Role,
+        observer: Option<&mut dyn Observer>,
+    ) -> Result<Vec<f32>> {
+        Ok(match self {
+            Sample::Pixels(p) => artifact.run(role, Input::F32(p), observer)?,
+            Sample::Tokens(t) => artifact.run(role, Input::U32(t), observer)?,
+            Sample::Sequence { rows, runs } => artifact.run_sequence(role, rows, runs, observer)?,
+        })
     }
 }
 
@@ -119,7 +134,7 @@ pub fn channel_ranges(
         let mut obs = RangeObserver {
             ranges: &mut ranges,
         };
-        artifact.run(kind, s.input(), Some(&mut obs))?;
+        s.run(&artifact, kind, Some(&mut obs))?;
         progress();
     }
     Ok(ranges)
@@ -242,7 +257,7 @@ pub fn activation_ranges(
     let kind = tower_kind(graph);
     for s in samples {
         let mut obs = HistObserver { hists: &mut hists };
-        artifact.run(kind, s.input(), Some(&mut obs))?;
+        s.run(&artifact, kind, Some(&mut obs))?;
         progress();
     }
     Ok(hists

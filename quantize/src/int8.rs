@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use vlm_runtime::kernels::scalar::{quantize_one, MatRef};
-use vlm_runtime::ops::{Embedding, LayerNorm, Linear, Op, PatchEmbed, Precision, Weights};
+use vlm_runtime::ops::{Embedding, LayerNorm, Linear, Op, PatchEmbed, Precision, RmsNorm, Weights};
 use vlm_runtime::score::cosine;
 use vlm_runtime::{Observed, Observer};
 
@@ -219,17 +219,18 @@ fn consumers(g: &Graph, buf: u32) -> Vec<usize> {
         .collect()
 }
 
-/// SmoothQuant: for each LayerNorm read only by linear layers, divide its output channel
-/// `j` by `s_j = a_j^α / w_j^(1−α)` (folded into gamma and beta) and multiply column `j`
-/// of every reader's weights by it. The fp32 function is unchanged; the activation's
-/// outlier channels shrink so one per-tensor int8 scale fits them all.
+/// SmoothQuant: for each LayerNorm or RMSNorm read only by linear layers, divide its
+/// output channel `j` by `s_j = a_j^α / w_j^(1−α)` (folded into gamma and beta) and
+/// multiply column `j` of every reader's weights by it. The fp32 function is unchanged;
+/// the activation's outlier channels shrink so one per-tensor int8 scale fits them all.
 fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) {
     for l in 0..g.nodes.len() {
-        let Op::LayerNorm(LayerNorm {
-            gamma, beta, out, ..
-        }) = g.nodes[l].op
-        else {
-            continue;
+        let (params, out) = match g.nodes[l].op {
+            Op::LayerNorm(LayerNorm {
+                gamma, beta, out, ..
+            }) => (vec![gamma, beta], out),
+            Op::RmsNorm(RmsNorm { gamma, out, .. }) => (vec![gamma], out),
+            _ => continue,
         };
         let readers = consumers(g, out.buf);
         let cols = out.cols as usize;
@@ -266,7 +267,7 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
                 }
             })
             .collect();
-        for t in [gamma, beta] {
+        for t in params {
             if let TensorData::F32(v) = &mut g.tensor_mut(t).data {
                 Arc::make_mut(v)
                     .iter_mut()
@@ -413,12 +414,14 @@ fn to_int8(
                 }
             }
             Op::Embedding(Embedding {
-                table,
-                table_scale: None,
-                ..
-            }) => {
+                table, table_scale, ..
+            }) if q.tensor(table).data.as_f32().is_some() => {
                 let t = q.tensor(table).clone();
-                let (qt, scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), t.dims[1]);
+                let (qt, mut scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), t.dims[1]);
+                // A scaled table (Gemma's √d) folds its row scale into the int8 one.
+                if let Some(f) = table_scale.and_then(|s| q.tensor(s).data.as_f32()) {
+                    scales.iter_mut().zip(f).for_each(|(s, f)| *s *= f);
+                }
                 let rows = scales.len();
                 let ti = q.add_i8(t.name.clone(), t.dims.clone(), qt);
                 let si = q.add_f32(format!("{name}.row_scale"), vec![rows], scales);
@@ -432,6 +435,71 @@ fn to_int8(
     }
     drop_unused_tensors(&mut q);
     q
+}
+
+/// A graph with int8 token-embedding tables (per-row scales): what a lookup needs, no
+/// calibration (a table row is copied, not multiplied with activations).
+pub fn quantize_embedding(g: &Graph) -> Graph {
+    to_int8(
+        g,
+        &HashMap::new(),
+        &HashMap::new(),
+        &HashSet::new(),
+        Precision::F32,
+    )
+}
+
+/// Gives `target` the int8 decisions made on `quantized`, a graph of the same layers
+/// over other buffers (a decoder's prefill and step take them from its calibration
+/// graph): each node named as one of `quantized`'s takes its weights and bias, its norm
+/// parameters (smoothed) or its attention precision. Both graphs then hold equal
+/// tensors under equal names, which the writer stores once.
+pub fn adopt(target: &mut Graph, quantized: &Graph) {
+    let by_name: HashMap<&str, &Op> = quantized
+        .nodes
+        .iter()
+        .map(|n| (n.name.as_str(), &n.op))
+        .collect();
+    let mut copied: HashMap<u32, u32> = HashMap::new();
+    let tensors = &mut target.tensors;
+    let mut take = |t: u32| -> u32 {
+        *copied.entry(t).or_insert_with(|| {
+            tensors.push(quantized.tensor(t).clone());
+            (tensors.len() - 1) as u32
+        })
+    };
+    for node in &mut target.nodes {
+        let Some(&src) = by_name.get(node.name.as_str()) else {
+            continue;
+        };
+        match (&mut node.op, src) {
+            (Op::Linear(l), Op::Linear(s)) => {
+                l.weights = match s.weights {
+                    Weights::F32 { w } => Weights::F32 { w: take(w) },
+                    Weights::I8 {
+                        w,
+                        w_scale,
+                        x_scale,
+                        x_zero,
+                    } => Weights::I8 {
+                        w: take(w),
+                        w_scale: take(w_scale),
+                        x_scale,
+                        x_zero,
+                    },
+                };
+                l.bias = s.bias.map(&mut take);
+            }
+            (Op::RmsNorm(n), Op::RmsNorm(s)) => n.gamma = take(s.gamma),
+            (Op::LayerNorm(n), Op::LayerNorm(s)) => {
+                n.gamma = take(s.gamma);
+                n.beta = take(s.beta);
+            }
+            (Op::Attention(a), Op::Attention(s)) => a.precision = s.precision,
+            _ => {}
+        }
+    }
+    drop_unused_tensors(target);
 }
 
 /// Removes tensors no op refers to any more (the fp32 weights int8 replaced).
@@ -489,7 +557,7 @@ fn outputs(
         let mut cap = Capture {
             outputs: HashMap::new(),
         };
-        let emb = a.run(kind, s.input(), Some(&mut cap))?;
+        let emb = s.run(&a, kind, Some(&mut cap))?;
         out.push((emb, cap.outputs));
         progress(i + 1, samples.len());
     }
@@ -512,7 +580,7 @@ fn compare(
         let mut cap = Capture {
             outputs: HashMap::new(),
         };
-        let emb = a.run(kind, s.input(), Some(&mut cap))?;
+        let emb = s.run(&a, kind, Some(&mut cap))?;
         cos.push(cosine(&emb, ref_emb));
         for (node, got) in cap.outputs {
             if let Some(want) = ref_out.get(&node) {
@@ -613,7 +681,7 @@ fn own_sqnr(
         noise: HashMap::new(),
     };
     for s in samples {
-        a.run(kind, s.input(), Some(&mut obs))?;
+        s.run(&a, kind, Some(&mut obs))?;
     }
     Ok(linear_nodes(g)
         .into_iter()

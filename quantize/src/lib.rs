@@ -7,6 +7,7 @@
 //! Running an artifact needs none of this: that is `vlm-host`.
 
 pub mod calibrate;
+pub mod caption_pipeline;
 pub mod error;
 pub mod eval;
 pub mod graph;

@@ -84,6 +84,24 @@ pub fn image_files(dir: &Path) -> Result<Vec<PathBuf>> {
     Ok(files)
 }
 
+/// A calibration folder's images: an error naming the folder when it is missing or has
+/// none.
+pub fn calibration_images(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.is_dir() {
+        return Err(Error::NotFound {
+            path: dir.to_owned(),
+        });
+    }
+    let files = image_files(dir)?;
+    if files.is_empty() {
+        return Err(Error::Calibration(format!(
+            "{}: no calibration images (png, jpg, …) in the folder",
+            dir.display()
+        )));
+    }
+    Ok(files)
+}
+
 /// The non-blank lines of a prompts or labels file, trimmed, `#` comments skipped.
 pub fn text_lines(text: &str) -> impl Iterator<Item = String> + '_ {
     text.lines()
@@ -100,7 +118,7 @@ pub fn read_prompts(path: &Path) -> Result<Vec<String>> {
 
 /// Splits samples into calibration and check sets: a quarter held out when there are
 /// enough, so the accuracy budget is not checked on the data that set the ranges.
-fn split(samples: Vec<Sample>) -> (Vec<Sample>, Vec<Sample>) {
+pub(crate) fn split<T: Clone>(samples: Vec<T>) -> (Vec<T>, Vec<T>) {
     if samples.len() < 8 {
         return (samples.clone(), samples);
     }
@@ -171,6 +189,11 @@ fn import_checked(fp32: &Fp32Siglip, image: bool, probe: &Sample) -> Result<(Gra
             let ids: Vec<i64> = t.iter().map(|&i| i as i64).collect();
             (ours.embed_ids(t)?, fp32.embed_ids(&ids)?)
         }
+        Sample::Sequence { .. } => {
+            return Err(Error::Calibration(
+                "a SigLIP tower takes no decoder sequence".into(),
+            ))
+        }
     };
     let c = cosine(&a, &b);
     if c.is_nan() || c < IMPORT_MIN_COSINE {
@@ -192,18 +215,7 @@ pub fn quantize_model(
 ) -> Result<(AlignedBytes, QuantReport)> {
     let fp32 = Fp32Siglip::load(&req.model_dir)?;
     let cfg = fp32.config().clone();
-    if !req.calib_dir.is_dir() {
-        return Err(Error::NotFound {
-            path: req.calib_dir.clone(),
-        });
-    }
-    let files = image_files(&req.calib_dir)?;
-    if files.is_empty() {
-        return Err(Error::Calibration(format!(
-            "{}: no calibration images (png, jpg, …) in the folder",
-            req.calib_dir.display()
-        )));
-    }
+    let files = calibration_images(&req.calib_dir)?;
     let mut images = Vec::new();
     for (i, f) in files.iter().enumerate() {
         images.push(Sample::Pixels(fp32.pixels_for(f)?));

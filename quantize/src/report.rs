@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use crate::caption_pipeline::{Agreement, CaptionEval, CaptionQuantReport};
 use crate::int8::{LayerReport, TowerReport};
 use crate::pipeline::{QuantReport, ZeroShot};
 
@@ -194,25 +195,167 @@ fn clean(s: &str) -> String {
     o
 }
 
-/// The terminal summary: options, import check, per tower the embedding cosines, the
-/// budget, fallback layers and a per-layer table; file sizes; zero-shot fp32 vs int8.
-pub fn render_text(r: &QuantReport) -> String {
-    let mut out = vec!["vlm quantize report".to_string()];
-    out.extend(summary_lines(r));
-    for t in &r.towers {
+/// What both renderings show, from either kind of report.
+struct View<'a> {
+    title: &'static str,
+    summary: Vec<String>,
+    budget: f32,
+    /// "tower" (SigLIP's) or "graph" (a captioner's).
+    noun: &'static str,
+    towers: &'a [TowerReport],
+    sizes: String,
+    /// Headed tables after the sizes (fp32 vs int8 evaluations).
+    sections: Vec<(String, Table)>,
+}
+
+fn siglip_view(r: &QuantReport) -> View<'_> {
+    View {
+        title: "vlm quantize report",
+        summary: summary_lines(r),
+        budget: r.options.min_cosine,
+        noun: "tower",
+        towers: &r.towers,
+        sizes: sizes_line(r),
+        sections: r
+            .zero_shot
+            .iter()
+            .map(|z| {
+                (
+                    "zero-shot evaluation, fp32 (the runtime's fp32 graphs) vs int8".to_string(),
+                    zero_shot_table(z),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn agreement_line(what: &str, a: &Agreement) -> String {
+    format!(
+        "{what}: int8 greedy tokens identical to fp32 on {} of {} images ({:.1}%); {:.1}% of fp32's tokens before the first difference",
+        a.identical,
+        a.images,
+        100.0 * a.identical_share(),
+        100.0 * a.tokens_before_divergence
+    )
+}
+
+fn caption_eval_table(e: &CaptionEval) -> Table {
+    let row = |label: String, fp: f64, q: f64| {
+        vec![
+            label,
+            format!("{fp:.3}"),
+            format!("{q:.3}"),
+            format!("{:+.3}", q - fp),
+        ]
+    };
+    let (f, q) = (&e.fp32, &e.int8);
+    let mut rows = vec![
+        row("BLEU-4".into(), f.bleu[3], q.bleu[3]),
+        row("CIDEr-D".into(), f.cider_d, q.cider_d),
+    ];
+    // Matched by name, as the zero-shot table is.
+    for g in &f.groups {
+        if let Some(h) = q.groups.iter().find(|h| h.name == g.name) {
+            rows.push(row(
+                format!("{} objects named % ({} images)", g.name, g.images),
+                g.objects_named,
+                h.objects_named,
+            ));
+            rows.push(row(
+                format!("{} count right %", g.name),
+                g.count_right,
+                h.count_right,
+            ));
+        }
+    }
+    Table {
+        head: &["metric", "fp32", "int8", "delta"],
+        right: &[false, true, true, true],
+        rows,
+    }
+}
+
+fn caption_view(r: &CaptionQuantReport) -> View<'_> {
+    let o = &r.options;
+    let smooth = o
+        .smooth_alpha
+        .map_or("off".to_string(), |a| format!("alpha {a}"));
+    let mib = |b: u64| format!("{:.1} MiB ({b} bytes)", b as f64 / (1024.0 * 1024.0));
+    let mut summary = vec![
+        format!("model: {} ({})", r.model.display(), r.architecture),
+        format!(
+            "options: ranges {}, SmoothQuant {smooth}, budget median cosine >= {}, at most {} fp32 fallback layers per graph",
+            o.method.name(),
+            o.min_cosine,
+            o.max_fallback
+        ),
+        format!(
+            "calibration: {} images captioned in fp32 after the prompt {:?}, {} decoder positions",
+            r.calibration.images, r.calibration.prompt, r.calibration.decoder_rows
+        ),
+        "token embedding: int8, one scale per row; prefill and decoder step share the decoder's int8 weights".into(),
+        agreement_line("held-out calibration images", &r.agreement),
+    ];
+    if let Some(e) = &r.eval {
+        summary.push(agreement_line(
+            &format!("caption set {}", e.data.display()),
+            &e.agreement,
+        ));
+    }
+    View {
+        title: "vlm quantize report (captioner)",
+        summary,
+        budget: o.min_cosine,
+        noun: "graph",
+        towers: &r.graphs,
+        sizes: format!(
+            "file sizes: fp32 artifact {} -> int8 artifact {}: {:.1}%",
+            mib(r.fp32_bytes),
+            mib(r.artifact_bytes),
+            100.0 * r.artifact_bytes as f64 / r.fp32_bytes.max(1) as f64
+        ),
+        sections: r
+            .eval
+            .iter()
+            .map(|e| {
+                (
+                    format!("caption evaluation on {}, fp32 vs int8", e.data.display()),
+                    caption_eval_table(e),
+                )
+            })
+            .collect(),
+    }
+}
+
+fn text_of(v: &View) -> String {
+    let mut out = vec![v.title.to_string()];
+    out.extend(v.summary.iter().cloned());
+    for t in v.towers {
         out.push(String::new());
-        out.push(format!("== {} tower ==", t.tower));
-        out.extend(tower_lines(t, r.options.min_cosine));
+        out.push(format!("== {} {} ==", t.tower, v.noun));
+        out.extend(tower_lines(t, v.budget));
         text_table(&layer_table(t), &mut out);
     }
     out.push(String::new());
-    out.push(sizes_line(r));
-    if let Some(z) = &r.zero_shot {
+    out.push(v.sizes.clone());
+    for (head, table) in &v.sections {
         out.push(String::new());
-        out.push("zero-shot evaluation, fp32 (the runtime's fp32 graphs) vs int8:".into());
-        text_table(&zero_shot_table(z), &mut out);
+        out.push(format!("{head}:"));
+        text_table(table, &mut out);
     }
     out.iter().map(|l| clean(l) + "\n").collect()
+}
+
+/// The terminal summary: options, import check, per tower the embedding cosines, the
+/// budget, fallback layers and a per-layer table; file sizes; zero-shot fp32 vs int8.
+pub fn render_text(r: &QuantReport) -> String {
+    text_of(&siglip_view(r))
+}
+
+/// A captioner's terminal summary: calibration, caption agreement, per graph what
+/// [`render_text`] shows per tower, sizes, and the caption set's fp32 vs int8 scores.
+pub fn render_caption_text(r: &CaptionQuantReport) -> String {
+    text_of(&caption_view(r))
 }
 
 fn esc(s: &str) -> String {
@@ -367,15 +510,25 @@ svg{display:block;font-size:11px;margin:1em 0}";
 /// A self-contained HTML page (no external assets, no JS): the text report's content as
 /// tables plus, per tower, SVG plots of accumulated and own-layer SQNR.
 pub fn render_html(r: &QuantReport) -> String {
+    html_of(&siglip_view(r))
+}
+
+/// [`render_html`] for a captioner's report.
+pub fn render_caption_html(r: &CaptionQuantReport) -> String {
+    html_of(&caption_view(r))
+}
+
+fn html_of(v: &View) -> String {
     let mut h = String::new();
     let _ = writeln!(
         h,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>vlm quantize report</title><style>{STYLE}</style></head>\n<body>\n<h1>vlm quantize report</h1>"
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head><meta charset=\"utf-8\"><title>{t}</title><style>{STYLE}</style></head>\n<body>\n<h1>{t}</h1>",
+        t = esc(v.title)
     );
-    html_list(&summary_lines(r), &mut h);
-    for t in &r.towers {
-        let _ = writeln!(h, "<h2>{} tower</h2>", esc(t.tower));
-        html_list(&tower_lines(t, r.options.min_cosine), &mut h);
+    html_list(&v.summary, &mut h);
+    for t in v.towers {
+        let _ = writeln!(h, "<h2>{} {}</h2>", esc(t.tower), v.noun);
+        html_list(&tower_lines(t, v.budget), &mut h);
         let acc: Vec<_> = t.layers.iter().map(|l| (l, l.sqnr_db)).collect();
         let title = format!("{}: output SQNR per layer (accumulated error), dB", t.tower);
         svg_plot(&title, &acc, &mut h);
@@ -395,10 +548,10 @@ pub fn render_html(r: &QuantReport) -> String {
         }
         html_table(&layer_table(t), &mut h);
     }
-    let _ = writeln!(h, "<h2>File sizes</h2>\n<p>{}</p>", esc(&sizes_line(r)));
-    if let Some(z) = &r.zero_shot {
-        h.push_str("<h2>Zero-shot evaluation, fp32 vs int8</h2>\n");
-        html_table(&zero_shot_table(z), &mut h);
+    let _ = writeln!(h, "<h2>File sizes</h2>\n<p>{}</p>", esc(&v.sizes));
+    for (head, table) in &v.sections {
+        let _ = writeln!(h, "<h2>{}</h2>", esc(head));
+        html_table(table, &mut h);
     }
     h.push_str("</body>\n</html>\n");
     h

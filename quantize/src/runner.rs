@@ -83,7 +83,8 @@ fn meta_for_graph(g: &Graph) -> Meta {
         })
         .unwrap_or(0);
     Meta {
-        embed_dim: g.output.cols as usize,
+        // The whole output (a captioner's image encoder gives a row per patch).
+        embed_dim: g.output.rows as usize * g.output.cols as usize,
         logit_scale: 1.0,
         logit_bias: 0.0,
         channels,

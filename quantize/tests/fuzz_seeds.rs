@@ -331,6 +331,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let tokenizer = br#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"<pad>":0,"</s>":1,"a":2,"cat":3,"dog":4},"unk_token":"<pad>"}}"#;
     let config = br#"{"model_type":"siglip","projection_dim":8}"#;
     let dec = decoder::decoder(&decoder::weights(0x5eed_0006));
+    let dec_i8 = int8_linears(&dec, 0x5eed_0007);
     let write = |graphs: Vec<&Graph>, full: bool| {
         write_artifact(&ArtifactParts {
             meta: meta().to_words().to_vec(),
@@ -354,7 +355,26 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("full.vlmq", write(vec![&vision_f32, &text_i8], true)),
         ("decoder.vlmq", write(vec![&dec], false)),
         ("encoder_decoder.vlmq", write(vec![&vision_i8, &dec], false)),
+        ("decoder_i8.vlmq", write(vec![&dec_i8], false)),
     ]
+}
+
+/// `g` with every linear layer's weights int8 (random): an int8 caption decoder's step,
+/// its projections and head reading the KV cache's inputs through u8 activations.
+fn int8_linears(g: &Graph, seed: u64) -> Graph {
+    let mut q = g.clone();
+    let mut rng = Rng(vlm_runtime::harness::Rng(seed));
+    for i in 0..q.nodes.len() {
+        if let vlm_runtime::ops::Op::Linear(l) = q.nodes[i].op {
+            let t = q.tensor(l.weights.tensor()).clone();
+            let name = format!("{}.i8", t.name);
+            let w = i8_weights(&mut q, &mut rng, &name, t.dims[0], t.dims[1]);
+            if let vlm_runtime::ops::Op::Linear(l) = &mut q.nodes[i].op {
+                l.weights = w;
+            }
+        }
+    }
+    q
 }
 
 fn seed_dir() -> PathBuf {

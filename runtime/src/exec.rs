@@ -203,6 +203,12 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
         outputs: &mut [&mut [f32]],
         mut observer: Option<&mut dyn Observer>,
     ) -> Result<(), Error> {
+        // An observer (calibration's) stays on the caller's thread: it need not be Send.
+        #[cfg(feature = "std")]
+        if observer.is_none() && self.backend.on_pool() && rayon::current_thread_index().is_none() {
+            let me = &mut *self;
+            return rayon::scope(move |_| me.run_rows(graph, rows, inputs, outputs, None));
+        }
         let model = self.model;
         let g = *model
             .graph_at(graph)

@@ -120,6 +120,31 @@ proptest! {
         }
     }
 
+    /// The threaded int8 GEMM gives one thread's bits: rows split into blocks, and a
+    /// single row (a decoder step's) split by weight panels into column blocks, on every
+    /// ISA, for outputs that are and are not a multiple of the panel pairs.
+    #[test]
+    fn gemm_u8i8_on_threads_matches_one_thread(rows in prop_oneof![Just(1usize), 1usize..20],
+                                              k in 1usize..150, n in 60usize..400,
+                                              threads in 2usize..6, seed in any::<u64>(),
+                                              bias in any::<bool>()) {
+        let mut s = seed;
+        let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
+        let q: Vec<u8> = (0..rows * q_stride(k)).map(|_| next() as u8).collect();
+        let w: Vec<i8> = (0..n * k).map(|_| next() as i8).collect();
+        let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
+        let b: Vec<f32> = (0..n).map(|_| (next() % 2000) as f32 * 1e-3 - 1.0).collect();
+        let ep = Epilogue { x_scale: 0.02, w_scale: &w_scale, bias: bias.then_some(&b[..]), act: Activation::GeluTanh };
+        let wp = pack(&w, n, k);
+        for isa in ALL.into_iter().filter(|i| i.supported()) {
+            let want = run(isa, &q, k, &wp, &ep, rows, n, n);
+            let mut got = vec![f32::NAN; rows * n];
+            isa.gemm_u8i8_threads(threads, &q, k, &wp, &ep, MatMut { data: &mut got, rows, cols: n, stride: n });
+            prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} on {} threads, {} rows", isa.name(), threads, rows);
+        }
+    }
+
     /// Activation quantization: identical bytes, NaN and infinities included.
     #[test]
     fn quantize_equals_the_reference(rows in 1usize..6, cols in 1usize..100, scale in 1e-3f32..10.0,

@@ -217,5 +217,6 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
         image_tokens: l,
         prefill_rows: layout.prefill_rows,
         graphs: vec![tower, b.g, dec.embedding, dec.prefill, dec.step],
+        calibration: dec.calibration,
     })
 }

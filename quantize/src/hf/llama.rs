@@ -47,6 +47,17 @@ pub struct Decoder {
     pub embedding: Graph,
     pub prefill: Graph,
     pub step: Graph,
+    /// The prefill with every row's logits (no `last_row`): what int8 calibration runs
+    /// whole sequences through, prompt and caption, so the ranges of the LM head's input
+    /// come from every position, as decoding feeds it. Never written to an artifact.
+    pub calibration: Graph,
+}
+
+/// Which rows' logits a decoder graph computes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Logits {
+    Last,
+    Every,
 }
 
 /// The RoPE table `[positions, head_dim]`: cosines then sines, computed as Hugging
@@ -114,12 +125,13 @@ pub fn decoder(
         c.rope_theta,
         names.first_position,
     ));
-    let prefill = stack(ck, names, c, context, chunk, Role::Prefill, &head, &rope)?;
-    let step = stack(ck, names, c, context, 1, Role::Decoder, &head, &rope)?;
+    let graph =
+        |rows, role, logits| stack(ck, names, c, (context, rows), role, logits, &head, &rope);
     Ok(Decoder {
         embedding: e,
-        prefill,
-        step,
+        prefill: graph(chunk, Role::Prefill, Logits::Last)?,
+        step: graph(1, Role::Decoder, Logits::Last)?,
+        calibration: graph(chunk, Role::Prefill, Logits::Every)?,
     })
 }
 
@@ -128,9 +140,9 @@ fn stack(
     ck: &Checkpoint,
     names: &Names,
     c: &TextConfig,
-    context: usize,
-    rows: usize,
+    (context, rows): (usize, usize),
     role: Role,
+    logits: Logits,
     head: &Arc<Vec<f32>>,
     rope: &Arc<Vec<f32>>,
 ) -> Result<Graph> {
@@ -249,8 +261,14 @@ fn stack(
     }
     // Only the last position's logits are needed: the next token. A prefill runs on
     // however many rows the prompt has left, so the last one is found at run time.
-    let last = b.new_mat(1, d);
-    b.push("last_row", LastRow { x, out: last });
+    let last = match logits {
+        Logits::Last => {
+            let last = b.new_mat(1, d);
+            b.push("last_row", LastRow { x, out: last });
+            last
+        }
+        Logits::Every => x,
+    };
     let n = b.rms_norm(&format!("{p}norm"), last, c.eps, c.gemma)?;
     // A tied head keeps the table's name, so the writer stores one copy.
     let head_name = match c.tied {

@@ -127,5 +127,6 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
         image_tokens: tokens,
         prefill_rows: layout.prefill_rows,
         graphs: vec![tower, b.g, dec.embedding, dec.prefill, dec.step],
+        calibration: dec.calibration,
     })
 }

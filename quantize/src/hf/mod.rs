@@ -55,6 +55,8 @@ pub struct Captioner {
     pub meta: Meta,
     /// Image encoder, projector, token embedding, prefill, decoder step.
     pub graphs: Vec<Graph>,
+    /// The decoder as int8 calibration runs it (every row's logits); not written.
+    pub calibration: Graph,
     pub tokenizer_json: Vec<u8>,
     pub config_json: Vec<u8>,
 }
@@ -133,6 +135,7 @@ pub fn load(dir: &Path, layout: Layout) -> Result<Captioner> {
     Ok(Captioner {
         meta,
         graphs: parts.graphs,
+        calibration: parts.calibration,
         tokenizer_json,
         config_json,
     })
@@ -177,6 +180,7 @@ pub(crate) struct Parts {
     /// Rows per prefill run (the layout's, or more where the family needs it).
     pub prefill_rows: usize,
     pub graphs: Vec<Graph>,
+    pub calibration: Graph,
 }
 
 /// The beginning-of-sequence token a prompt starts with (when the tokenizer does not add

@@ -107,5 +107,6 @@ pub(crate) fn load(cfg: &ConfigFile, ck: &Checkpoint, layout: Layout) -> Result<
         image_tokens: n,
         prefill_rows,
         graphs: vec![tower, b.g, dec.embedding, dec.prefill, dec.step],
+        calibration: dec.calibration,
     })
 }

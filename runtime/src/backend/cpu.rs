@@ -39,6 +39,10 @@ impl Backend for Cpu {
         self.quantized = None;
     }
 
+    fn on_pool(&self) -> bool {
+        self.threads > 1
+    }
+
     fn scratch_bytes(&self, op: &Op) -> usize {
         op.scratch_bytes_for_threads(self.threads)
     }

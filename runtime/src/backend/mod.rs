@@ -14,10 +14,20 @@ pub use cpu::Cpu;
 use crate::ops::{Op, OpContext};
 use crate::Error;
 
-/// Executes ops.
-pub trait Backend {
+/// Executes ops. `Send`: a session may run its graph on another thread (see
+/// [`Backend::on_pool`]).
+pub trait Backend: Send {
     /// A short name for reports ("cpu/x86-avx512vnni").
     fn name(&self) -> &'static str;
+
+    /// Whether a whole graph should run on a worker of the thread pool (std only): a
+    /// backend that splits ops across threads hands each block to a worker in
+    /// microseconds from there, while every hand-off from outside the pool wakes two
+    /// sleeping threads — which, a decoder step's hundred small matrix–vector products
+    /// each paying it, costs what the second core saves.
+    fn on_pool(&self) -> bool {
+        false
+    }
 
     /// Called before a graph's first op: forget anything carried from the last op.
     fn begin(&mut self) {}

@@ -330,6 +330,11 @@ impl Isa {
         ep: &Epilogue,
         out: MatMut,
     ) {
+        if out.rows == 1 {
+            return split_panels(threads, k, w, ep, out, &|w, ep, m| {
+                self.gemm_u8i8(q, k, w, ep, m)
+            });
+        }
         let qs = scalar::q_stride(k);
         split_rows(threads, 8, out, core::iter::repeat(()), |row, m, ()| {
             self.gemm_u8i8(&q[row * qs..], k, w, ep, m)
@@ -502,48 +507,105 @@ impl Isa {
 }
 
 /// Runs `f(first_row, block, extra)` on `out` split into row blocks of at least
-/// `min_rows` rows (below a few rows per thread the spawn costs more than it saves), one
-/// per thread, each with the next of `extras` (its own scratch, say); the last block on
-/// the calling thread: it works, not waits. One block spawns nothing and allocates
-/// nothing.
+/// `min_rows` rows (below a few rows per thread the hand-off costs more than it saves),
+/// one per thread, each with the next of `extras` (its own scratch, say). The blocks run
+/// on rayon's pool through nested `join`s, whose jobs live on the stack: splitting
+/// allocates nothing, so decoding stays allocation-free on any number of threads, and a
+/// hand-off costs microseconds where spawning a thread per op cost tens. One block runs
+/// right here.
 #[cfg(feature = "std")]
 fn split_rows<T: Send>(
     threads: usize,
     min_rows: usize,
     out: MatMut,
-    mut extras: impl Iterator<Item = T>,
+    mut extras: impl Iterator<Item = T> + Send,
     f: impl Fn(usize, MatMut, T) + Sync,
 ) {
     let threads = threads.min(out.rows / min_rows).max(1);
-    let mut extra = || extras.next().expect("an extra for every block");
-    if threads == 1 {
-        return f(0, out, extra());
-    }
     let per = out.rows.div_ceil(threads);
-    let f = &f;
-    std::thread::scope(|s| {
-        let (mut data, mut row, mut left) = (out.data, 0, out.rows);
-        while left > 0 {
-            let rows = per.min(left);
-            let split = if rows == left {
-                data.len()
-            } else {
-                rows * out.stride
-            };
-            let (head, tail) = data.split_at_mut(split);
-            let m = MatMut {
-                data: head,
-                rows,
-                cols: out.cols,
-                stride: out.stride,
-            };
-            let x = extra();
-            if rows == left {
-                f(row, m, x);
-            } else {
-                s.spawn(move || f(row, m, x));
-            }
-            (data, row, left) = (tail, row + rows, left - rows);
-        }
-    });
+    let (rows, cols, stride) = (out.rows, out.cols, out.stride);
+    blocks(
+        out.data,
+        0,
+        rows,
+        per,
+        &mut extras,
+        &|row, n, data, x| {
+            f(
+                row,
+                MatMut {
+                    data,
+                    rows: n,
+                    cols,
+                    stride,
+                },
+                x,
+            )
+        },
+        stride,
+    );
+}
+
+/// `data` (rows `first..first + left` of a matrix with `stride`) in blocks of `per`
+/// rows: the first on this thread, the rest joined beside it.
+#[cfg(feature = "std")]
+fn blocks<T: Send, I: Iterator<Item = T> + Send>(
+    data: &mut [f32],
+    first: usize,
+    left: usize,
+    per: usize,
+    extras: &mut I,
+    f: &(impl Fn(usize, usize, &mut [f32], T) + Sync),
+    stride: usize,
+) {
+    let x = extras.next().expect("an extra for every block");
+    if left <= per {
+        return f(first, left, data, x);
+    }
+    let (head, tail) = data.split_at_mut(per * stride);
+    rayon::join(
+        || f(first, per, head, x),
+        || blocks(tail, first + per, left - per, per, extras, f, stride),
+    );
+}
+
+/// A one-row GEMM (a decoder step's) split by output columns: blocks of whole pairs of
+/// weight panels, one per thread, each computing its columns exactly as the whole call
+/// would (the same bits). A row split has nothing to split here.
+#[cfg(feature = "std")]
+fn split_panels(
+    threads: usize,
+    k: usize,
+    w: &[i8],
+    ep: &Epilogue,
+    out: MatMut,
+    f: &(impl Fn(&[i8], &Epilogue, MatMut) + Sync),
+) {
+    use crate::format::{PANEL_K, PANEL_N};
+    let panel_bytes = scalar::q_stride(k) / PANEL_K * PANEL_N * PANEL_K;
+    let panels = out.cols.div_ceil(PANEL_N);
+    let per = panels.div_ceil(threads.max(1)).next_multiple_of(2);
+    if threads <= 1 || out.rows != 1 || per < 4 || per >= panels {
+        return f(w, ep, out);
+    }
+    let cols = (per * PANEL_N).min(out.cols);
+    let (head, tail) = out.data.split_at_mut(cols);
+    let (w_head, w_tail) = w.split_at(per * panel_bytes);
+    let ep_tail = Epilogue {
+        x_scale: ep.x_scale,
+        w_scale: &ep.w_scale[cols..],
+        bias: ep.bias.map(|b| &b[cols..]),
+        act: ep.act,
+    };
+    let one = |data, n| MatMut {
+        data,
+        rows: 1,
+        cols: n,
+        stride: n,
+    };
+    let rest = out.cols - cols;
+    rayon::join(
+        || f(w_head, ep, one(head, cols)),
+        || split_panels(threads - 1, k, w_tail, &ep_tail, one(tail, rest), f),
+    );
 }
