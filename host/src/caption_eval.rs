@@ -196,6 +196,7 @@ pub struct CaptionReport {
 
 /// Greedy captions of every item's image (in the set's order), `progress(done, total)`
 /// after each.
+#[cfg(feature = "model")]
 pub fn caption_all(
     set: &CaptionSet,
     cap: &crate::caption::Captioner,
