@@ -118,11 +118,7 @@ pub fn caption(args: CaptionArgs) -> Result<()> {
         }
     }
     let cap = args.model.load()?;
-    let prompt = args
-        .prompt
-        .clone()
-        .or_else(|| cap.default_prompt())
-        .unwrap_or_default();
+    let prompt = cap.prompt_or_default(args.prompt.as_deref());
     let opts = Options {
         max_tokens: args.max_tokens,
         repetition_penalty: args.repetition_penalty,
@@ -216,11 +212,7 @@ pub fn eval_caption(args: EvalCaptionArgs) -> Result<()> {
     }
     let set = vlm_host::caption_eval::CaptionSet::load(&args.data)?;
     let cap = args.model.load()?;
-    let prompt = args
-        .prompt
-        .clone()
-        .or_else(|| cap.default_prompt())
-        .unwrap_or_default();
+    let prompt = cap.prompt_or_default(args.prompt.as_deref());
     let opts = Options {
         max_tokens: args.max_tokens,
         repetition_penalty: 1.0,

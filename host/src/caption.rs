@@ -65,6 +65,14 @@ impl Captioner {
             .map(String::from)
     }
 
+    /// `prompt` if given, else the one the model was trained with, else none.
+    pub fn prompt_or_default(&self, prompt: Option<&str>) -> String {
+        prompt
+            .map(String::from)
+            .or_else(|| self.default_prompt())
+            .unwrap_or_default()
+    }
+
     pub fn meta(&self) -> &Meta {
         &self.meta
     }

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 use vlm_host::caption::Captioner as HostCaptioner;
 use vlm_host::caption_eval::{caption_all, report as caption_report, CaptionReport, CaptionSet};
-use vlm_models::generate::Options as GenerateOptions;
+use vlm_models::generate::{greedy, Options as GenerateOptions};
 use vlm_runtime::{Input, Role};
 
 use crate::calibrate::Sample;
@@ -119,14 +119,21 @@ fn trace(
     opts: &GenerateOptions,
 ) -> Result<Traced> {
     let meta = *cap.meta();
-    let tokens = cap.caption(&pixels, prompt, opts, |_| true)?.tokens;
     let ids = cap.prompt_ids(prompt)?;
     let (a, w) = cap.buffers();
     let (mut arena, mut work) = (vec![0u8; a], vec![0.0f32; w]);
-    let (features, image) = {
+    // One pass, as `Captioner::caption` makes it (greedy, no repetition penalty), keeping
+    // what the projector and decoder were fed on the way.
+    let (features, image, tokens) = {
+        let gen_err = vlm_host::Error::Generate;
         let mut g = cap.generator(&mut arena, &mut work)?;
-        g.encode_image(&pixels).map_err(vlm_host::Error::Generate)?;
-        (g.features().to_vec(), g.image_embeddings().to_vec())
+        g.encode_image(&pixels).map_err(gen_err)?;
+        let (features, image) = (g.features().to_vec(), g.image_embeddings().to_vec());
+        g.prefill(&ids, opts.max_tokens).map_err(gen_err)?;
+        let mut out = vec![0u32; opts.max_tokens];
+        let n = greedy(&mut g, opts, &mut [], &mut out, |_| true).map_err(gen_err)?;
+        out.truncate(n);
+        (features, image, out)
     };
     let d = meta.hidden;
     let mut rows = Vec::with_capacity((ids.len() + tokens.len()) * d);
@@ -196,7 +203,7 @@ pub fn quantize_captioner(
     }
     let files = calibration_images(&req.calib_dir)?;
     let eval_set = match &req.eval_data {
-        Some(dir) => Some(CaptionSet::load(dir)?),
+        Some(dir) => Some((dir, CaptionSet::load(dir)?)),
         None => None,
     };
     progress("reading the checkpoint", 0, 1);
@@ -204,11 +211,7 @@ pub fn quantize_captioner(
     let fp32_bytes = model.write()?;
     let fp32_size = fp32_bytes.len() as u64;
     let fp32 = host_captioner(fp32_bytes, "the fp32 graphs")?;
-    let prompt = req
-        .prompt
-        .clone()
-        .or_else(|| fp32.default_prompt())
-        .unwrap_or_default();
+    let prompt = fp32.prompt_or_default(req.prompt.as_deref());
     let opts = GenerateOptions {
         max_tokens: req.max_tokens,
         repetition_penalty: 1.0,
@@ -277,8 +280,8 @@ pub fn quantize_captioner(
         &check.iter().map(|t| t.tokens.clone()).collect::<Vec<_>>(),
         &captions_of(&int8, &held_out, &prompt, &opts)?,
     );
-    let eval = match (eval_set, &req.eval_data) {
-        (Some(set), Some(dir)) => {
+    let eval = match eval_set {
+        Some((dir, set)) => {
             let mut run = |cap: &HostCaptioner, what: &str| {
                 caption_all(&set, cap, &prompt, &opts, |d, t| progress(what, d, t))
             };
@@ -291,13 +294,13 @@ pub fn quantize_captioner(
                 c.iter().map(|c| c.tokens.clone()).collect()
             };
             Some(CaptionEval {
-                data: dir.clone(),
+                data: dir.to_owned(),
                 fp32: caption_report(&set, &text(&f)),
                 int8: caption_report(&set, &text(&q)),
                 agreement: Agreement::of(&tokens(&f), &tokens(&q)),
             })
         }
-        _ => None,
+        None => None,
     };
     let report = CaptionQuantReport {
         model: req.model_dir.clone(),

@@ -15,11 +15,28 @@ struct Table {
     rows: Vec<Vec<String>>,
 }
 
-fn summary_lines(r: &QuantReport) -> Vec<String> {
-    let o = &r.options;
+/// The quantization options, as both reports state them (`per`: what the fallback
+/// count is per, if anything).
+fn options_line(o: &crate::int8::Options, per: &str) -> String {
     let smooth = o
         .smooth_alpha
         .map_or("off".to_string(), |a| format!("alpha {a}"));
+    format!(
+        "options: ranges {}, SmoothQuant {smooth}, budget median cosine >= {}, at most {} fp32 fallback layers{per}",
+        o.method.name(),
+        o.min_cosine,
+        o.max_fallback
+    )
+}
+
+fn mib(bytes: u64) -> String {
+    format!(
+        "{:.1} MiB ({bytes} bytes)",
+        bytes as f64 / (1024.0 * 1024.0)
+    )
+}
+
+fn summary_lines(r: &QuantReport) -> Vec<String> {
     let checks: Vec<String> = r
         .import_check
         .iter()
@@ -27,13 +44,11 @@ fn summary_lines(r: &QuantReport) -> Vec<String> {
         .collect();
     vec![
         format!("model: {}", r.model.display()),
+        options_line(&r.options, ""),
         format!(
-            "options: ranges {}, SmoothQuant {smooth}, budget median cosine >= {}, at most {} fp32 fallback layers",
-            o.method.name(),
-            o.min_cosine,
-            o.max_fallback
+            "import check (runtime fp32 vs tract, cosine): {}",
+            checks.join(", ")
         ),
-        format!("import check (runtime fp32 vs tract, cosine): {}", checks.join(", ")),
         format!("text tower calibrated on: {}", r.text_calibration),
         format!("label embeddings stored: {}", r.labels),
     ]
@@ -98,7 +113,6 @@ fn layer_table(t: &TowerReport) -> Table {
 }
 
 fn sizes_line(r: &QuantReport) -> String {
-    let mib = |b: u64| format!("{:.1} MiB ({b} bytes)", b as f64 / (1024.0 * 1024.0));
     let s = &r.sizes;
     format!(
         "file sizes: ONNX {} -> artifact {}: {:.1}% of the ONNX size",
@@ -276,19 +290,9 @@ fn caption_eval_table(e: &CaptionEval) -> Table {
 }
 
 fn caption_view(r: &CaptionQuantReport) -> View<'_> {
-    let o = &r.options;
-    let smooth = o
-        .smooth_alpha
-        .map_or("off".to_string(), |a| format!("alpha {a}"));
-    let mib = |b: u64| format!("{:.1} MiB ({b} bytes)", b as f64 / (1024.0 * 1024.0));
     let mut summary = vec![
         format!("model: {} ({})", r.model.display(), r.architecture),
-        format!(
-            "options: ranges {}, SmoothQuant {smooth}, budget median cosine >= {}, at most {} fp32 fallback layers per graph",
-            o.method.name(),
-            o.min_cosine,
-            o.max_fallback
-        ),
+        options_line(&r.options, " per graph"),
         format!(
             "calibration: {} images captioned in fp32 after the prompt {:?}, {} decoder positions",
             r.calibration.images, r.calibration.prompt, r.calibration.decoder_rows
@@ -305,7 +309,7 @@ fn caption_view(r: &CaptionQuantReport) -> View<'_> {
     View {
         title: "vlm quantize report (captioner)",
         summary,
-        budget: o.min_cosine,
+        budget: r.options.min_cosine,
         noun: "graph",
         towers: &r.graphs,
         sizes: format!(

@@ -485,7 +485,7 @@ fn same_tokens_on_every_kernel_set(bytes: AlignedBytes) {
     let cap =
         Captioner::from_model(vlm_host::Model::from_aligned(bytes, Path::new("int8")).unwrap())
             .unwrap();
-    let prompt = cap.default_prompt().unwrap_or_default();
+    let prompt = cap.prompt_or_default(None);
     let ids = cap.prompt_ids(&prompt).unwrap();
     let set =
         vlm_host::caption_eval::CaptionSet::load(&root().join("models/demo-captions")).unwrap();
