@@ -7,7 +7,15 @@
 #     `qemu -cpu max` (i8mm, and with the NEON kernels forced), checks the top
 #     label of each, and fails unless every other run's image embedding is bit-identical to
 #     the x86 one (its cosine is printed): the same artifact must compute the same
-#     thing on every ISA.
+#     thing on every ISA;
+#   - quantizes the demo captioner and captions every fixture (the two above, and
+#     demo-captions-*.ppm: images of models/demo-captions, seen and held-out objects,
+#     one to two objects) on every run above:
+#     the token ids and the hash of the last logits' bits must be identical to the x86
+#     ones (bf16 attention and exact int8 fix every bit), and for the demo-captions
+#     fixtures (at the captioner's input size, so no resize) the x86 text the same as
+#     the host `vlm caption` prints for that artifact (the stored prompt and token table
+#     stand in for the tokenizer).
 # The kernels are whatever `Isa::detect()` picks on each CPU (VLM_KERNELS forces one);
 # the ISA each run used is printed. The fixtures are committed PPMs (made once from
 # models/demo/examples with Pillow), so this needs no Python.
@@ -100,15 +108,21 @@ runs=(x86 cortex-a76 max max+aarch64-neon)
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
   runs+=(x86+x86-avx2)
 fi
-failed=0
-for run in "${runs[@]}"; do
-  cpu=${run%%+*} kernels=
-  [[ $run == *+* ]] && kernels=${run#*+}
+# use_run RUN: sets cpu, kernels and cmd (the binary, under qemu for an Arm CPU, with
+# VLM_KERNELS set when the run forces a kernel set).
+use_run() {
+  cpu=${1%%+*} kernels=
+  [[ $1 == *+* ]] && kernels=${1#*+}
   case $cpu in
     x86) cmd=("$host_bin") ;;
     *) cmd=("$qemu" -cpu "$cpu" -L "$sysroot" "$arm_bin") ;;
   esac
-  [[ -n $kernels ]] && cmd=(env VLM_KERNELS="$kernels" "${cmd[@]}")
+  if [[ -n $kernels ]]; then cmd=(env VLM_KERNELS="$kernels" "${cmd[@]}"); fi
+}
+
+failed=0
+for run in "${runs[@]}"; do
+  use_run "$run"
   step "run: $cpu${kernels:+, VLM_KERNELS=$kernels}"
   for f in "${fixtures[@]}"; do
     name=${f%%:*} want=${f#*:}
@@ -143,6 +157,53 @@ for run in "${runs[@]}"; do
         printf '  FAIL: want bit-identical embeddings'
         failed=1
       fi
+    fi
+    echo
+  done
+done
+
+step "quantize the demo captioner"
+captioner=$work/captioner.vlmq
+"$vlm" quantize --model models/demo-captioner --calib models/demo-calib --out "$captioner" >/dev/null
+echo "$captioner ($(stat -c %s "$captioner") bytes)"
+
+for run in "${runs[@]}"; do
+  use_run "$run"
+  step "caption: $cpu${kernels:+, VLM_KERNELS=$kernels}"
+  for ppm in targets/vlm-lite/fixtures/*.ppm; do
+    name=$(basename "$ppm" .ppm)
+    out=$work/caption-$run-$name
+    t=$SECONDS
+    if ! "${cmd[@]}" "$captioner" "$ppm" --tokens 2>"$out.err" >"$out.ids"; then
+      echo "vlm-lite failed to caption $ppm on $run:" >&2
+      cat "$out.err" >&2
+      exit 1
+    fi
+    isa=$(sed -n 's/^vlm-lite: isa \([^,]*\),.*/\1/p' "$out.err" | head -n1)
+    printf '%-20s isa %-16s tokens: %s (%s s)' "$name" "$isa" "$(head -n1 "$out.ids")" "$((SECONDS - t))"
+    if [[ $(head -n1 "$out.ids" | tr -d ' ') == "" ]]; then
+      printf '  FAIL: no tokens'
+      failed=1
+    fi
+    if [[ -n $kernels && $isa != "$kernels" ]]; then
+      printf '  FAIL: VLM_KERNELS=%s not honoured' "$kernels"
+      failed=1
+    fi
+    if [[ $run == x86 ]]; then
+      "${cmd[@]}" "$captioner" "$ppm" 2>/dev/null >"$out.txt"
+      "$vlm" caption --model "$captioner" "$ppm" >"$out.host"
+      printf '\n%-20s text: "%s"' "" "$(cat "$out.txt")"
+      # Only images already at the tower's size: vlm-lite's resize is not Pillow-exact
+      # (targets/vlm-lite/src/resize.rs), so a resized image may differ by a grey level.
+      if [[ $name == demo-captions-* ]] && ! cmp -s "$out.txt" "$out.host"; then
+        printf '  FAIL: vlm caption says "%s"' "$(cat "$out.host")"
+        failed=1
+      fi
+    elif cmp -s "$work/caption-x86-$name.ids" "$out.ids"; then
+      printf ' (identical to x86, last logits too)'
+    else
+      printf '  FAIL: want the x86 tokens and last-logits hash'
+      failed=1
     fi
     echo
   done

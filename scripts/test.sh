@@ -8,7 +8,13 @@
 # aarch64, and bounded fuzz runs of the artifact reader and the image decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-step() { printf '\n==> %s\n' "$*"; }
+# Each step says how long the one before it took, and the end the total: what to trim
+# when the run nears CI's time budget.
+last=$SECONDS
+step() {
+  printf '\n==> [previous step %d s, %d s in all] %s\n' "$((SECONDS - last))" "$SECONDS" "$*"
+  last=$SECONDS
+}
 
 step "system packages (cross compilers, qemu)"
 need=()
@@ -67,3 +73,5 @@ scripts/repro-check.sh
 
 step "fuzz the artifact reader and the image decoders (${VLM_FUZZ_SECONDS:-60} s each)"
 scripts/fuzz.sh
+
+step "done"

@@ -311,6 +311,7 @@ fn time_gemm(
         act: Activation::None,
     };
     let mut out = vec![0.0f32; m * n];
+    let mut spare = vec![0.0f32; vlm_runtime::kernels::gemm_u8i8_spare_floats(m, n, threads)];
     let mut call = || {
         let mat = MatMut {
             data: &mut out,
@@ -318,7 +319,7 @@ fn time_gemm(
             cols: n,
             stride: n,
         };
-        isa.gemm_u8i8_threads(threads, &q, k, &w, &ep, mat);
+        isa.gemm_u8i8_threads(threads, &q, k, &w, &ep, mat, &mut spare);
     };
     // One call of a small layer is tens of µs: time batches of at least ~5 ms so the
     // clock's resolution and the loop around it do not show.

@@ -6,7 +6,7 @@
 use std::path::Path;
 
 use tokenizers::Tokenizer;
-use vlm_models::captioner::{Arch, Meta};
+use vlm_models::captioner::{first_resize, Arch, Meta};
 use vlm_models::generate::{beam, greedy, BeamWork, GenerateError, Generator, Options};
 use vlm_models::siglip::PreprocessConfig;
 use vlm_runtime::kernels::Isa;
@@ -145,6 +145,22 @@ impl Captioner {
             })
     }
 
+    /// Each token's bytes, for a device to print captions without the tokenizer; `Err`
+    /// says why the tokenizer's decoder cannot be put in a table.
+    pub fn token_bytes(&self) -> std::result::Result<crate::detokenize::TokenBytes, String> {
+        let json = self.model.runtime().tokenizer_json().unwrap_or_default();
+        crate::detokenize::TokenBytes::new(&self.tokenizer, json)
+    }
+
+    /// `ids` decode the same through `table` as through the tokenizer.
+    pub fn check_token_bytes(
+        &self,
+        table: &crate::detokenize::TokenBytes,
+        ids: &[u32],
+    ) -> std::result::Result<(), String> {
+        table.check_ids(&self.tokenizer, ids)
+    }
+
     /// The image encoder's input for an image file.
     pub fn pixels(&self, path: &Path) -> Result<Vec<f32>> {
         let img = crate::preprocess::load_rgb8(path)?;
@@ -157,7 +173,7 @@ impl Captioner {
         let img = match m.longest_edge_first {
             0 => img,
             edge => {
-                let (h, w) = idefics3_size(img.height() as usize, img.width() as usize, edge);
+                let (h, w) = first_resize(img.height() as usize, img.width() as usize, edge);
                 first = crate::resample::resize(img, w as u32, h as u32, m.resample);
                 &first
             }
@@ -179,7 +195,7 @@ impl Captioner {
     pub fn buffers(&self) -> (usize, usize) {
         let rt = self.model.runtime();
         (
-            Generator::<vlm_runtime::Cpu>::arena_bytes(rt),
+            Generator::<vlm_runtime::Cpu>::arena_bytes(rt, self.model.options().threads),
             Generator::<vlm_runtime::Cpu>::work_floats(rt, &self.meta),
         )
     }
@@ -272,49 +288,5 @@ impl Captioner {
         out.truncate(n);
         let text = self.decode(&out)?;
         Ok(Caption { tokens: out, text })
-    }
-}
-
-/// Idefics3's first resize (`_resize_output_size_rescale_to_max_len`, then the 4096 px
-/// cap): the longest edge to `edge`, the other by the aspect ratio, truncated, and made
-/// even by rounding up.
-fn idefics3_size(height: usize, width: usize, edge: usize) -> (usize, usize) {
-    let aspect = width as f64 / height as f64;
-    let (mut h, mut w) = (height, width);
-    if w >= h {
-        w = edge;
-        h = (w as f64 / aspect) as usize;
-        if h % 2 != 0 {
-            h += 1;
-        }
-    } else {
-        h = edge;
-        w = (h as f64 * aspect) as usize;
-        if w % 2 != 0 {
-            w += 1;
-        }
-    }
-    let (mut h, mut w) = (h.max(1), w.max(1));
-    const MAX: usize = 4096;
-    let aspect = w as f64 / h as f64;
-    if w >= h && w > MAX {
-        w = MAX;
-        h = (w as f64 / aspect) as usize;
-    } else if h > w && h > MAX {
-        h = MAX;
-        w = (h as f64 * aspect) as usize;
-    }
-    (h.max(1), w.max(1))
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn idefics3_first_resize_keeps_aspect_with_an_even_side() {
-        assert_eq!(super::idefics3_size(480, 640, 512), (384, 512));
-        assert_eq!(super::idefics3_size(100, 301, 128), (42, 128));
-        assert_eq!(super::idefics3_size(100, 250, 128), (52, 128));
-        assert_eq!(super::idefics3_size(640, 480, 512), (512, 384));
-        assert_eq!(super::idefics3_size(64, 64, 128), (128, 128));
     }
 }

@@ -16,6 +16,8 @@ pub mod classify;
 pub mod data_folder;
 #[cfg(feature = "model")]
 pub mod demo;
+#[cfg(feature = "model")]
+pub mod detokenize;
 pub mod error;
 #[cfg(feature = "model")]
 pub mod model;

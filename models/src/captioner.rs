@@ -269,3 +269,48 @@ impl Meta {
         self.stops.contains(&Some(id))
     }
 }
+
+/// Idefics3's first resize ([`Meta::longest_edge_first`]): as the processor's
+/// `_resize_output_size_rescale_to_max_len`, then its 4096 px cap, the longest edge to
+/// `edge`, the other by the aspect ratio, truncated, and made even by rounding up.
+/// Returns (height, width).
+pub fn first_resize(height: usize, width: usize, edge: usize) -> (usize, usize) {
+    let aspect = width as f64 / height as f64;
+    let (mut h, mut w) = (height, width);
+    if w >= h {
+        w = edge;
+        h = (w as f64 / aspect) as usize;
+        if h % 2 != 0 {
+            h += 1;
+        }
+    } else {
+        h = edge;
+        w = (h as f64 * aspect) as usize;
+        if w % 2 != 0 {
+            w += 1;
+        }
+    }
+    let (mut h, mut w) = (h.max(1), w.max(1));
+    const MAX: usize = 4096;
+    let aspect = w as f64 / h as f64;
+    if w >= h && w > MAX {
+        w = MAX;
+        h = (w as f64 / aspect) as usize;
+    } else if h > w && h > MAX {
+        h = MAX;
+        w = (h as f64 * aspect) as usize;
+    }
+    (h.max(1), w.max(1))
+}
+
+#[cfg(test)]
+mod resize_tests {
+    #[test]
+    fn idefics3_first_resize_keeps_aspect_with_an_even_side() {
+        assert_eq!(super::first_resize(480, 640, 512), (384, 512));
+        assert_eq!(super::first_resize(100, 301, 128), (42, 128));
+        assert_eq!(super::first_resize(100, 250, 128), (52, 128));
+        assert_eq!(super::first_resize(640, 480, 512), (512, 384));
+        assert_eq!(super::first_resize(64, 64, 128), (128, 128));
+    }
+}

@@ -95,9 +95,10 @@ impl<'m, 'a> Generator<'m, 'a, Cpu> {
 }
 
 impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
-    /// Arena bytes a generator needs (KV cache included).
-    pub fn arena_bytes(model: &Model) -> usize {
-        model.arena_size()
+    /// Arena bytes a generator on `threads` threads needs (KV cache included): each
+    /// thread its own attention scratch, or attention runs on fewer.
+    pub fn arena_bytes(model: &Model, threads: usize) -> usize {
+        model.arena_size_for_threads(threads)
     }
 
     /// Floats of work buffer a generator needs: the vision features, the image

@@ -100,7 +100,19 @@ pub struct CaptionQuantReport {
     pub agreement: Agreement,
     pub fp32_bytes: u64,
     pub artifact_bytes: u64,
+    /// What a device gets to caption without a tokenizer.
+    pub device: DeviceText,
     pub eval: Option<CaptionEval>,
+}
+
+/// The token table and prompt stored for devices (`vlm-lite`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DeviceText {
+    pub prompt_tokens: usize,
+    /// Tokens in the stored table; 0 when none could be made.
+    pub vocab_tokens: usize,
+    /// Why there is no table (the tokenizer's decoder is not one the table reproduces).
+    pub no_vocab_because: Option<String>,
 }
 
 /// What the fp32 model did with one calibration image.
@@ -266,12 +278,28 @@ pub fn quantize_captioner(
     model.graphs[ge] = quantize_embedding(&model.graphs[ge]);
     adopt(&mut model.graphs[gf], &qd.graph);
     adopt(&mut model.graphs[gs], &qd.graph);
+    // For devices: the prompt as ids and each token's bytes, the table checked on every
+    // token alone and on every calibration caption.
+    let prompt_ids = fp32.prompt_ids(&prompt)?;
+    let vocab = fp32.token_bytes().and_then(|table| {
+        for t in &traced {
+            fp32.check_token_bytes(&table, &t.tokens)?;
+        }
+        Ok(table)
+    });
+    let device = DeviceText {
+        prompt_tokens: prompt_ids.len(),
+        vocab_tokens: vocab.as_ref().map_or(0, |v| v.tokens.len()),
+        no_vocab_because: vocab.as_ref().err().cloned(),
+    };
     let bytes = write_artifact(&ArtifactParts {
         meta: model.meta.to_words().to_vec(),
         graphs: model.graphs.iter().collect(),
         tokenizer_json: Some(&model.tokenizer_json),
         config_json: Some(&model.config_json),
         labels: None,
+        vocab: vocab.as_ref().ok(),
+        prompt_ids: Some(&prompt_ids),
     })?;
     let int8 = host_captioner(bytes.clone(), "the new artifact")?;
     let held_out: Vec<Vec<f32>> = check.iter().map(|t| t.pixels.clone()).collect();
@@ -315,6 +343,7 @@ pub fn quantize_captioner(
         agreement,
         fp32_bytes: fp32_size,
         artifact_bytes: bytes.len() as u64,
+        device,
         eval,
     };
     Ok((bytes, report))

@@ -285,6 +285,8 @@ pub fn quantize_model(
             tokenizer_json: tokenizer_json.as_deref(),
             config_json: Some(&config_json),
             labels: None,
+            vocab: None,
+            prompt_ids: None,
         })?;
         Some(reproducible(bytes, Path::new("the fp32 graphs"))?)
     };
@@ -310,6 +312,8 @@ pub fn quantize_model(
             names: &req.labels,
             embeddings: &label_embeddings,
         }),
+        vocab: None,
+        prompt_ids: None,
     })?;
 
     let onnx_bytes = [&cfg.vision.onnx, &cfg.text.onnx]

@@ -299,6 +299,17 @@ fn caption_view(r: &CaptionQuantReport) -> View<'_> {
         ),
         "token embedding: int8, one scale per row; prefill and decoder step share the decoder's int8 weights".into(),
         agreement_line("held-out calibration images", &r.agreement),
+        match &r.device.no_vocab_because {
+            None => format!(
+                "for devices (vlm-lite): the prompt as {} token ids and a {}-token text table",
+                r.device.prompt_tokens, r.device.vocab_tokens
+            ),
+            Some(why) => format!(
+                "for devices (vlm-lite): the prompt as {} token ids; no text table ({why}): \
+                 vlm-lite prints token ids",
+                r.device.prompt_tokens
+            ),
+        },
     ];
     if let Some(e) = &r.eval {
         summary.push(agreement_line(

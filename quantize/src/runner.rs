@@ -121,6 +121,8 @@ pub fn single_tower(graph: &Graph) -> Result<Artifact> {
         tokenizer_json: None,
         config_json: None,
         labels: None,
+        vocab: None,
+        prompt_ids: None,
     })?;
     reproducible(bytes, Path::new(graph.role.name()))
 }

@@ -33,6 +33,10 @@ pub struct ArtifactParts<'a> {
     pub tokenizer_json: Option<&'a [u8]>,
     pub config_json: Option<&'a [u8]>,
     pub labels: Option<LabelSet<'a>>,
+    /// Each token's bytes, for devices (a captioner's).
+    pub vocab: Option<&'a vlm_host::detokenize::TokenBytes>,
+    /// A captioner's prompt as token ids, for devices.
+    pub prompt_ids: Option<&'a [u32]>,
 }
 
 /// Places every buffer but the states in the arena from `base` on: buffers whose
@@ -257,6 +261,29 @@ pub fn write_artifact(parts: &ArtifactParts) -> Result<AlignedBytes> {
         push_words(&mut bytes, &w);
         bytes.extend_from_slice(bytemuck::cast_slice(l.embeddings));
         sections.push((section::LABELS, bytes));
+    }
+    if let Some(v) = parts.vocab {
+        let count = u32::try_from(v.tokens.len())
+            .map_err(|_| Error::Artifact("vocabulary above 2^32 tokens".into()))?;
+        let mut w = vec![count, u32::from(v.strips_leading_space), 0, 0];
+        let mut at = 0u32;
+        w.push(0);
+        for t in &v.tokens {
+            at = u32::try_from(t.len())
+                .ok()
+                .and_then(|n| at.checked_add(n))
+                .ok_or_else(|| Error::Artifact("token text above 4 GiB".into()))?;
+            w.push(at);
+        }
+        let mut bytes = Vec::new();
+        push_words(&mut bytes, &w);
+        bytes.extend(v.tokens.iter().flatten());
+        sections.push((section::VOCAB, bytes));
+    }
+    if let Some(p) = parts.prompt_ids {
+        let mut bytes = Vec::new();
+        push_words(&mut bytes, p);
+        sections.push((section::PROMPT, bytes));
     }
     if let Some(t) = parts.tokenizer_json {
         sections.push((section::TOKENIZER, t.to_vec()));

@@ -39,6 +39,8 @@ fn artifact() -> (decoder::Weightset, Vec<u8>) {
         tokenizer_json: None,
         config_json: None,
         labels: None,
+        vocab: None,
+        prompt_ids: None,
     })
     .unwrap();
     (w, bytes.as_bytes().to_vec())

@@ -330,6 +330,13 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     }
     let tokenizer = br#"{"version":"1.0","model":{"type":"WordLevel","vocab":{"<pad>":0,"</s>":1,"a":2,"cat":3,"dog":4},"unk_token":"<pad>"}}"#;
     let config = br#"{"model_type":"siglip","projection_dim":8}"#;
+    let vocab = vlm_host::detokenize::TokenBytes {
+        tokens: ["", "", "a", " cat", " dog"]
+            .map(|t| t.as_bytes().to_vec())
+            .to_vec(),
+        strips_leading_space: true,
+    };
+    let prompt = [2u32, 3];
     let dec = decoder::decoder(&decoder::weights(0x5eed_0006));
     let dec_i8 = int8_linears(&dec, 0x5eed_0007);
     let write = |graphs: Vec<&Graph>, full: bool| {
@@ -342,6 +349,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
                 names: &names,
                 embeddings: &rows,
             }),
+            vocab: full.then_some(&vocab),
+            prompt_ids: full.then_some(&prompt[..]),
         })
         .unwrap_or_else(|e| panic!("{e}"))
         .as_bytes()

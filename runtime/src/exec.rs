@@ -205,9 +205,17 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
     ) -> Result<(), Error> {
         // An observer (calibration's) stays on the caller's thread: it need not be Send.
         #[cfg(feature = "std")]
-        if observer.is_none() && self.backend.on_pool() && rayon::current_thread_index().is_none() {
+        if observer.is_none()
+            && self.backend.on_pool() > 1
+            && rayon::current_thread_index().is_none()
+        {
+            let threads = self.backend.on_pool();
             let me = &mut *self;
-            return rayon::scope(move |_| me.run_rows(graph, rows, inputs, outputs, None));
+            return rayon::scope(move |_| {
+                crate::team::lead(threads, move || {
+                    me.run_rows(graph, rows, inputs, outputs, None)
+                })
+            });
         }
         let model = self.model;
         let g = *model

@@ -577,7 +577,10 @@ pub fn cases() -> Vec<Case> {
         cases.push(b.finish(format!("{op}, {steps} steps"), "rope", steps));
     }
     for precision in [Precision::F32, Precision::Bf16] {
-        cases.push(grouped_attention(next(), precision));
+        // A prompt's rows, and a decoder step's one row (whose heads threads split).
+        for rows in [3, 1] {
+            cases.push(grouped_attention(next(), precision, rows));
+        }
     }
     {
         let mut b = next();
@@ -599,9 +602,10 @@ pub fn cases() -> Vec<Case> {
 }
 
 /// Grouped-query attention (6 query heads over 2 key and value heads), causal over a
-/// cache in state, 3 queries a step: a decoder's prefill chunk.
-fn grouped_attention(mut b: Build, precision: Precision) -> Case {
-    let (heads, kv, dh, cap, rows) = (6, 2, 8, 9, 3);
+/// cache in state, `rows` queries a step: a decoder's prefill chunk, or with one row its
+/// step.
+fn grouped_attention(mut b: Build, precision: Precision, rows: usize) -> Case {
+    let (heads, kv, dh, cap) = (6, 2, 8, 9);
     let pos = b.state(1, DType::U32);
     let kc = b.state(cap * kv * dh, DType::F32);
     let vc = b.state(cap * kv * dh, DType::F32);

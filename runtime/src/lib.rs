@@ -31,11 +31,13 @@ pub mod names;
 pub mod ops;
 pub mod preprocess;
 pub mod score;
+#[cfg(feature = "std")]
+mod team;
 
 pub use backend::{Backend, Cpu};
 pub use error::Error;
 pub use exec::{Input, Observed, Observer, Session};
 pub use format::FormatError;
 pub use graph::{Graph, Port, PortKind, Role};
-pub use model::{FamilyMeta, Model};
+pub use model::{FamilyMeta, Model, Vocab};
 pub use score::{logits_into, rank_into, score_into, sigmoid, Scorer};

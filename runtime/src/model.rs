@@ -267,6 +267,85 @@ impl<'a> Labels<'a> {
     }
 }
 
+/// Each token's bytes in generated text, so a device turns token ids into text without
+/// a tokenizer: text is the tokens' bytes in order (special tokens have none), less one
+/// leading space where the source tokenizer's decoder strips it.
+#[derive(Debug, Clone, Copy)]
+pub struct Vocab<'a> {
+    pub count: usize,
+    strips_leading_space: bool,
+    /// `count + 1` non-decreasing byte offsets into `bytes`.
+    offsets: &'a [u32],
+    bytes: &'a [u8],
+}
+
+impl<'a> Vocab<'a> {
+    /// Token `id`'s bytes; none for an id outside the table.
+    pub fn token(&self, id: u32) -> &'a [u8] {
+        let i = id as usize;
+        match (self.offsets.get(i), self.offsets.get(i + 1)) {
+            (Some(&a), Some(&b)) => self.bytes.get(a as usize..b as usize).unwrap_or(&[]),
+            _ => &[],
+        }
+    }
+
+    pub fn strips_leading_space(&self) -> bool {
+        self.strips_leading_space
+    }
+
+    /// The text of `ids` as byte pieces, in order (UTF-8 once concatenated, where the
+    /// tokens make whole characters).
+    pub fn pieces<'i>(&self, ids: &'i [u32]) -> impl Iterator<Item = &'a [u8]> + 'i
+    where
+        'a: 'i,
+    {
+        let vocab = *self;
+        let mut strip = self.strips_leading_space;
+        ids.iter().map(move |&id| {
+            let mut piece = vocab.token(id);
+            if strip && !piece.is_empty() {
+                strip = false;
+                if let Some(rest) = piece.strip_prefix(b" ") {
+                    piece = rest;
+                }
+            }
+            piece
+        })
+    }
+
+    fn read(section: &'a [u8]) -> Result<Self, FormatError> {
+        let bad = FormatError::BadField { field: "vocab" };
+        let head = words(
+            section
+                .get(..16)
+                .ok_or(FormatError::Truncated { what: "vocab" })?,
+        )?;
+        let (count, flags) = (head[0] as usize, head[1]);
+        if count > MAX_DIM || flags > 1 {
+            return Err(bad);
+        }
+        let end = 16 + (count + 1) * 4;
+        let offsets = words(
+            section
+                .get(16..end)
+                .ok_or(FormatError::Truncated { what: "vocab" })?,
+        )?;
+        let bytes = &section[end..];
+        if offsets[0] != 0
+            || offsets.windows(2).any(|w| w[0] > w[1])
+            || offsets[count] as usize > bytes.len()
+        {
+            return Err(bad);
+        }
+        Ok(Self {
+            count,
+            strips_leading_space: flags == 1,
+            offsets,
+            bytes,
+        })
+    }
+}
+
 /// A validated artifact.
 #[derive(Debug, Clone, Copy)]
 pub struct Model<'a> {
@@ -277,6 +356,8 @@ pub struct Model<'a> {
     tokenizer: Option<&'a [u8]>,
     labels: Option<Labels<'a>>,
     config_json: Option<&'a [u8]>,
+    vocab: Option<Vocab<'a>>,
+    prompt: Option<&'a [u32]>,
 }
 
 /// A section as words. A size that is not whole words is the file's fault; a start that
@@ -349,6 +430,8 @@ impl<'a> Model<'a> {
             tokenizer: find(section::TOKENIZER)?,
             labels: None,
             config_json: find(section::CONFIG_JSON)?,
+            vocab: find(section::VOCAB)?.map(Vocab::read).transpose()?,
+            prompt: find(section::PROMPT)?.map(words).transpose()?,
         };
         for e in entries.iter().filter(|e| e.kind == section::GRAPH) {
             if model.graph_count == MAX_GRAPHS {
@@ -452,6 +535,17 @@ impl<'a> Model<'a> {
 
     pub fn labels(&self) -> Option<&Labels<'a>> {
         self.labels.as_ref()
+    }
+
+    /// Token text for devices (a captioner's), if stored.
+    pub fn vocab(&self) -> Option<&Vocab<'a>> {
+        self.vocab.as_ref()
+    }
+
+    /// The prompt's token ids a captioner was quantized with, laid out as its family's
+    /// processor lays them out (image tokens included), if stored.
+    pub fn prompt_ids(&self) -> Option<&'a [u32]> {
+        self.prompt
     }
 }
 

@@ -26,6 +26,8 @@ pub mod section {
     pub const TOKENIZER: u32 = 6;
     pub const LABELS: u32 = 7;
     pub const CONFIG_JSON: u32 = 8;
+    pub const VOCAB: u32 = 9;
+    pub const PROMPT: u32 = 10;
 }
 
 pub const SECTIONS: Codes = &[
@@ -37,6 +39,8 @@ pub const SECTIONS: Codes = &[
     (section::TOKENIZER, "TOKENIZER"),
     (section::LABELS, "LABELS"),
     (section::CONFIG_JSON, "CONFIG_JSON"),
+    (section::VOCAB, "VOCAB"),
+    (section::PROMPT, "PROMPT"),
 ];
 
 /// Element types of tensors (constants) and ports (a graph's inputs, outputs and state).

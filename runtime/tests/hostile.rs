@@ -672,7 +672,12 @@ fn header_and_table_corruption_names_the_fault() {
         assert!(loaded.meta.words.is_empty(), "{name}");
         // Word sections (META, GRAPH, LABELS) that are not whole words: the file's fault,
         // said as such (not `Misaligned`, which blames the caller's buffer).
-        for kind in [section::META, section::GRAPH, section::LABELS] {
+        for kind in [
+            section::META,
+            section::GRAPH,
+            section::LABELS,
+            section::PROMPT,
+        ] {
             let Some(&(i, _)) = art.sections_of(kind).first() else {
                 continue;
             };
@@ -704,6 +709,46 @@ fn header_and_table_corruption_names_the_fault() {
         &a,
         FormatError::BadField { field: "labels" },
         "labels of no dimension",
+    );
+
+    // VOCAB: count, flags, 0, 0, count + 1 non-decreasing offsets from 0, then bytes.
+    let (i, v) = art.section(section::VOCAB, None);
+    let size = art.u64(Art::entry(i) + 16) as usize;
+    let loaded = art.load().unwrap();
+    let vocab = loaded.vocab().expect("the full seed stores a vocab");
+    assert_eq!(vocab.token(3), b" cat");
+    assert_eq!(vocab.token(99), b"");
+    let text: Vec<u8> = vocab.pieces(&[0, 3, 4]).flatten().copied().collect();
+    assert_eq!(text, b"cat dog", "the leading space is stripped once");
+    assert_eq!(loaded.prompt_ids(), Some(&[2u32, 3][..]));
+    let bad = FormatError::BadField { field: "vocab" };
+    let count = art.u32(v);
+    let offsets = v + 16;
+    for (what, edit) in [
+        ("2^24 + 1 tokens", (v, (1 << 24) + 1)),
+        ("unknown flags", (v + 4, 2)),
+        ("a first offset past 0", (offsets, 1)),
+        ("decreasing offsets", (offsets + 4 * 4, 0)),
+        (
+            "text past the section",
+            (offsets + 4 * count as usize, size as u32),
+        ),
+    ] {
+        let a = art.edited(|a| a.set_u32(edit.0, edit.1));
+        expect(&a, bad, &format!("VOCAB: {what}"));
+    }
+    // More offsets than the section holds.
+    let a = art.edited(|a| a.set_u32(v, (size / 4) as u32));
+    expect(
+        &a,
+        FormatError::Truncated { what: "vocab" },
+        "VOCAB: too many tokens",
+    );
+    let a = art.edited(|a| a.set_u64(Art::entry(i) + 16, 12));
+    expect(
+        &a,
+        FormatError::Truncated { what: "vocab" },
+        "VOCAB: no header",
     );
 }
 

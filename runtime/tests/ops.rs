@@ -2,7 +2,7 @@
 //! CPU supports (under QEMU: every Arm level) against the scalar reference, each op under
 //! its one error budget. A new op joins by adding cases; a new backend by running them.
 
-use vlm_runtime::harness::{budget, cases, check};
+use vlm_runtime::harness::{budget, cases, check, run};
 use vlm_runtime::kernels::ALL;
 use vlm_runtime::names::OPCODES;
 use vlm_runtime::Cpu;
@@ -26,6 +26,35 @@ fn every_op_matches_the_reference_on_every_isa() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     eprintln!("{} cases × {:?}", cases.len(), isas);
+}
+
+/// Threads change who computes what, never the bits: attention splits a decoder step's
+/// heads and a prompt's rows, each computed exactly as on one thread.
+#[test]
+fn attention_on_threads_matches_one_thread() {
+    for case in cases().iter().filter(|c| c.op == "attention") {
+        for isa in ALL.into_iter().filter(|i| i.supported()) {
+            let on = |threads| {
+                let mut cpu = Cpu::new(isa);
+                cpu.threads = threads;
+                run(case, cpu).unwrap_or_else(|e| panic!("{}: {e}", case.name))
+            };
+            let one = on(1);
+            for threads in [2, 3, 5] {
+                let got = on(threads);
+                let same = got
+                    .iter()
+                    .zip(&one)
+                    .all(|(a, b)| a.to_bits() == b.to_bits());
+                assert!(
+                    same && got.len() == one.len(),
+                    "{} on {} differs on {threads} threads",
+                    case.name,
+                    isa.name()
+                );
+            }
+        }
+    }
 }
 
 #[test]

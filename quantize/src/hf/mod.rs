@@ -230,6 +230,8 @@ impl Captioner {
             tokenizer_json: Some(&self.tokenizer_json),
             config_json: Some(&self.config_json),
             labels: None,
+            vocab: None,
+            prompt_ids: None,
         })
     }
 }

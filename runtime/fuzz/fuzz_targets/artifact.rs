@@ -36,6 +36,14 @@ fn run(bytes: &[u8]) {
     let Ok(model) = Model::from_bytes(bytes) else {
         return;
     };
+    // A device prints stored token text for any id a graph emits, in range or not.
+    if let Some(v) = model.vocab() {
+        let ids: Vec<u32> = (0..=v.count as u32 + 1).chain([u32::MAX]).collect();
+        std::hint::black_box(v.pieces(&ids).map(<[u8]>::len).sum::<usize>());
+    }
+    if let Some(p) = model.prompt_ids() {
+        std::hint::black_box(p.len());
+    }
     if model.arena_size() > MAX_ARENA {
         return;
     }

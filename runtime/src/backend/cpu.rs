@@ -39,8 +39,12 @@ impl Backend for Cpu {
         self.quantized = None;
     }
 
-    fn on_pool(&self) -> bool {
-        self.threads > 1
+    fn on_pool(&self) -> usize {
+        if self.threads > 1 {
+            self.threads
+        } else {
+            0
+        }
     }
 
     fn scratch_bytes(&self, op: &Op) -> usize {

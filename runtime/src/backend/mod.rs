@@ -20,13 +20,14 @@ pub trait Backend: Send {
     /// A short name for reports ("cpu/x86-avx512vnni").
     fn name(&self) -> &'static str;
 
-    /// Whether a whole graph should run on a worker of the thread pool (std only): a
-    /// backend that splits ops across threads hands each block to a worker in
-    /// microseconds from there, while every hand-off from outside the pool wakes two
-    /// sleeping threads — which, a decoder step's hundred small matrix–vector products
-    /// each paying it, costs what the second core saves.
-    fn on_pool(&self) -> bool {
-        false
+    /// Threads a whole graph should run on, from a worker of the thread pool with the
+    /// others spinning beside it as its team (std only; 0 or 1: on the caller's thread).
+    /// A backend that splits ops across threads then hands each block over in well
+    /// under a microsecond, where every hand-off to a sleeping worker costs a wake-up —
+    /// which, a decoder step's hundred small matrix–vector products each paying it,
+    /// costs what the second core saves.
+    fn on_pool(&self) -> usize {
+        0
     }
 
     /// Called before a graph's first op: forget anything carried from the last op.

@@ -91,6 +91,9 @@ pub mod x86_avx512bf16_attention_bf16;
 pub mod x86_avx512vnni_gemm_u8i8_8x32;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx512vnni_gemv_u8i8_1x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx512vnni_peak;
 
 use crate::ops::Precision;
@@ -253,6 +256,11 @@ impl Isa {
     pub fn gemm_u8i8(self, q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
         match self {
             #[cfg(target_arch = "x86_64")]
+            // One row: the matrix–vector kernel (the same bits, read at memory speed).
+            Isa::X86Avx512Vnni if self.supported() && out.rows == 1 => {
+                x86_avx512vnni_gemv_u8i8_1x16::gemv(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
             Isa::X86Avx512Vnni if self.supported() => {
                 x86_avx512vnni_gemm_u8i8_8x32::gemm(q, k, w, ep, out)
             }
@@ -318,9 +326,14 @@ impl Isa {
         });
     }
 
-    /// [`Isa::gemm_u8i8`] with the rows split across `threads` scoped threads (std only:
-    /// a Jetson or a Pi has 4–12 cores; a microcontroller has one).
+    /// [`Isa::gemm_u8i8`] across `threads` threads (std only: a Jetson or a Pi has 4–12
+    /// cores; a microcontroller has one). Few rows (a decoder step, a prefill chunk) are
+    /// split by weight panels, so each thread streams its share of the weights once;
+    /// with more than one row, every block but the first writes into `spare` (of
+    /// [`gemm_u8i8_spare_floats`] floats; shorter: the rows are split instead), copied
+    /// into place after. Many rows are split by rows.
     #[cfg(feature = "std")]
+    #[allow(clippy::too_many_arguments)]
     pub fn gemm_u8i8_threads(
         self,
         threads: usize,
@@ -329,9 +342,11 @@ impl Isa {
         w: &[i8],
         ep: &Epilogue,
         out: MatMut,
+        spare: &mut [f32],
     ) {
-        if out.rows == 1 {
-            return split_panels(threads, k, w, ep, out, &|w, ep, m| {
+        let need = gemm_u8i8_spare_floats(out.rows, out.cols, threads);
+        if out.rows <= PANEL_SPLIT_ROWS && spare.len() >= need {
+            return split_panels(threads, k, w, ep, out, spare, &|w, ep, m| {
                 self.gemm_u8i8(q, k, w, ep, m)
             });
         }
@@ -514,7 +529,7 @@ impl Isa {
 /// hand-off costs microseconds where spawning a thread per op cost tens. One block runs
 /// right here.
 #[cfg(feature = "std")]
-fn split_rows<T: Send>(
+pub(crate) fn split_rows<T: Send>(
     threads: usize,
     min_rows: usize,
     out: MatMut,
@@ -563,15 +578,32 @@ fn blocks<T: Send, I: Iterator<Item = T> + Send>(
         return f(first, left, data, x);
     }
     let (head, tail) = data.split_at_mut(per * stride);
-    rayon::join(
+    crate::team::join(
         || f(first, per, head, x),
         || blocks(tail, first + per, left - per, per, extras, f, stride),
     );
 }
 
-/// A one-row GEMM (a decoder step's) split by output columns: blocks of whole pairs of
-/// weight panels, one per thread, each computing its columns exactly as the whole call
-/// would (the same bits). A row split has nothing to split here.
+/// Rows at most that [`Isa::gemm_u8i8_threads`] splits by weight panels: below this, a
+/// row split would have every thread stream all the weights for a few rows each.
+pub const PANEL_SPLIT_ROWS: usize = 16;
+
+/// Spare floats [`Isa::gemm_u8i8_threads`] wants for a `rows × cols` output on
+/// `threads` threads (none for one row or one thread, or rows it splits by rows).
+pub const fn gemm_u8i8_spare_floats(rows: usize, cols: usize, threads: usize) -> usize {
+    if threads <= 1 || rows <= 1 || rows > PANEL_SPLIT_ROWS {
+        0
+    } else {
+        // Each block after the first takes at most the columns left of its parent's,
+        // and there are `threads - 1` of them.
+        rows * cols * (threads - 1)
+    }
+}
+
+/// A few-row GEMM (a decoder step's, a prefill chunk's) split by output columns: blocks
+/// of whole pairs of weight panels, one per thread, each computing its columns exactly
+/// as the whole call would (the same bits). One row's columns are contiguous; with more
+/// rows the second block onwards is computed into `spare` and copied into place.
 #[cfg(feature = "std")]
 fn split_panels(
     threads: usize,
@@ -579,17 +611,19 @@ fn split_panels(
     w: &[i8],
     ep: &Epilogue,
     out: MatMut,
+    spare: &mut [f32],
     f: &(impl Fn(&[i8], &Epilogue, MatMut) + Sync),
 ) {
     use crate::format::{PANEL_K, PANEL_N};
     let panel_bytes = scalar::q_stride(k) / PANEL_K * PANEL_N * PANEL_K;
     let panels = out.cols.div_ceil(PANEL_N);
     let per = panels.div_ceil(threads.max(1)).next_multiple_of(2);
-    if threads <= 1 || out.rows != 1 || per < 4 || per >= panels {
+    let cols = (per * PANEL_N).min(out.cols);
+    let rest = out.cols - cols;
+    let (rows, stride) = (out.rows, out.stride);
+    if threads <= 1 || per < 4 || per >= panels || (rows > 1 && spare.len() < rows * rest) {
         return f(w, ep, out);
     }
-    let cols = (per * PANEL_N).min(out.cols);
-    let (head, tail) = out.data.split_at_mut(cols);
     let (w_head, w_tail) = w.split_at(per * panel_bytes);
     let ep_tail = Epilogue {
         x_scale: ep.x_scale,
@@ -597,15 +631,46 @@ fn split_panels(
         bias: ep.bias.map(|b| &b[cols..]),
         act: ep.act,
     };
-    let one = |data, n| MatMut {
+    let mat = |data, cols, stride| MatMut {
         data,
-        rows: 1,
-        cols: n,
-        stride: n,
+        rows,
+        cols,
+        stride,
     };
-    let rest = out.cols - cols;
-    rayon::join(
-        || f(w_head, ep, one(head, cols)),
-        || split_panels(threads - 1, k, w_tail, &ep_tail, one(tail, rest), f),
+    if rows == 1 {
+        let (head, tail) = out.data.split_at_mut(cols);
+        return crate::team::join(
+            || f(w_head, ep, mat(head, cols, cols)),
+            || {
+                split_panels(
+                    threads - 1,
+                    k,
+                    w_tail,
+                    &ep_tail,
+                    mat(tail, rest, rest),
+                    spare,
+                    f,
+                )
+            },
+        );
+    }
+    let (mine, spare) = spare.split_at_mut(rows * rest);
+    let out = out.data;
+    crate::team::join(
+        || f(w_head, ep, mat(&mut *out, cols, stride)),
+        || {
+            split_panels(
+                threads - 1,
+                k,
+                w_tail,
+                &ep_tail,
+                mat(&mut *mine, rest, rest),
+                spare,
+                f,
+            )
+        },
     );
+    for (r, src) in mine.chunks_exact(rest).enumerate() {
+        out[r * stride + cols..r * stride + cols + rest].copy_from_slice(src);
+    }
 }

@@ -97,30 +97,64 @@ unsafe fn tile<const R: usize, const NB: usize>(
             }
         }
     }
-    let xs = _mm512_set1_ps(ep.x_scale);
     // Column block outside, rows inside: each block's scale and bias are loaded once
     // (the compiler cannot hoist them past the stores, which might alias).
     for b in 0..NB {
-        let o0 = (p + b) * PANEL_N;
-        let valid = (out.cols - o0).min(PANEL_N);
-        let mask = lanes(valid);
-        // The scalar formula exactly: acc·(x_scale·w_scale) + bias, two roundings.
-        let scale = _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0)));
-        let bias = match ep.bias {
-            Some(bv) => _mm512_maskz_loadu_ps(mask, bv.as_ptr().add(o0)),
-            None => _mm512_setzero_ps(),
-        };
+        let block = Columns::new(ep, (p + b) * PANEL_N, out.cols);
         for (r, acc_r) in acc.iter().enumerate() {
-            let row = out.data.as_mut_ptr().add((m + r) * out.stride);
-            let mut y = _mm512_add_ps(_mm512_mul_ps(_mm512_cvtepi32_ps(acc_r[b]), scale), bias);
-            if ep.act == Activation::GeluTanh {
-                y = gelu_tanh(y);
-            }
-            _mm512_mask_storeu_ps(row.add(o0), mask, y);
-            if !ep.act.has_simd_form() {
-                for o in o0..o0 + valid {
-                    *row.add(o) = activate(*row.add(o), ep.act);
-                }
+            block.store(
+                acc_r[b],
+                ep,
+                out.data.as_mut_ptr().add((m + r) * out.stride),
+            );
+        }
+    }
+}
+
+/// One panel's 16 outputs of the epilogue: their mask, scale and bias, loaded once.
+pub(super) struct Columns {
+    o0: usize,
+    valid: usize,
+    mask: __mmask16,
+    scale: __m512,
+    bias: __m512,
+}
+
+impl Columns {
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+    pub(super) unsafe fn new(ep: &Epilogue, o0: usize, cols: usize) -> Self {
+        let valid = (cols - o0).min(PANEL_N);
+        let mask = lanes(valid);
+        let xs = _mm512_set1_ps(ep.x_scale);
+        Self {
+            o0,
+            valid,
+            mask,
+            scale: _mm512_mul_ps(xs, _mm512_maskz_loadu_ps(mask, ep.w_scale.as_ptr().add(o0))),
+            bias: match ep.bias {
+                Some(bv) => _mm512_maskz_loadu_ps(mask, bv.as_ptr().add(o0)),
+                None => _mm512_setzero_ps(),
+            },
+        }
+    }
+
+    /// The scalar formula exactly — acc·(x_scale·w_scale) + bias, two roundings, then the
+    /// activation — into `row`'s columns.
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni,fma")]
+    pub(super) unsafe fn store(&self, acc: __m512i, ep: &Epilogue, row: *mut f32) {
+        let mut y = _mm512_add_ps(
+            _mm512_mul_ps(_mm512_cvtepi32_ps(acc), self.scale),
+            self.bias,
+        );
+        if ep.act == Activation::GeluTanh {
+            y = gelu_tanh(y);
+        }
+        _mm512_mask_storeu_ps(row.add(self.o0), self.mask, y);
+        if !ep.act.has_simd_form() {
+            for o in self.o0..self.o0 + self.valid {
+                *row.add(o) = activate(*row.add(o), ep.act);
             }
         }
     }

@@ -214,61 +214,92 @@ impl OpSpec for Attention {
         };
         let (out, scratch) = cx.out_and_scratch(self.out)?;
         let scores: &mut [f32] = super::context::cast_mut(scratch)?;
-        let mut run = |q: MatRef, n: usize, out: MatMut, threads: usize| {
-            let (k, v) = (first_rows(k, n), first_rows(v, n));
-            let (h, d, s, p) = (
-                self.heads as usize,
-                self.head_dim as usize,
-                self.scale,
-                self.precision,
-            );
-            #[cfg(feature = "std")]
-            isa.attention_threads(threads, q, k, v, h, d, s, p, out, &mut *scores);
-            #[cfg(not(feature = "std"))]
-            {
-                let _ = threads;
-                isa.attention(q, k, v, h, d, s, p, out, &mut *scores);
-            }
-        };
-        let kv_heads = (self.k.cols / self.head_dim) as usize;
-        if kv_heads != self.heads as usize {
-            // Grouped queries: each query head alone against its key and value head, so
-            // every kernel (written for heads side by side) serves unchanged.
-            let (d, group) = (self.head_dim as usize, (self.heads as usize) / kv_heads);
-            let mut out = out;
-            for h in 0..self.heads as usize {
-                let g = h / group;
-                let (kh, vh) = (col_window(k, g * d, d), col_window(v, g * d, d));
-                let qh = col_window(q, h * d, d);
-                let oh = cols_mut(&mut out, h * d, d);
-                let mut one = |q: MatRef, n: usize, out: MatMut| {
-                    let (k, v) = (first_rows(kh, n), first_rows(vh, n));
-                    isa.attention(q, k, v, 1, d, self.scale, self.precision, out, &mut *scores);
-                };
+        let (heads, d) = (self.heads as usize, self.head_dim as usize);
+        let group = heads / (self.k.cols as usize / d);
+        // Query rows `r0..` (as many as `o` has) over heads `h0 .. h0 + nh`, into `o`
+        // (those rows, those heads' columns).
+        let block = |r0: usize, h0: usize, nh: usize, mut o: MatMut, s: &mut [f32]| {
+            let q = MatRef {
+                data: &q.data[r0 * q.stride..],
+                rows: o.rows,
+                ..q
+            };
+            // One call of `n` heads from `h` (each with its key and value head) over the
+            // first `keys` keys.
+            let mut call = |q: MatRef, h: usize, n: usize, keys: usize, o: MatMut| {
+                let kv = (h / group) * d;
+                let k = first_rows(col_window(k, kv, n * d), keys);
+                let v = first_rows(col_window(v, kv, n * d), keys);
+                let q = col_window(q, h * d, n * d);
+                isa.attention(q, k, v, n, d, self.scale, self.precision, o, s);
+            };
+            // Heads side by side when they share nothing (multi-head); one at a time
+            // against its key and value head under grouped queries, so every kernel
+            // (written for heads side by side) serves unchanged.
+            let runs = if group == 1 { 1 } else { nh };
+            let per = nh / runs;
+            for run in 0..runs {
+                let oh = cols_mut(&mut o, run * per * d, per * d);
+                let h = h0 + run * per;
                 match self.mask {
-                    Mask::None => one(qh, keys, oh),
+                    Mask::None => call(q, h, per, keys, oh),
+                    // One query row at a time over the keys it may see: each call is an
+                    // unmasked attention, so every kernel serves.
                     Mask::Causal => {
                         let mut oh = oh;
-                        for i in 0..qh.rows {
-                            one(row(qh, i), past + i + 1, row_mut(&mut oh, i));
+                        for i in 0..q.rows {
+                            call(row(q, i), h, per, past + r0 + i + 1, row_mut(&mut oh, i));
                         }
                     }
                 }
             }
-            return Ok(());
-        }
-        match self.mask {
-            Mask::None => run(q, keys, out, cpu.threads),
-            // One query row at a time over the keys it may see: each call is an unmasked
-            // attention, so every kernel serves (a decoder step is one row anyway).
-            Mask::Causal => {
-                let mut out = out;
-                for i in 0..q.rows {
-                    run(row(q, i), past + i + 1, row_mut(&mut out, i), 1);
-                }
-            }
+        };
+        // Threads: a decoder step (one query row) splits its heads, anything longer its
+        // rows; each head and row is computed exactly as on one thread.
+        let one = Isa::attention_scratch_floats(d, k.rows, self.precision).max(1);
+        let threads = cpu.threads.min(scores.len() / one).max(1);
+        if q.rows == 1 && threads > 1 {
+            let by_head = MatMut {
+                data: out.data,
+                rows: heads,
+                cols: d,
+                stride: d,
+            };
+            row_blocks(threads, 1, by_head, scores, one, &|h0, hm, s| {
+                let nh = hm.rows;
+                let o = MatMut {
+                    data: hm.data,
+                    rows: 1,
+                    cols: nh * d,
+                    stride: nh * d,
+                };
+                block(0, h0, nh, o, s)
+            });
+        } else {
+            row_blocks(threads, 4, out, scores, one, &|r0, o, s| {
+                block(r0, 0, heads, o, s)
+            });
         }
         Ok(())
+    }
+}
+
+/// `f(first_row, block, scratch)` over `out` in row blocks, one per thread (each its
+/// own `one` floats of `scratch`); one block without threads.
+fn row_blocks(
+    threads: usize,
+    min_rows: usize,
+    out: MatMut,
+    scratch: &mut [f32],
+    one: usize,
+    f: &(impl Fn(usize, MatMut, &mut [f32]) + Sync),
+) {
+    #[cfg(feature = "std")]
+    crate::kernels::split_rows(threads, min_rows, out, scratch.chunks_mut(one), f);
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = (threads, min_rows);
+        f(0, out, &mut scratch[..one]);
     }
 }
 

@@ -79,8 +79,14 @@ impl OpSpec for Linear {
         c.disjoint(&[x.buf], out)
     }
 
-    fn scratch_bytes(&self, _threads: usize) -> usize {
-        linear_scratch(self.weights, self.x.rows as usize, self.x.cols as usize)
+    fn scratch_bytes(&self, threads: usize) -> usize {
+        let (rows, cols) = (self.x.rows as usize, self.x.cols as usize);
+        linear_scratch(self.weights, rows, cols).saturating_add(linear_spare(
+            self.weights,
+            rows,
+            self.out.cols as usize,
+            threads,
+        ))
     }
 
     fn gemm_shape(&self) -> Option<(usize, usize, usize)> {
@@ -139,6 +145,22 @@ pub(super) fn linear_scratch(weights: Weights, rows: usize, cols: usize) -> usiz
     }
 }
 
+/// Scratch after [`linear_scratch`] that lets an int8 product of few rows split by
+/// weight panels across `threads` (see `Isa::gemm_u8i8_threads`).
+pub(super) fn linear_spare(
+    weights: Weights,
+    rows: usize,
+    out_cols: usize,
+    threads: usize,
+) -> usize {
+    match weights {
+        Weights::I8 { .. } => {
+            align(crate::kernels::gemm_u8i8_spare_floats(rows, out_cols, threads).saturating_mul(4))
+        }
+        Weights::F32 { .. } => 0,
+    }
+}
+
 /// A linear map in whichever precision its weights are; `None` on a missing tensor.
 /// With `cpu.reuse_quantized`, the scratch already holds this input's u8 quantization.
 #[allow(clippy::too_many_arguments)]
@@ -170,7 +192,8 @@ pub(super) fn linear_cpu(
             x_scale,
             x_zero,
         } => {
-            let q = scratch.get_mut(..x.rows * k::q_stride(x.cols))?;
+            let qn = x.rows * k::q_stride(x.cols);
+            let (q, rest) = scratch.split_at_mut_checked(qn)?;
             if !cpu.reuse_quantized {
                 isa.quantize_u8(x, x_scale, x_zero, q);
             }
@@ -182,10 +205,17 @@ pub(super) fn linear_cpu(
             };
             let w = tensors.get(w)?.i8s();
             #[cfg(feature = "std")]
-            isa.gemm_u8i8_threads(threads, q, x.cols, w, &ep, out.reborrow());
+            {
+                // No spare (an arena sized for fewer threads): the rows are split instead.
+                let spare = rest.get_mut(align(qn) - qn..).unwrap_or_default();
+                let whole = spare.len() / 4 * 4;
+                let spare: &mut [f32] =
+                    bytemuck::try_cast_slice_mut(&mut spare[..whole]).unwrap_or_default();
+                isa.gemm_u8i8_threads(threads, q, x.cols, w, &ep, out.reborrow(), spare);
+            }
             #[cfg(not(feature = "std"))]
             {
-                let _ = threads;
+                let _ = (threads, rest);
                 isa.gemm_u8i8(q, x.cols, w, &ep, out.reborrow());
             }
         }
