@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # vlm's int8 vision tower against its peers on this machine: onnxruntime int8 (dynamic
-# quantization), onnxruntime fp32 and tract fp32, on 1 and 2 threads, all on the same
-# base-size SigLIP (random weights: speed does not depend on them) and the same input.
-# Prints a table, then the same table in markdown for BENCHMARKS.md. The captioner's
-# peer, llama.cpp, is timed by scripts/bench-peers-caption.sh (BENCH_CAPTION=1 runs it
-# after this one, with the same BENCH_* settings).
+# quantization), onnxruntime fp32, OpenVINO int8 (NNCF post-training quantization) and
+# fp32, and tract fp32, on 1 and 2 threads, all on the same base-size SigLIP (random
+# weights: speed does not depend on them) and the same input. Beside each time, the
+# embedding cosine against onnxruntime fp32 over held-out photo crops (median and
+# minimum): a fast int8 that has lost the embedding is no peer. On a CPU without VNNI,
+# onnxruntime's default U8S8 saturates its 16-bit pair sums (vpmaddubsw), so it also
+# runs with reduce_range (7-bit weights), the setting its documentation gives for such
+# CPUs. Prints a table, then the same table in markdown for BENCHMARKS.md. The
+# captioner's peer, llama.cpp, is timed by scripts/bench-peers-caption.sh
+# (BENCH_CAPTION=1 runs it after this one, with the same BENCH_* settings).
 #
 #   BENCH_RUNS     timed runs per row (default 12)
 #   BENCH_ROUNDS   rounds the runs are split into (default 3): each round times every
@@ -14,6 +19,11 @@
 #   BENCH_THREADS  thread counts, space-separated (default "1 2")
 #   BENCH_KEEP     a folder to keep the model, artifacts and JSON in (default: a temp
 #                  folder, removed at exit)
+#   BENCH_REDUCE_RANGE  1: time onnxruntime reduce_range even with VNNI; 0: never
+#                  (default: only without VNNI)
+#   BENCH_OPENVINO 0 skips OpenVINO (default 1: its venv, OPENVINO_VENV or
+#                  ~/.cache/vlm-edge/openvino-venv, is made once from
+#                  models/recipes/requirements-openvino.txt)
 #   VLM_PYTHON     the recipe's Python (default: scripts/setup-python.sh makes it)
 #   VLM_BIN        a built `vlm` to use (default: build target/release/vlm)
 set -euo pipefail
@@ -53,22 +63,78 @@ if [ ! -d "$work/calib" ]; then
   say "writing calibration photos"
   recipes vlm_recipes.photos --out "$work/calib" --count 16 --seed 1 --side 224 >&2
 fi
+# Another seed, other crops: the accuracy column's photos, seen by no calibration.
+if [ ! -d "$work/holdout" ]; then
+  say "writing held-out photos"
+  recipes vlm_recipes.photos --out "$work/holdout" --count 16 --seed 2 --side 224 >&2
+fi
+
+# VNNI (AVX-512 or AVX) multiplies u8 by s8 into 32-bit sums without the 16-bit
+# intermediate that saturates onnxruntime's U8S8 kernels on older x86.
+vnni=0
+if grep -qwE 'avx512_vnni|avx_vnni' /proc/cpuinfo 2>/dev/null; then vnni=1; fi
+case "${BENCH_REDUCE_RANGE:-}" in
+  1) reduce_range=1 ;;
+  0) reduce_range=0 ;;
+  *) reduce_range=$((1 - vnni)) ;;
+esac
 if [ ! -f "$work/model.vlmq" ]; then
   say "vlm quantize"
   "$vlm" quantize --model "$work/model" --calib "$work/calib" --out "$work/model.vlmq" \
     --json >"$work/quantize.json"
 fi
-if [ ! -f "$work/vision.int8.onnx" ]; then
-  # Dynamic quantization: int8 weights (QInt8, one scale per tensor: ORT's default),
-  # uint8 activations quantized per run (DynamicQuantizeLinear always makes uint8). That
-  # is U8S8, the format ORT recommends for x86-64; with VNNI it does not saturate, so
-  # reduce_range stays off.
-  say "onnxruntime quantize_dynamic (U8S8)"
-  "$py" - "$work/model/vision.onnx" "$work/vision.int8.onnx" >&2 <<'EOF'
+# Dynamic quantization: int8 weights (QInt8, one scale per tensor: ORT's default),
+# uint8 activations quantized per run (DynamicQuantizeLinear always makes uint8). That is
+# U8S8, the format ORT recommends for x86-64; reduce_range keeps weights to 7 bits.
+ort_quantize() {
+  local out=$1 reduce=$2
+  [ -f "$out" ] && return
+  say "onnxruntime quantize_dynamic (U8S8, reduce_range=$reduce)"
+  "$py" - "$work/model/vision.onnx" "$out" "$reduce" >&2 <<'EOF'
 import sys
 from onnxruntime.quantization import QuantType, quantize_dynamic
-quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8)
+quantize_dynamic(sys.argv[1], sys.argv[2], weight_type=QuantType.QInt8,
+                 reduce_range=sys.argv[3] == "1")
 EOF
+}
+ort_quantize "$work/vision.int8.onnx" 0
+if [ "$reduce_range" = 1 ]; then ort_quantize "$work/vision.int8rr.onnx" 1; fi
+
+openvino="${BENCH_OPENVINO:-1}"
+ov_venv="${OPENVINO_VENV:-$HOME/.cache/vlm-edge/openvino-venv}"
+ov() { (cd "$root/models/recipes" && "$ov_venv/bin/python" -m vlm_recipes.bench_openvino "$@"); }
+if [ "$openvino" = 1 ]; then
+  ov_req="$root/models/recipes/requirements-openvino.txt"
+  ov_want="$(sha256sum "$ov_req" | cut -d' ' -f1)"
+  if [ "$(cat "$ov_venv/.requirements.sha256" 2>/dev/null)" != "$ov_want" ]; then
+    say "making $ov_venv (openvino, nncf)"
+    [ -x "$ov_venv/bin/python" ] || "$py" -m venv "$ov_venv" >&2
+    "$ov_venv/bin/pip" install --quiet --disable-pip-version-check -r "$ov_req" >&2
+    echo "$ov_want" >"$ov_venv/.requirements.sha256"
+  fi
+  if [ ! -f "$work/openvino/int8.xml" ]; then
+    say "OpenVINO: convert, and quantize with NNCF on the calibration photos"
+    ov prepare --model "$work/model" --calib "$work/calib" --out "$work/openvino" >&2
+  fi
+fi
+
+# Embeddings of the held-out photos from every engine (vlm's through `vlm embed`).
+emb="$work/embeddings"
+mkdir -p "$emb"
+say "embedding the held-out photos with every runtime"
+mapfile -t holdout < <(find "$work/holdout" -maxdepth 1 -name '*.png' | sort)
+"$vlm" embed --model "$work/model.vlmq" "${holdout[@]/#/--image=}" >"$emb/vlm-int8.json"
+ort_embed() { recipes vlm_recipes.bench_ort --model "$work/model" --embed "$work/holdout" "$@"; }
+ort_embed --out "$emb/ort-fp32.npy"
+ort_embed --onnx "$work/vision.int8.onnx" --out "$emb/ort-int8.npy"
+if [ "$reduce_range" = 1 ]; then
+  ort_embed --onnx "$work/vision.int8rr.onnx" --out "$emb/ort-int8rr.npy"
+fi
+if [ "$openvino" = 1 ]; then
+  for p in fp32 int8; do
+    ov embed --model "$work/model" --xml "$work/openvino/$p.xml" --photos "$work/holdout" \
+      --out "$emb/ov-$p.npy"
+  done
 fi
 
 out="$work/results"
@@ -87,18 +153,56 @@ for r in $(seq "$rounds"); do
     say "round $r of $rounds: onnxruntime int8 dynamic, $n thread(s)"
     ort --onnx "$work/vision.int8.onnx" --threads "$n" --label "onnxruntime int8 dynamic" \
       >"$out/ort-int8-$n.$r.json"
+    if [ "$reduce_range" = 1 ]; then
+      say "round $r of $rounds: onnxruntime int8 dynamic reduce_range, $n thread(s)"
+      ort --onnx "$work/vision.int8rr.onnx" --threads "$n" \
+        --label "onnxruntime int8 dynamic reduce_range" >"$out/ort-int8rr-$n.$r.json"
+    fi
     say "round $r of $rounds: onnxruntime fp32, $n thread(s)"
     ort --threads "$n" --label "onnxruntime fp32" >"$out/ort-fp32-$n.$r.json"
+    if [ "$openvino" = 1 ]; then
+      for p in int8 fp32; do
+        say "round $r of $rounds: OpenVINO $p, $n thread(s)"
+        ov time --model "$work/model" --xml "$work/openvino/$p.xml" --threads "$n" \
+          --runs "$per" --warmup "$warmup" --label "OpenVINO $p" >"$out/ov-$p-$n.$r.json"
+      done
+    fi
   done
 done
 # tract, far slower and no goal's yardstick, runs once.
 say "tract fp32 (one thread: it has no intra-op threading)"
 "$vlm" bench --model "$work/model" --runs "$per" --warmup "$warmup" --json >"$out/tract-fp32.1.json"
 
-"$py" - "$out" "$threads" "$rounds" "$warmup" <<'EOF'
+"$py" - "$out" "$threads" "$rounds" "$warmup" "$emb" "$vnni" <<'EOF'
 import json, os, statistics, sys
 
+import numpy as np
+
 out, threads, rounds, warmup = sys.argv[1], [int(t) for t in sys.argv[2].split()], int(sys.argv[3]), sys.argv[4]
+emb, vnni = sys.argv[5], sys.argv[6] == "1"
+
+
+def embeddings(name):
+    path = os.path.join(emb, name)
+    if not os.path.exists(path):
+        return None
+    if name.endswith(".json"):
+        # `vlm embed`: one JSON object per line.
+        rows = [json.loads(line) for line in open(path) if line.strip()]
+        return np.array([r["embedding"] for r in rows if r["kind"] == "image"], dtype=np.float64)
+    return np.load(path).astype(np.float64)
+
+
+ref = embeddings("ort-fp32.npy")
+
+
+def cosine(name):
+    """Median and minimum cosine of one engine's held-out embeddings against onnxruntime fp32."""
+    e = embeddings(name)
+    if e is None:
+        return ""
+    c = (e * ref).sum(1) / np.linalg.norm(e, axis=1) / np.linalg.norm(ref, axis=1)
+    return f"{np.median(c):.5f} / {c.min():.5f}"
 
 
 def load(prefix):
@@ -124,30 +228,39 @@ for n in threads:
         note = f" ({vlm['isa']}, {pct:.0f}% of int8 peak)"
     else:
         note = f" ({vlm['isa']})"
-    rows.append(("vlm int8" + note, str(n), vlm, base))
-    for prefix, label in [(f"ort-int8-{n}", "onnxruntime int8 dynamic (U8S8)"),
-                          (f"ort-fp32-{n}", "onnxruntime fp32")]:
-        r = load(prefix)
-        rows.append((f"{label} {r['onnxruntime']}", str(n), r, base))
+    rows.append(("vlm int8" + note, str(n), vlm, base, cosine("vlm-int8.json")))
+    for prefix, label, e in [(f"ort-int8-{n}", "onnxruntime int8 dynamic (U8S8)", "ort-int8.npy"),
+                             (f"ort-int8rr-{n}", "onnxruntime int8 dynamic reduce_range", "ort-int8rr.npy"),
+                             (f"ort-fp32-{n}", "onnxruntime fp32", "ort-fp32.npy")]:
+        if os.path.exists(os.path.join(out, f"{prefix}.1.json")):
+            r = load(prefix)
+            rows.append((f"{label} {r['onnxruntime']}", str(n), r, base, cosine(e)))
+    for p in ["int8", "fp32"]:
+        if os.path.exists(os.path.join(out, f"ov-{p}-{n}.1.json")):
+            r = load(f"ov-{p}-{n}")
+            label = f"OpenVINO {r['openvino'].split('-')[0]} {p}" + (" (NNCF)" if p == "int8" else "")
+            rows.append((label, str(n), r, base, cosine(f"ov-{p}.npy")))
     # tract has no intra-op threads: its one-thread time stands in every row.
-    rows.append(("tract fp32", "1" if n == 1 else f"{n} (1 thread)", tract, base))
+    rows.append(("tract fp32", "1" if n == 1 else f"{n} (1 thread)", tract, base, ""))
 
 first = load(f"vlm-int8-{threads[0]}")
 print()
 print(f"SigLIP base patch16-224 vision tower, {first['macs'] / 1e9:.2f} GMAC per image;"
       f" median of {first['runs']} runs in {rounds} interleaved rounds (each after {warmup}"
       f" warmup; tract: {tract['runs']} runs, once); peer / vlm > 1: vlm is faster")
+print(f"cosine: against onnxruntime fp32 over {len(ref)} held-out photo crops, median / min;"
+      f" this CPU {'has' if vnni else 'lacks'} VNNI")
 if peaks:
     print(f"int8 peak ({first['peak']['instruction']}, registers only): " + ", ".join(peaks))
 w = max(len(r[0]) for r in rows)
-print(f"{'runtime':<{w}}  {'threads':>14}  {'median ms':>10}  {'min ms':>8}  {'peer / vlm':>10}")
-for name, t, r, base in rows:
-    print(f"{name:<{w}}  {t:>14}  {r['median_ms']:>10.1f}  {r['min_ms']:>8.1f}  {r['median_ms'] / base:>10.2f}")
+print(f"{'runtime':<{w}}  {'threads':>14}  {'median ms':>10}  {'min ms':>8}  {'peer / vlm':>10}  {'cosine':>17}")
+for name, t, r, base, c in rows:
+    print(f"{name:<{w}}  {t:>14}  {r['median_ms']:>10.1f}  {r['min_ms']:>8.1f}  {r['median_ms'] / base:>10.2f}  {c:>17}")
 print()
-print("| runtime | threads | median ms | min ms | peer / vlm |")
-print("|---|---|---:|---:|---:|")
-for name, t, r, base in rows:
-    print(f"| {name} | {t} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['median_ms'] / base:.2f} |")
+print("| runtime | threads | median ms | min ms | peer / vlm | cosine median / min |")
+print("|---|---|---:|---:|---:|---|")
+for name, t, r, base, c in rows:
+    print(f"| {name} | {t} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['median_ms'] / base:.2f} | {c} |")
 EOF
 
 if [ "${BENCH_CAPTION:-0}" = 1 ]; then

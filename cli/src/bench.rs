@@ -144,7 +144,7 @@ struct Report {
     profile: Vec<ProfileRow>,
 }
 
-/// Pixel values every runtime is timed on (`vlm_recipes.bench_ort` makes the same ones):
+/// Pixel values every runtime is timed on (`vlm_recipes.peer_inputs` makes the same ones):
 /// fixed, so runs compare, and not all zeros, so no kernel meets an unusually easy input.
 fn pattern_pixels(len: usize) -> Vec<f32> {
     (0..len)
@@ -727,8 +727,8 @@ mod tests {
     }
 
     #[test]
-    fn the_pixel_pattern_is_what_bench_ort_makes() {
-        // bench_ort.py: (arange(n) * 37 % 251) / 125 - 1, in float32.
+    fn the_pixel_pattern_is_what_the_peers_get() {
+        // peer_inputs.py: (arange(n) * 37 % 251) / 125 - 1, in float32.
         let p = pattern_pixels(300);
         assert_eq!(p[0], -1.0);
         assert_eq!(p[7], (7.0 * 37.0 % 251.0) / 125.0 - 1.0);

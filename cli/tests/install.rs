@@ -24,7 +24,7 @@ fn an_installed_vlm_classifies_from_anywhere_with_the_built_in_demo() {
         .args([
             "install",
             "--profile",
-            "install-check",
+            "quick",
             "--locked",
             "--quiet",
             "--path",

@@ -130,6 +130,15 @@ fn from_opt(w: u32) -> Option<u32> {
 }
 
 impl Meta {
+    /// The vision processor's rescale and per-channel normalisation.
+    pub fn normalize(&self) -> vlm_runtime::preprocess::Normalize {
+        vlm_runtime::preprocess::Normalize {
+            rescale: self.rescale,
+            mean: self.mean,
+            std: self.std,
+        }
+    }
+
     /// The META section: family, version, word count, 0, then the captioner's words.
     pub fn to_words(&self) -> [u32; 4 + WORDS] {
         let mut w = [0u32; 4 + WORDS];

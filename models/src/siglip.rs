@@ -84,6 +84,15 @@ mod meta {
     ];
 
     impl Meta {
+        /// The processor's rescale and per-channel normalisation.
+        pub fn normalize(&self) -> vlm_runtime::preprocess::Normalize {
+            vlm_runtime::preprocess::Normalize {
+                rescale: self.rescale,
+                mean: self.mean,
+                std: self.std,
+            }
+        }
+
         /// The META section: family, version, word count, 0, then SigLIP's words.
         pub fn to_words(&self) -> [u32; 4 + WORDS] {
             let mut w = [0u32; 4 + WORDS];

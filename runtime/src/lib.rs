@@ -11,7 +11,8 @@
 //! interface and its CPU implementation, the kernels, sigmoid scoring and the
 //! normalisation step of image preprocessing. Model families' settings are carried
 //! ([`FamilyMeta`]) and read by `vlm-models`.
-#![cfg_attr(not(feature = "std"), no_std)]
+// Unit tests link std (proptest needs it); the library itself stays `no_std` without `std`.
+#![cfg_attr(not(any(feature = "std", test)), no_std)]
 // Only the SIMD kernels (each module opts in, with its bounds asserted up front) use
 // `unsafe`: intrinsics and `#[target_feature]` functions require it.
 #![deny(unsafe_code)]

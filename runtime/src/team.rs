@@ -80,6 +80,13 @@ impl Team {
 
     /// A helper's loop: run each job posted to `slot` until told to leave.
     fn serve(&self, slot: &Slot) {
+        // A thread already in a team (this one or another) can steal a helper's start only
+        // while it waits inside a rayon join of its own; serving here would keep it from
+        // returning to that join until the team ends, and the team may be waiting for it.
+        // It leaves the slot ABSENT, which no join claims.
+        if !TEAM.with(|t| t.get()).is_null() {
+            return;
+        }
         // A helper stolen after the run ended finds EXIT and leaves at once.
         if slot
             .state
@@ -106,14 +113,7 @@ impl Team {
                     spins = 0;
                 }
                 EXIT => return,
-                _ => {
-                    spins += 1;
-                    if spins.is_multiple_of(SPINS_PER_YIELD) {
-                        std::thread::yield_now();
-                    } else {
-                        core::hint::spin_loop();
-                    }
-                }
+                _ => spins = pause(spins),
             }
         }
     }
@@ -124,6 +124,18 @@ impl Team {
             s.state.store(EXIT, Ordering::Release);
         }
     }
+}
+
+/// One round of a spin wait, yielding now and then so that a waiter sharing its core
+/// (more threads than cores) lets the thread it waits for run.
+fn pause(spins: u32) -> u32 {
+    let spins = spins.wrapping_add(1);
+    if spins.is_multiple_of(SPINS_PER_YIELD) {
+        std::thread::yield_now();
+    } else {
+        core::hint::spin_loop();
+    }
+    spins
 }
 
 /// Sets the thread's team while alive, restoring the previous one after.
@@ -175,11 +187,12 @@ struct Wait<'s>(&'s Slot);
 impl Wait<'_> {
     /// True when the job panicked.
     fn done(&self) -> bool {
+        let mut spins = 0;
         loop {
             match self.0.state.load(Ordering::Acquire) {
                 DONE => break false,
                 PANICKED => break true,
-                _ => core::hint::spin_loop(),
+                _ => spins = pause(spins),
             }
         }
     }
@@ -200,8 +213,18 @@ pub(crate) fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     let team = TEAM.with(|t| t.get());
     // SAFETY: a team pointer is set only while its `lead` frame (which owns the team)
     // runs this thread or keeps it as a helper.
-    let Some(slot) = (unsafe { team.as_ref() }).and_then(Team::claim) else {
+    let Some(team) = (unsafe { team.as_ref() }) else {
         rayon::join(a, b);
+        return;
+    };
+    let Some(slot) = team.claim() else {
+        // Whoever steals `b` joins the team while running it: its own splits may then use
+        // the helpers, and, waiting inside them, it will not start serving this team (see
+        // `serve`) while the team waits for `b`.
+        rayon::join(a, || {
+            let _member = Member::enter(team);
+            b()
+        });
         return;
     };
     let mut b = Some(b);
@@ -258,6 +281,49 @@ mod tests {
                 "{threads} threads"
             );
         }
+    }
+
+    /// A member of a team that steals a helper's start (while waiting in a rayon join)
+    /// must not serve: it would spin until the team ends, and the team may wait for it.
+    #[test]
+    fn a_member_does_not_serve() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // On a thread of its own: a member that served would spin here for good.
+        std::thread::spawn(move || {
+            let team = Team::new();
+            lead(1, || team.serve(&team.slots[0]));
+            tx.send(team.slots[0].state.load(Ordering::Acquire))
+                .unwrap();
+        });
+        let state = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("a member of a team served a helper's slot and never returned");
+        assert_eq!(state, ABSENT);
+    }
+
+    /// More threads than cores, with most splits falling back to rayon: the case where a
+    /// waiting member steals a helper's start.
+    #[test]
+    fn joins_finish_with_more_threads_than_cores() {
+        let threads = 4 * std::thread::available_parallelism().map_or(2, |n| n.get());
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let count = AtomicUsize::new(0);
+        fn blocks(depth: u32, count: &AtomicUsize) {
+            if depth == 0 {
+                count.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            join(|| blocks(depth - 1, count), || blocks(depth - 1, count));
+        }
+        pool.install(|| {
+            for _ in 0..200 {
+                lead(threads, || blocks(8, &count));
+            }
+        });
+        assert_eq!(count.load(Ordering::Relaxed), 200 << 8);
     }
 
     #[test]

@@ -295,7 +295,7 @@ proptest! {
 }
 
 /// The shared exponential within 3e-6 (relative) of 2^t over its whole range (absolute
-/// for subnormal results), GELU-tanh within 4e-6·|x| of its definition (every SIMD
+/// for subnormal results), GELU-tanh and SiLU within 4e-6·|x| of their definitions (every SIMD
 /// version is the scalar code bit for bit: `vector_math_equals_the_reference`).
 #[test]
 fn exp2_and_gelu_are_accurate() {
@@ -336,6 +336,12 @@ fn exp2_and_gelu_are_accurate() {
         assert!(
             (got - want).abs() <= 4e-6 * (x as f64).abs().max(1e-3),
             "gelu({x}) = {got}, want {want}"
+        );
+        let got = scalar::activate(x, Activation::Silu) as f64;
+        let want = x as f64 / (1.0 + (-x as f64).exp());
+        assert!(
+            (got - want).abs() <= 4e-6 * (x as f64).abs().max(1e-3),
+            "silu({x}) = {got}, want {want}"
         );
     }
 }
@@ -502,82 +508,72 @@ proptest! {
     }
 }
 
-/// Attention split across threads by query rows gives what one thread gives, bit for bit
-/// (each row is computed the same way).
-#[test]
-fn threaded_attention_equals_one_thread() {
-    let (nq, nk, heads, dh) = (37, 29, 3, 20);
-    let w = heads * dh;
-    let vals: Vec<f32> = (0..(nq + 2 * nk) * w)
-        .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 300.0)
-        .collect();
-    let q = MatRef {
-        data: &vals[..nq * w],
-        rows: nq,
-        cols: w,
-        stride: w,
-    };
-    let k = MatRef {
-        data: &vals[nq * w..(nq + nk) * w],
-        rows: nk,
-        cols: w,
-        stride: w,
-    };
-    let v = MatRef {
-        data: &vals[(nq + nk) * w..],
-        rows: nk,
-        cols: w,
-        stride: w,
-    };
-    for (isa, precision) in ALL
-        .into_iter()
-        .filter(|i| i.supported())
-        .flat_map(|i| [(i, Precision::F32), (i, Precision::Bf16)])
-    {
-        let one = Isa::attention_scratch_floats(dh, nk, precision);
-        let mut want = vec![0.0f32; nq * w];
-        isa.attention(
-            q,
-            k,
-            v,
-            heads,
-            dh,
-            0.2,
-            precision,
-            MatMut {
-                data: &mut want,
-                rows: nq,
-                cols: w,
-                stride: w,
-            },
-            &mut vec![0.0; one],
-        );
-        for threads in [2, 3, 5] {
-            let mut got = vec![0.0f32; nq * w];
-            let mut scratch = vec![0.0f32; one * threads];
-            isa.attention_threads(
-                threads,
-                q,
-                k,
-                v,
-                heads,
-                dh,
-                0.2,
-                precision,
-                MatMut {
-                    data: &mut got,
-                    rows: nq,
-                    cols: w,
-                    stride: w,
-                },
-                &mut scratch,
-            );
-            assert_eq!(
-                got,
-                want,
-                "{} {precision:?} on {threads} threads",
-                isa.name()
-            );
+// A decoder's vector ops (RMS norm, RoPE, the GLU gate): the reference's operations in
+// its order on every ISA, so bit for bit. Widths cover rows shorter than a register, odd
+// tails and several registers; values include large negative gates (the clamped
+// exponential) and ±0.
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    #[test]
+    fn rms_norm_matches(rows in 1usize..5, cols in 1usize..300, eps in 1e-7f32..1e-3,
+                        vals in prop::collection::vec(-50.0f32..50.0, 5 * 300 + 300)) {
+        let x = MatRef { data: &vals[..rows * cols], rows, cols, stride: cols };
+        let g = &vals[1500..1500 + cols];
+        let mut want = vec![0.0f32; rows * cols];
+        scalar::rms_norm(x, g, eps, MatMut { data: &mut want, rows, cols, stride: cols });
+        for isa in others() {
+            let mut got = vec![0.0f32; rows * cols];
+            isa.rms_norm(x, g, eps, MatMut { data: &mut got, rows, cols, stride: cols });
+            for i in 0..rows * cols {
+                prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn rope_matches(rows in 1usize..4, heads in 1usize..4, half in 1usize..40, spare in 0usize..9,
+                    first in 0usize..5,
+                    vals in prop::collection::vec(-20.0f32..20.0, 3 * (3 * 80 + 8)),
+                    angles in prop::collection::vec(-3.2f32..3.2, 8 * 40)) {
+        let d = 2 * half;
+        let cols = heads * d + spare;
+        let x0 = &vals[..rows * cols];
+        // Each position's row: cos of its angles, then sin.
+        let table: Vec<f32> = (0..first + rows)
+            .flat_map(|p| {
+                let a = &angles[p * half..(p + 1) * half];
+                a.iter().map(|t| t.cos()).chain(a.iter().map(|t| t.sin())).collect::<Vec<_>>()
+            })
+            .collect();
+        let mut want = x0.to_vec();
+        scalar::rope(MatMut { data: &mut want, rows, cols, stride: cols }, heads, d, &table, first);
+        for isa in others() {
+            let mut got = x0.to_vec();
+            isa.rope(MatMut { data: &mut got, rows, cols, stride: cols }, heads, d, &table, first);
+            for i in 0..rows * cols {
+                prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn glu_matches(rows in 1usize..4, n in 1usize..200,
+                   act in prop::sample::select(vec![Activation::None, Activation::Silu,
+                                                    Activation::GeluTanh, Activation::GeluErf]),
+                   vals in prop::collection::vec(prop_oneof![
+                       8 => -12.0f32..12.0, 1 => -200.0f32..200.0, 1 => Just(0.0f32), 1 => Just(-0.0f32)
+                   ], 3 * 400)) {
+        let x = MatRef { data: &vals[..rows * 2 * n], rows, cols: 2 * n, stride: 2 * n };
+        let mut want = vec![0.0f32; rows * n];
+        scalar::glu(x, act, MatMut { data: &mut want, rows, cols: n, stride: n });
+        for isa in others() {
+            let mut got = vec![0.0f32; rows * n];
+            isa.glu(x, act, MatMut { data: &mut got, rows, cols: n, stride: n });
+            for i in 0..rows * n {
+                prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} {:?} {}: {} vs {}", isa.name(), act, i, got[i], want[i]);
+            }
         }
     }
 }

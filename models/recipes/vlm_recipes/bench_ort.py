@@ -2,26 +2,23 @@
 `vlm bench` uses, for `scripts/bench-peers.sh`. Prints one JSON object.
 
     python -m vlm_recipes.bench_ort --model DIR [--onnx FILE] --threads N \
-        [--runs 10] [--warmup 3] [--label NAME]
+        [--runs 10] [--warmup 3] [--label NAME] [--embed PHOTOS --out FILE.npy]
 
 --model is the fp32 model folder (its config.json names the input and its size);
 --onnx, if given, is timed instead of the folder's vision.onnx (e.g. a quantized copy).
+With --embed, it times nothing: it writes the image embeddings of the folder's photos
+(in name order, one row each) to --out, for the accuracy column.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 
 import numpy as np
 
-
-def pattern_pixels(n: int) -> np.ndarray:
-    """`vlm bench`'s pixel values (cli/src/bench.rs, `pattern_pixels`), bit for bit."""
-    return ((np.arange(n, dtype=np.int64) * 37 % 251).astype(np.float32) / np.float32(125.0)) - np.float32(1.0)
+from .peer_inputs import model_config, photo_paths, photo_pixels, time_runs, timing_input
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,15 +31,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--label", default="onnxruntime")
+    ap.add_argument("--embed", help="photo folder to embed instead of timing")
+    ap.add_argument("--out", help="embeddings file (.npy) for --embed")
     args = ap.parse_args(argv)
+    if bool(args.embed) != bool(args.out):
+        ap.error("--embed and --out go together")
     if args.threads < 1 or args.runs < 1 or args.warmup < 0:
         ap.error("--threads and --runs must be at least 1, --warmup at least 0")
-    with open(os.path.join(args.model, "config.json")) as fh:
-        cfg = json.load(fh)
+    cfg = model_config(args.model)
     path = args.onnx or os.path.join(args.model, cfg["vision"]["onnx"])
-    h, w = cfg["preprocess"]["size"]
-    c = cfg["vision"].get("num_channels", 3)
-    pixels = pattern_pixels(c * h * w).reshape(1, c, h, w)
+    name, pixels = timing_input(args.model)
 
     opts = ort.SessionOptions()
     # What a single-image edge deployment uses: all threads on one operator at a time,
@@ -52,30 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-    feed = {cfg["vision"]["input"]: pixels}
-    for _ in range(args.warmup):
-        sess.run(None, feed)
-    samples = []
-    for _ in range(args.runs):
-        t = time.perf_counter()
-        sess.run(None, feed)
-        samples.append((time.perf_counter() - t) * 1e3)
-    print(
-        json.dumps(
-            {
-                "runtime": args.label,
-                "onnx": path,
-                "threads": args.threads,
-                "runs": args.runs,
-                "warmup": args.warmup,
-                "median_ms": float(np.median(samples)),
-                "min_ms": min(samples),
-                "max_ms": max(samples),
-                "samples_ms": samples,
-                "onnxruntime": ort.__version__,
-            }
-        )
-    )
+    if args.embed:
+        output = cfg["vision"]["output"]
+        rows = [sess.run([output], {name: photo_pixels(args.model, p)})[0].reshape(-1) for p in photo_paths(args.embed)]
+        np.save(args.out, np.stack(rows))
+        return 0
+    feed = {name: pixels}
+    print(time_runs(lambda: sess.run(None, feed), args, onnx=path, onnxruntime=ort.__version__))
     return 0
 
 

@@ -62,6 +62,18 @@ impl F32Simd for F32x4 {
         F32x4(exp2_clamped_below(self.0))
     }
     #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        F32x4(vdivq_f32(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn exp2_clamped(self) -> Self {
+        F32x4(exp2_clamped(self.0))
+    }
+    #[inline(always)]
+    unsafe fn gelu_tanh(self) -> Self {
+        F32x4(gelu_tanh(self.0))
+    }
+    #[inline(always)]
     unsafe fn bf16_round(self) -> Self {
         F32x4(bf16_round(self.0))
     }

@@ -30,6 +30,12 @@ mod simd_attention_f32;
 ))]
 #[allow(unsafe_code)]
 mod simd_gemm_f32;
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[allow(unsafe_code)]
+mod simd_norm_rope_glu_f32;
 
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
@@ -52,6 +58,9 @@ pub mod aarch64_neon_layernorm_f32;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_math;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_neon_norm_rope_glu_f32;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -70,6 +79,9 @@ pub mod x86_avx2_layernorm_f32;
 pub mod x86_avx2_math;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx2_norm_rope_glu_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx2_peak;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -85,6 +97,9 @@ pub mod x86_avx512_layernorm_f32;
 pub mod x86_avx512_math;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx512_norm_rope_glu_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx512bf16_attention_bf16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -96,7 +111,7 @@ pub mod x86_avx512vnni_gemv_u8i8_1x16;
 #[allow(unsafe_code)]
 pub mod x86_avx512vnni_peak;
 
-use crate::ops::Precision;
+use crate::ops::{Activation, Precision};
 use scalar::{Epilogue, MatMut, MatRef};
 
 /// Query rows the SIMD attention kernels process per block (f32, bf16).
@@ -473,34 +488,59 @@ impl Isa {
         }
     }
 
-    /// [`Isa::attention`] with the query rows split across as many of `threads` threads
-    /// as `scratch` has room for (each needs its own [`Isa::attention_scratch_floats`]).
-    #[cfg(feature = "std")]
-    #[allow(clippy::too_many_arguments)]
-    pub fn attention_threads(
-        self,
-        threads: usize,
-        q: MatRef,
-        k: MatRef,
-        v: MatRef,
-        heads: usize,
-        head_dim: usize,
-        scale: f32,
-        precision: Precision,
-        out: MatMut,
-        scratch: &mut [f32],
-    ) {
-        let one = Self::attention_scratch_floats(head_dim, k.rows, precision).max(1);
-        let threads = threads.min(scratch.len() / one);
-        split_rows(threads, 4, out, scratch.chunks_mut(one), |row, om, mine| {
-            let qm = MatRef {
-                data: &q.data[row * q.stride..],
-                rows: om.rows,
-                cols: q.cols,
-                stride: q.stride,
-            };
-            self.attention(qm, k, v, heads, head_dim, scale, precision, om, mine)
-        });
+    /// Row-wise RMS norm (see [`scalar::rms_norm`]).
+    pub fn rms_norm(self, x: MatRef, gamma: &[f32], eps: f32, out: MatMut) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_norm_rope_glu_f32::rms_norm(x, gamma, eps, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => {
+                x86_avx2_norm_rope_glu_f32::rms_norm(x, gamma, eps, out)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                aarch64_neon_norm_rope_glu_f32::rms_norm(x, gamma, eps, out)
+            }
+            _ => scalar::rms_norm(x, gamma, eps, out),
+        }
+    }
+
+    /// Rotary position embedding in place (see [`scalar::rope`]).
+    pub fn rope(self, x: MatMut, heads: usize, head_dim: usize, table: &[f32], first: usize) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_norm_rope_glu_f32::rope(x, heads, head_dim, table, first)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => {
+                x86_avx2_norm_rope_glu_f32::rope(x, heads, head_dim, table, first)
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                aarch64_neon_norm_rope_glu_f32::rope(x, heads, head_dim, table, first)
+            }
+            _ => scalar::rope(x, heads, head_dim, table, first),
+        }
+    }
+
+    /// A gated linear unit's gate (see [`scalar::glu`]).
+    pub fn glu(self, x: MatRef, act: Activation, out: MatMut) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx512Vnni if self.supported() => {
+                x86_avx512_norm_rope_glu_f32::glu(x, act, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => x86_avx2_norm_rope_glu_f32::glu(x, act, out),
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                aarch64_neon_norm_rope_glu_f32::glu(x, act, out)
+            }
+            _ => scalar::glu(x, act, out),
+        }
     }
 
     /// Quantizes activations to u8 (see [`scalar::quantize_u8`]).

@@ -197,6 +197,38 @@ pub fn check_layer_norm_bounds(x: &MatRef, gamma: &[f32], beta: &[f32], out: &Ma
     );
 }
 
+/// The bounds every RMS norm kernel checks before touching memory.
+pub fn check_rms_norm_bounds(x: &MatRef, gamma: &[f32], out: &MatMut) {
+    let n = x.cols;
+    assert!(gamma.len() >= n && out.cols == n && out.rows == x.rows);
+    assert!(
+        rows_fit(x.rows, x.stride, n, x.data.len())
+            && rows_fit(out.rows, out.stride, n, out.data.len())
+    );
+}
+
+/// The bounds every RoPE kernel checks: heads fit the row, and the table has the
+/// positions' rows.
+pub fn check_rope_bounds(x: &MatMut, heads: usize, head_dim: usize, table: &[f32], first: usize) {
+    assert!(head_dim.is_multiple_of(2));
+    assert!(heads.checked_mul(head_dim).is_some_and(|w| w <= x.cols));
+    assert!(rows_fit(x.rows, x.stride, x.cols, x.data.len()));
+    let rows_end = first
+        .checked_add(x.rows)
+        .and_then(|n| n.checked_mul(head_dim));
+    assert!(x.rows == 0 || rows_end.is_some_and(|n| n <= table.len()));
+}
+
+/// The bounds every GLU kernel checks: the input is the gate then the up half.
+pub fn check_glu_bounds(x: &MatRef, out: &MatMut) {
+    let n = out.cols;
+    assert!(x.rows == out.rows && n.checked_mul(2) == Some(x.cols));
+    assert!(
+        rows_fit(x.rows, x.stride, x.cols, x.data.len())
+            && rows_fit(out.rows, out.stride, n, out.data.len())
+    );
+}
+
 /// Whether `rows` rows of `cols` values, `stride` apart, lie within `len` values
 /// (overflow counted as not fitting): the bounds check every SIMD kernel's pointers need.
 pub fn rows_fit(rows: usize, stride: usize, cols: usize, len: usize) -> bool {
@@ -269,7 +301,9 @@ pub fn activate(x: f32, act: Activation) -> f32 {
             x / (1.0 + exp2_clamped(t))
         }
         Activation::GeluErf => 0.5 * x * (1.0 + libm::erff(x * core::f32::consts::FRAC_1_SQRT_2)),
-        Activation::Silu => x / (1.0 + libm::expf(-x)),
+        // x·σ(x) = x / (1 + 2^t), t = −log2(e)·x: the shared exponential (not `expf`),
+        // so the vector kernels give these bits.
+        Activation::Silu => x / (1.0 + exp2_clamped(x * SILU_EXP2)),
     }
 }
 
@@ -412,6 +446,9 @@ pub fn bf16_round(x: f32) -> f32 {
     let rounded = b.wrapping_add(0x7FFF + ((b >> 16) & 1));
     f32::from_bits(rounded & 0xFFFF_0000)
 }
+
+/// SiLU's exponent per unit of x: `−log2(e)`.
+pub const SILU_EXP2: f32 = -core::f32::consts::LOG2_E;
 
 /// −2·√(2/π)·log2(e): GELU-tanh's exponent per unit of `x + 0.044715·x³`.
 pub const GELU_TANH_EXP2: f32 = -2.0 * 0.797_884_6 * core::f32::consts::LOG2_E;

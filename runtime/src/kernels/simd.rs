@@ -27,8 +27,14 @@ pub trait F32Simd: Copy {
     unsafe fn reduce_max(self) -> f32;
     /// The lanes' sum, in any order (float-tolerance uses only).
     unsafe fn reduce_add(self) -> f32;
+    /// `self / o`, correctly rounded.
+    unsafe fn div(self, o: Self) -> Self;
+    /// `scalar::exp2_clamped`, bit for bit.
+    unsafe fn exp2_clamped(self) -> Self;
     /// `scalar::exp2_clamped` of arguments at most 126, bit for bit.
     unsafe fn exp2_clamped_below(self) -> Self;
+    /// `scalar::activate(_, GeluTanh)`, bit for bit.
+    unsafe fn gelu_tanh(self) -> Self;
     /// `scalar::bf16_round`, bit for bit.
     unsafe fn bf16_round(self) -> Self;
     /// `2·LANES` floats from `p`, split into (odd-indexed, even-indexed), each in order.

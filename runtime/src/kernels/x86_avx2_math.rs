@@ -215,6 +215,18 @@ impl F32Simd for F32x8 {
         F32x8(exp2_clamped_below(self.0))
     }
     #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        F32x8(_mm256_div_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn exp2_clamped(self) -> Self {
+        F32x8(exp2_clamped(self.0))
+    }
+    #[inline(always)]
+    unsafe fn gelu_tanh(self) -> Self {
+        F32x8(gelu_tanh(self.0))
+    }
+    #[inline(always)]
     unsafe fn bf16_round(self) -> Self {
         F32x8(bf16_round(self.0))
     }

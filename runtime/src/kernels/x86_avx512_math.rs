@@ -225,6 +225,18 @@ impl F32Simd for F32x16 {
         F32x16(exp2_clamped_below(self.0))
     }
     #[inline(always)]
+    unsafe fn div(self, o: Self) -> Self {
+        F32x16(_mm512_div_ps(self.0, o.0))
+    }
+    #[inline(always)]
+    unsafe fn exp2_clamped(self) -> Self {
+        F32x16(exp2_clamped(self.0))
+    }
+    #[inline(always)]
+    unsafe fn gelu_tanh(self) -> Self {
+        F32x16(gelu_tanh(self.0))
+    }
+    #[inline(always)]
     unsafe fn bf16_round(self) -> Self {
         F32x16(bf16_round(self.0))
     }

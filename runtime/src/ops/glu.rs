@@ -1,7 +1,6 @@
 //! A gated linear unit's product: the activated gate times the up projection.
 
 use super::{Activation, Buffers, Check, CpuKernels, Mat, OpContext, OpSpec, Reader, Words};
-use crate::kernels::scalar as k;
 use crate::names::opcode;
 use crate::Error;
 
@@ -65,9 +64,9 @@ impl OpSpec for Glu {
         c.disjoint(&[x.buf], out)
     }
 
-    fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
+    fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {
         let x = cx.read(self.x)?;
-        k::glu(x, self.act, cx.out(self.out)?);
+        cpu.isa.glu(x, self.act, cx.out(self.out)?);
         Ok(())
     }
 }

@@ -1,7 +1,6 @@
 //! RMS normalisation over each row (the Llama family's, Gemma's with `1 + w` folded in).
 
 use super::{Buffers, Check, CpuKernels, Mat, OpContext, OpSpec, Reader, Words};
-use crate::kernels::scalar as k;
 use crate::names::opcode;
 use crate::Error;
 
@@ -70,10 +69,10 @@ impl OpSpec for RmsNorm {
         f(&mut self.gamma);
     }
 
-    fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
+    fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {
         let x = cx.read(self.x)?;
         let gamma = cx.f32s(self.gamma)?;
-        k::rms_norm(x, gamma, self.eps, cx.out(self.out)?);
+        cpu.isa.rms_norm(x, gamma, self.eps, cx.out(self.out)?);
         Ok(())
     }
 }

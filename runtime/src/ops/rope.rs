@@ -1,7 +1,6 @@
 //! Rotary position embedding, applied in place to the query and key heads.
 
 use super::{operands, Buffers, Check, CpuKernels, Mat, OpContext, OpSpec, Reader, Words};
-use crate::kernels::scalar as k;
 use crate::model::DType;
 use crate::names::opcode;
 use crate::Error;
@@ -95,7 +94,7 @@ impl OpSpec for Rope {
         f(&mut self.table);
     }
 
-    fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
+    fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {
         let first = match self.position {
             Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
             None => 0,
@@ -111,7 +110,7 @@ impl OpSpec for Rope {
         }
         let table = table.f32s();
         let (heads, d) = (self.heads as usize, self.head_dim as usize);
-        k::rope(cx.out(self.x)?, heads, d, table, first);
+        cpu.isa.rope(cx.out(self.x)?, heads, d, table, first);
         Ok(())
     }
 }

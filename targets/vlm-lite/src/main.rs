@@ -146,11 +146,7 @@ fn run(args: &Args) -> Result<(), String> {
         (meta.width, meta.height),
         0,
         meta.resample,
-        &Normalize {
-            rescale: meta.rescale,
-            mean: meta.mean,
-            std: meta.std,
-        },
+        &meta.normalize(),
     )?;
     let (w, h) = (meta.width, meta.height);
 
@@ -258,11 +254,7 @@ fn caption(args: &Args, model: &Model) -> Result<(), String> {
         (meta.width, meta.height),
         meta.longest_edge_first,
         meta.resample,
-        &Normalize {
-            rescale: meta.rescale,
-            mean: meta.mean,
-            std: meta.std,
-        },
+        &meta.normalize(),
     )?;
     let opts = Options {
         max_tokens: args.max_tokens.unwrap_or(Options::default().max_tokens),
