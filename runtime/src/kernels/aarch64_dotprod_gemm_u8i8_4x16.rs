@@ -87,6 +87,7 @@ unsafe fn tile<const R: usize>(
     let mut xv = [vdupq_n_s8(0); R];
     let full = k4 / GROUPS;
     for b in 0..full {
+        mca_region!("BEGIN", "dotprod-gemm-u8i8-4x16", R, 256 * R);
         for (r, v) in xv.iter_mut().enumerate() {
             let xb = vld1q_u8(x.add(r * qs + b * GROUPS * PANEL_K));
             *v = vreinterpretq_s8_u8(veorq_u8(xb, flip));
@@ -96,6 +97,7 @@ unsafe fn tile<const R: usize>(
         group::<1, R>(&mut acc, gp.add(PANEL_GROUP_BYTES), &xv);
         group::<2, R>(&mut acc, gp.add(2 * PANEL_GROUP_BYTES), &xv);
         group::<3, R>(&mut acc, gp.add(3 * PANEL_GROUP_BYTES), &xv);
+        mca_region!("END", "dotprod-gemm-u8i8-4x16", R, 256 * R);
     }
     let rest = k4 % GROUPS;
     if rest > 0 {

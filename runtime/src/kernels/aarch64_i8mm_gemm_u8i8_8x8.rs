@@ -77,6 +77,7 @@ unsafe fn tile<const P: usize>(
     // acc[i][j]: rows 2i, 2i+1 × outputs 2j, 2j+1, as [r0 o0, r0 o1, r1 o0, r1 o1].
     let mut acc = [[vdupq_n_s32(0); 4]; P];
     for s in 0..k4 / 2 {
+        mca_region!("BEGIN", "i8mm-gemm-u8i8-8x8", 2 * P, 128 * P);
         let g = wt.add(2 * s * PANEL_GROUP_BYTES);
         let wv = blocks(
             [vld1q_s8(g), vld1q_s8(g.add(16))],
@@ -92,6 +93,7 @@ unsafe fn tile<const P: usize>(
                 *aj = usmmla(*aj, xv, wj);
             }
         }
+        mca_region!("END", "i8mm-gemm-u8i8-8x8", 2 * P, 128 * P);
     }
     if k4 % 2 == 1 {
         // The last group alone: zero weights stand in for inputs 4–7, so whatever

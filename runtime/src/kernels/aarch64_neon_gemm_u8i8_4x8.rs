@@ -64,6 +64,7 @@ unsafe fn tile<const R: usize>(
     // acc[r][j]: outputs 2j, 2j+1, each as two partial sums (inputs 0–1 and 2–3).
     let mut acc = [[vdupq_n_s32(0); 4]; R];
     for g in 0..k4 {
+        mca_region!("BEGIN", "neon-gemm-u8i8-4x8", R, 32 * R);
         let gp = wt.add(g * PANEL_GROUP_BYTES);
         let (w0, w1) = (vld1q_s8(gp), vld1q_s8(gp.add(16)));
         let wv = [
@@ -80,6 +81,7 @@ unsafe fn tile<const R: usize>(
                 *a = vpadalq_s16(*a, vmulq_s16(wj, xv));
             }
         }
+        mca_region!("END", "neon-gemm-u8i8-4x8", R, 32 * R);
     }
     for (r, a) in acc.iter().enumerate() {
         let sums = [vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3])];

@@ -10,6 +10,27 @@
 //! `simd::F32Simd` (`simd_attention_f32`); each ISA's file instantiates it in 4, 8 or
 //! 16 lanes. The three Arm levels differ only in their GEMM: the float kernels are NEON.
 
+/// Brackets one iteration of an Arm int8 kernel's inner loop for llvm-mca:
+/// `scripts/arm-mca.sh` builds the runtime with `--cfg vlm_mca` and asks llvm-mca how
+/// many cycles each bracketed region takes per core. The region's name carries the tile's
+/// row count and the multiply-accumulates one iteration does, which the script divides by.
+/// In every other build it is nothing.
+#[cfg(all(vlm_mca, target_arch = "aarch64", target_feature = "neon"))]
+macro_rules! mca_region {
+    ($edge:literal, $name:literal, $rows:expr, $macs:expr) => {
+        core::arch::asm!(
+            concat!("// LLVM-MCA-", $edge, " ", $name, "-r{r}-macs{m}"),
+            r = const $rows,
+            m = const $macs,
+            options(nomem, nostack, preserves_flags)
+        )
+    };
+}
+#[cfg(all(not(vlm_mca), target_arch = "aarch64", target_feature = "neon"))]
+macro_rules! mca_region {
+    ($($t:tt)*) => {};
+}
+
 pub mod scalar;
 // The ISA-generic kernels, for the ISAs that instantiate them.
 #[cfg(any(
