@@ -205,11 +205,9 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
     ) -> Result<(), Error> {
         // An observer (calibration's) stays on the caller's thread: it need not be Send.
         #[cfg(feature = "std")]
-        if observer.is_none()
-            && self.backend.on_pool() > 1
-            && rayon::current_thread_index().is_none()
-        {
-            let threads = self.backend.on_pool();
+        let threads = self.backend.on_pool();
+        #[cfg(feature = "std")]
+        if observer.is_none() && threads > 1 && rayon::current_thread_index().is_none() {
             let me = &mut *self;
             return rayon::scope(move |_| {
                 crate::team::lead(threads, move || {

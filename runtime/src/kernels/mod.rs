@@ -698,40 +698,32 @@ fn split_panels(
         cols,
         stride,
     };
-    if rows == 1 {
-        let (head, tail) = out.data.split_at_mut(cols);
-        return crate::team::join(
-            || f(w_head, ep, mat(head, cols, cols)),
-            || {
-                split_panels(
-                    threads - 1,
-                    k,
-                    w_tail,
-                    &ep_tail,
-                    mat(tail, rest, rest),
-                    spare,
-                    f,
-                )
-            },
-        );
-    }
-    let (mine, spare) = spare.split_at_mut(rows * rest);
+    // One row's columns are contiguous: the tail block writes its own slice. With more
+    // rows it writes `mine`, copied into place once both blocks are done.
+    let (mine, spare) = spare.split_at_mut(if rows == 1 { 0 } else { rows * rest });
     let out = out.data;
+    let (head, tail) = if rows == 1 {
+        out.split_at_mut(cols)
+    } else {
+        (&mut *out, &mut *mine)
+    };
     crate::team::join(
-        || f(w_head, ep, mat(&mut *out, cols, stride)),
+        || f(w_head, ep, mat(head, cols, stride)),
         || {
             split_panels(
                 threads - 1,
                 k,
                 w_tail,
                 &ep_tail,
-                mat(&mut *mine, rest, rest),
+                mat(tail, rest, rest),
                 spare,
                 f,
             )
         },
     );
-    for (r, src) in mine.chunks_exact(rest).enumerate() {
-        out[r * stride + cols..r * stride + cols + rest].copy_from_slice(src);
+    if rows > 1 {
+        for (r, src) in mine.chunks_exact(rest).enumerate() {
+            out[r * stride + cols..r * stride + cols + rest].copy_from_slice(src);
+        }
     }
 }

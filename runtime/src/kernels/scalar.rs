@@ -189,12 +189,8 @@ pub fn check_attention_bounds(
 /// panics here rather than reading out of bounds): `gamma` and `beta` as long as a row,
 /// `out` the shape of `x`, both matrices' rows inside their slices, overflow included.
 pub fn check_layer_norm_bounds(x: &MatRef, gamma: &[f32], beta: &[f32], out: &MatMut) {
-    let n = x.cols;
-    assert!(gamma.len() >= n && beta.len() >= n && out.cols == n && out.rows == x.rows);
-    assert!(
-        rows_fit(x.rows, x.stride, n, x.data.len())
-            && rows_fit(out.rows, out.stride, n, out.data.len())
-    );
+    check_rms_norm_bounds(x, gamma, out);
+    assert!(beta.len() >= x.cols);
 }
 
 /// The bounds every RMS norm kernel checks before touching memory.
