@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # The runtime's tests for aarch64, on an x86 machine, under QEMU user-mode emulation:
+#   -cpu cortex-a72  plain NEON (a Raspberry Pi 4, Jetson Nano's A57 alike): aarch64-neon
 #   -cpu cortex-a76  dotprod, no i8mm: aarch64-dotprod is the chosen kernel
 #   -cpu max         i8mm: aarch64-i8mm is the chosen kernel
 # On each CPU every test target runs once with the kernel detection picks (the kernel
@@ -42,7 +43,7 @@ qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
 rustup target add "$target" >/dev/null
 echo "$($qemu --version | head -n1); $(aarch64-linux-gnu-gcc --version | head -n1)"
 cpus=$($qemu -cpu help || true) # it exits 1 after listing
-for cpu in cortex-a76 max; do
+for cpu in cortex-a72 cortex-a76 max; do
   if ! grep -qw -- "$cpu" <<<"$cpus"; then
     echo "$qemu has no -cpu $cpu: a newer QEMU is needed (Debian 12's 7.2 has it)" >&2
     exit 1
@@ -81,8 +82,9 @@ kernels_line() {
     -- --nocapture 2>&1 | grep '^kernels on this CPU'
 }
 
-for cpu in cortex-a76 max; do
+for cpu in cortex-a72 cortex-a76 max; do
   case $cpu in
+    cortex-a72) want=aarch64-neon unwanted=aarch64-dotprod ;;
     cortex-a76) want=aarch64-dotprod unwanted=aarch64-i8mm ;;
     max) want=aarch64-i8mm unwanted= ;;
   esac

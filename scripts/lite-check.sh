@@ -3,7 +3,9 @@
 #   - builds it for the host and for aarch64-unknown-linux-gnu (profile release-lite)
 #     and fails if the stripped aarch64 binary is over 2 MiB: it is what a board ships;
 #   - quantizes the demo model with labels, runs the binary on the committed PPM fixtures
-#     on x86 (and with the AVX2 kernels forced), `qemu -cpu cortex-a76` (dotprod) and
+#     on x86 (and with the AVX2 and AVX-VNNI kernels forced where the CPU has them),
+#     `qemu -cpu cortex-a72` (plain NEON),
+#     `qemu -cpu cortex-a76` (dotprod) and
 #     `qemu -cpu max` (i8mm, and with the NEON kernels forced), checks the top
 #     label of each, and fails unless every other run's image embedding is bit-identical to
 #     the x86 one (its cosine is printed): the same artifact must compute the same
@@ -104,9 +106,10 @@ cosine() {
 fixtures=(red-circle:"a red circle" two-blue-stars:"a blue star")
 # A run is a CPU, optionally +kernels forced through VLM_KERNELS: the lower levels'
 # own float kernels (AVX2; NEON on a CPU that would pick i8mm) must agree too.
-runs=(x86 cortex-a76 max max+aarch64-neon)
+runs=(x86 cortex-a72 cortex-a76 max max+aarch64-neon)
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
   runs+=(x86+x86-avx2)
+  if grep -qw avx_vnni /proc/cpuinfo; then runs+=(x86+x86-avxvnni); fi
 fi
 # use_run RUN: sets cpu, kernels and cmd (the binary, under qemu for an Arm CPU, with
 # VLM_KERNELS set when the run forces a kernel set).

@@ -221,9 +221,11 @@ fn peak_loop(isa: Isa) -> Option<(PeakLoop, &'static str)> {
             "vpdpbusd zmm",
         )),
         #[cfg(target_arch = "x86_64")]
+        Isa::X86AvxVnni => Some((vlm_runtime::kernels::x86_avxvnni_peak::run, "vpdpbusd ymm")),
+        #[cfg(target_arch = "x86_64")]
         Isa::X86Avx2 => Some((
             vlm_runtime::kernels::x86_avx2_peak::run,
-            "vpmaddwd+vpaddd ymm",
+            "vpsignb+vpmaddubsw+vpmaddwd+vpaddd ymm",
         )),
         _ => None,
     }

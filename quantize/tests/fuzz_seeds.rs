@@ -439,7 +439,8 @@ fn deepest_int8_layer(depth: usize) -> Graph {
             width: depth,
         },
     );
-    let w = g.add_i8_panels("w", 1, depth, &vec![-128; depth]);
+    // −127: the largest weight magnitude a file may hold (−128 is refused at load).
+    let w = g.add_i8_panels("w", 1, depth, &vec![-127; depth]);
     let w_scale = g.add_f32("w.scale", vec![1], vec![1.0]);
     let out = g.add_buffer(1);
     g.push(
@@ -469,7 +470,7 @@ fn int8_layers_deeper_than_the_accumulator_are_refused() {
     let depth = vlm_runtime::format::MAX_I8_DEPTH;
     let ok = vlm_quantize::runner::single_tower(&deepest_int8_layer(depth)).unwrap();
     let y = ok.embed_pixels(&vec![1000.0; depth]).unwrap();
-    assert_eq!(y, [-(255.0 * 128.0 * depth as f32)]);
+    assert_eq!(y, [-(255.0 * 127.0 * depth as f32)]);
     let err = vlm_quantize::runner::single_tower(&deepest_int8_layer(depth + 1))
         .err()
         .expect("a layer one input deeper loaded");

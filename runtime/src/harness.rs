@@ -272,7 +272,7 @@ impl Build {
         let mut w = vec![0i8; packed_len(rows, cols)];
         for o in 0..rows {
             for k in 0..cols {
-                w[packed_index(o, k, cols)] = (self.rng.next_u64() % 255) as i8;
+                w[packed_index(o, k, cols)] = ((self.rng.next_u64() % 255) as i32 - 127) as i8;
             }
         }
         let name = self.strings.add("w");

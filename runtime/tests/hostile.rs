@@ -778,6 +778,31 @@ fn version_1_is_refused() {
     assert!(real > 0, "no version-1 file in fuzz/regressions");
 }
 
+/// Symmetric int8 weights never hold −128; the AVX2 and plain NEON GEMMs would sum
+/// other numbers if they did (16-bit pairs), so a file with one is refused at load.
+#[test]
+fn int8_weights_at_minus_128_are_refused() {
+    let mut checked = 0;
+    for (name, art) in seeds() {
+        let (_, data) = art.section(section::DATA, None);
+        for i in 0..art.u32(art.section(section::TENSORS, None).1) as usize {
+            let entry = art.tensor(i);
+            if art.u32(entry) != dtype::I8_PANELS || art.u64(entry + 32) == 0 {
+                continue;
+            }
+            let at = data + art.u64(entry + 24) as usize;
+            let a = art.edited(|a| a.bytes_mut()[at] = 0x80);
+            bad_op_why(
+                &a,
+                "int8 weights hold -128 (symmetric weights are -127..127)",
+                &format!("{name}: tensor {i}"),
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked >= 3, "{checked} int8 weight tensors in the seeds");
+}
+
 #[test]
 fn graph_count_duplicates_and_state_regions() {
     // Graphs are told apart by role and name: two with both the same are refused.

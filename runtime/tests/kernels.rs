@@ -56,8 +56,10 @@ fn edge_u8() -> impl Strategy<Value = u8> {
     prop_oneof![Just(0u8), Just(255u8), any::<u8>()]
 }
 
+/// Weights: symmetric, −127..=127 (the format's contract, checked at load; the AVX2 and
+/// plain NEON kernels' exactness rests on it), with their ends.
 fn edge_i8() -> impl Strategy<Value = i8> {
-    prop_oneof![Just(-128i8), Just(127i8), Just(-127i8), any::<i8>()]
+    prop_oneof![Just(127i8), Just(-127i8), -127i8..=127]
 }
 
 fn case() -> impl Strategy<Value = (usize, usize, usize, usize, Vec<u8>, Vec<i8>)> {
@@ -133,7 +135,7 @@ proptest! {
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
         let q: Vec<u8> = (0..rows * q_stride(k)).map(|_| next() as u8).collect();
-        let w: Vec<i8> = (0..n * k).map(|_| next() as i8).collect();
+        let w: Vec<i8> = (0..n * k).map(|_| ((next() % 255) as i32 - 127) as i8).collect();
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
         let b: Vec<f32> = (0..n).map(|_| (next() % 2000) as f32 * 1e-3 - 1.0).collect();
         let ep = Epilogue { x_scale: 0.02, w_scale: &w_scale, bias: bias.then_some(&b[..]), act: Activation::GeluTanh };

@@ -13,7 +13,7 @@
 use core::arch::aarch64::*;
 use core::arch::asm;
 
-use super::aarch64_neon_gemm_u8i8_4x8::store_row;
+use super::aarch64_neon_gemm_u8i8_3x8::store_row;
 use super::scalar::check_gemm_bounds;
 use super::scalar::{Epilogue, MatMut};
 use crate::format::{PANEL_K, PANEL_N};

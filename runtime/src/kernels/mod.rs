@@ -72,7 +72,7 @@ pub mod aarch64_neon_attention_f32;
 pub mod aarch64_neon_gemm_f32_2x2;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
-pub mod aarch64_neon_gemm_u8i8_4x8;
+pub mod aarch64_neon_gemm_u8i8_3x8;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_layernorm_f32;
@@ -91,7 +91,7 @@ pub mod x86_avx2_attention_f32;
 pub mod x86_avx2_gemm_f32_2x2;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-pub mod x86_avx2_gemm_u8i8_2x16;
+pub mod x86_avx2_gemm_u8i8_4x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_layernorm_f32;
@@ -131,6 +131,12 @@ pub mod x86_avx512vnni_gemv_u8i8_1x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx512vnni_peak;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avxvnni_gemm_u8i8_4x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avxvnni_peak;
 
 use crate::ops::{Activation, Precision};
 use scalar::{Epilogue, MatMut, MatRef};
@@ -189,8 +195,12 @@ pub enum ElementWise {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Isa {
     Scalar,
-    /// x86-64 with AVX2 (and FMA): int8 through exact 16-bit widening.
+    /// x86-64 with AVX2 (and FMA): int8 through `vpmaddubsw`, exact on flipped
+    /// activations and symmetric weights.
     X86Avx2,
+    /// x86-64 with AVX2, FMA and AVX-VNNI (ymm `vpdpbusd`, no AVX-512): the AVX2 kernels
+    /// but for the int8 GEMM.
+    X86AvxVnni,
     /// x86-64 with AVX-512 (F, BW, VL) and VNNI: `vpdpbusd`.
     X86Avx512Vnni,
     /// AArch64 baseline NEON: int8 through exact 16-bit products.
@@ -202,8 +212,9 @@ pub enum Isa {
 }
 
 /// Every ISA, best first.
-pub const ALL: [Isa; 6] = [
+pub const ALL: [Isa; 7] = [
     Isa::X86Avx512Vnni,
+    Isa::X86AvxVnni,
     Isa::X86Avx2,
     Isa::ArmI8mm,
     Isa::ArmDotprod,
@@ -216,6 +227,7 @@ impl Isa {
         match self {
             Isa::Scalar => "scalar",
             Isa::X86Avx2 => "x86-avx2",
+            Isa::X86AvxVnni => "x86-avxvnni",
             Isa::X86Avx512Vnni => "x86-avx512vnni",
             Isa::ArmNeon => "aarch64-neon",
             Isa::ArmDotprod => "aarch64-dotprod",
@@ -236,6 +248,8 @@ impl Isa {
                 std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
             }
             #[cfg(all(target_arch = "x86_64", feature = "std"))]
+            Isa::X86AvxVnni => Isa::X86Avx2.supported() && std::is_x86_feature_detected!("avxvnni"),
+            #[cfg(all(target_arch = "x86_64", feature = "std"))]
             Isa::X86Avx512Vnni => {
                 std::is_x86_feature_detected!("avx512f")
                     && std::is_x86_feature_detected!("avx512bw")
@@ -246,6 +260,12 @@ impl Isa {
             #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
             Isa::X86Avx2 => cfg!(all(target_feature = "avx2", target_feature = "fma")),
             #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
+            Isa::X86AvxVnni => cfg!(all(
+                target_feature = "avx2",
+                target_feature = "fma",
+                target_feature = "avxvnni"
+            )),
+            #[cfg(all(target_arch = "x86_64", not(feature = "std")))]
             Isa::X86Avx512Vnni => cfg!(all(
                 target_feature = "avx512f",
                 target_feature = "avx512bw",
@@ -254,7 +274,7 @@ impl Isa {
                 target_feature = "fma"
             )),
             #[cfg(not(target_arch = "x86_64"))]
-            Isa::X86Avx2 | Isa::X86Avx512Vnni => false,
+            Isa::X86Avx2 | Isa::X86AvxVnni | Isa::X86Avx512Vnni => false,
             // NEON is in every AArch64 application target (the Arm kernels are built
             // only there); the soft-float embedded targets lack it.
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -301,7 +321,11 @@ impl Isa {
                 x86_avx512vnni_gemm_u8i8_8x32::gemm(q, k, w, ep, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => x86_avx2_gemm_u8i8_2x16::gemm(q, k, w, ep, out),
+            Isa::X86AvxVnni if self.supported() => {
+                x86_avxvnni_gemm_u8i8_4x16::gemm(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() => x86_avx2_gemm_u8i8_4x16::gemm(q, k, w, ep, out),
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmI8mm if self.supported() => aarch64_i8mm_gemm_u8i8_8x8::gemm(q, k, w, ep, out),
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -309,7 +333,7 @@ impl Isa {
                 aarch64_dotprod_gemm_u8i8_4x16::gemm(q, k, w, ep, out)
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
-            Isa::ArmNeon if self.supported() => aarch64_neon_gemm_u8i8_4x8::gemm(q, k, w, ep, out),
+            Isa::ArmNeon if self.supported() => aarch64_neon_gemm_u8i8_3x8::gemm(q, k, w, ep, out),
             _ => scalar::gemm_u8i8(q, k, w, ep, out),
         }
     }
@@ -330,7 +354,9 @@ impl Isa {
                 x86_avx512_gemm_f32_4x4::gemm(x, w, bias, act, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => x86_avx2_gemm_f32_2x2::gemm(x, w, bias, act, out),
+            Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
+                x86_avx2_gemm_f32_2x2::gemm(x, w, bias, act, out)
+            }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
                 aarch64_neon_gemm_f32_2x2::gemm(x, w, bias, act, out)
@@ -465,11 +491,11 @@ impl Isa {
                 )
             }
             #[cfg(target_arch = "x86_64")]
-            (Isa::X86Avx2, Precision::F32) if self.supported() => {
+            (Isa::X86Avx2 | Isa::X86AvxVnni, Precision::F32) if self.supported() => {
                 x86_avx2_attention_f32::attention(q, k, v, heads, head_dim, scale, out, scratch)
             }
             #[cfg(target_arch = "x86_64")]
-            (Isa::X86Avx2, Precision::Bf16) if self.supported() => {
+            (Isa::X86Avx2 | Isa::X86AvxVnni, Precision::Bf16) if self.supported() => {
                 x86_avx2_attention_f32::attention_bf16(
                     q, k, v, heads, head_dim, scale, out, scratch,
                 )
@@ -498,7 +524,7 @@ impl Isa {
                 x86_avx512_layernorm_f32::layer_norm(x, gamma, beta, eps, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => {
+            Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
                 x86_avx2_layernorm_f32::layer_norm(x, gamma, beta, eps, out)
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -517,7 +543,7 @@ impl Isa {
                 x86_avx512_norm_rope_glu_f32::rms_norm(x, gamma, eps, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => {
+            Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
                 x86_avx2_norm_rope_glu_f32::rms_norm(x, gamma, eps, out)
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -536,7 +562,7 @@ impl Isa {
                 x86_avx512_norm_rope_glu_f32::rope(x, heads, head_dim, table, first)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => {
+            Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
                 x86_avx2_norm_rope_glu_f32::rope(x, heads, head_dim, table, first)
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
@@ -555,7 +581,9 @@ impl Isa {
                 x86_avx512_norm_rope_glu_f32::glu(x, act, out)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => x86_avx2_norm_rope_glu_f32::glu(x, act, out),
+            Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
+                x86_avx2_norm_rope_glu_f32::glu(x, act, out)
+            }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
                 aarch64_neon_norm_rope_glu_f32::glu(x, act, out)
@@ -572,7 +600,9 @@ impl Isa {
                 x86_avx512_math::quantize_u8(x, scale, zero, q)
             }
             #[cfg(target_arch = "x86_64")]
-            Isa::X86Avx2 if self.supported() => x86_avx2_math::quantize_u8(x, scale, zero, q),
+            Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
+                x86_avx2_math::quantize_u8(x, scale, zero, q)
+            }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
                 aarch64_neon_math::quantize_u8(x, scale, zero, q)

@@ -77,6 +77,12 @@ impl<'a> Check<'_, 'a> {
                 if !self.f32_len(w_scale, rows) {
                     return Err("weight scales do not match the output channels");
                 }
+                // Symmetric weights never reach −128, and the AVX2 and plain NEON GEMMs
+                // sum pairs of products in 16 bits only because they do not: a −128
+                // would make those CPUs compute other numbers than the rest.
+                if self.tensor(w).is_some_and(|t| t.i8s().contains(&i8::MIN)) {
+                    return Err("int8 weights hold -128 (symmetric weights are -127..127)");
+                }
                 if !(x_scale.is_finite() && x_scale > 0.0 && (0..=255).contains(&x_zero)) {
                     return Err("bad activation quantization parameters");
                 }
