@@ -3,7 +3,7 @@
 # environment, formatting and lints, the no_std build for a Cortex-M target, the recipe
 # in smoke mode (train a few steps, export, golden file), the recipe's own tests, and
 # every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime and
-# the int8 pipeline on them), the runtime's tests on aarch64 under qemu (dotprod and
+# the int8 pipeline on them), the runtime's tests on aarch64 under qemu (plain NEON, dotprod and
 # i8mm CPUs), the runtime-only aarch64 binary, the same quantized artifact from x86 and
 # aarch64, and bounded fuzz runs of the artifact reader and the image decoders.
 set -euo pipefail
@@ -62,7 +62,7 @@ step "recipe tests (pytest)"
 step "rust tests"
 cargo test --workspace --quiet
 
-step "runtime tests on aarch64 under qemu (cortex-a76: dotprod; max: i8mm)"
+step "runtime tests on aarch64 under qemu (cortex-a72: plain NEON; cortex-a76: dotprod; max: i8mm)"
 scripts/cross-test.sh
 
 step "runtime-only aarch64 binary: size, and the same answer as x86"
