@@ -107,37 +107,47 @@ unsafe fn tile<const R: usize>(
         let wa = [vld1q_s8(ga), vld1q_s8(ga.add(16))];
         let wb = [vld1q_s8(gb), vld1q_s8(gb.add(16))];
         for (r, acc_r) in acc.iter_mut().enumerate() {
-            let (xa, xb) = (xg(r, g), xg(r, g + 1));
-            for h in 0..2 {
-                let lo = vmlal_s8(
-                    vmull_s8(vget_low_s8(wa[h]), vget_low_s8(xa)),
-                    vget_low_s8(wb[h]),
-                    vget_low_s8(xb),
-                );
-                let hi = vmlal_high_s8(vmull_high_s8(wa[h], xa), wb[h], xb);
-                acc_r[2 * h] = vpadalq_s16(acc_r[2 * h], lo);
-                acc_r[2 * h + 1] = vpadalq_s16(acc_r[2 * h + 1], hi);
-            }
+            two_groups(acc_r, &wa, &wb, xg(r, g), xg(r, g + 1));
         }
         mca_region!("END", "neon-gemm-u8i8-3x8", R, 64 * R);
         g += 2;
     }
     if g < k4 {
-        // An odd last group: its products alone.
+        // An odd last group, paired with zero weights (whose products add nothing).
         let ga = wt.add(g * PANEL_GROUP_BYTES);
         let wa = [vld1q_s8(ga), vld1q_s8(ga.add(16))];
+        let zero = [vdupq_n_s8(0); 2];
         for (r, acc_r) in acc.iter_mut().enumerate() {
             let xa = xg(r, g);
-            for h in 0..2 {
-                let lo = vmull_s8(vget_low_s8(wa[h]), vget_low_s8(xa));
-                acc_r[2 * h] = vpadalq_s16(acc_r[2 * h], lo);
-                acc_r[2 * h + 1] = vpadalq_s16(acc_r[2 * h + 1], vmull_high_s8(wa[h], xa));
-            }
+            two_groups(acc_r, &wa, &zero, xa, xa);
         }
     }
     for (r, a) in acc.iter().enumerate() {
         let sums = [vpaddq_s32(a[0], a[1]), vpaddq_s32(a[2], a[3])];
         store_row(&sums, ep, o0, valid, y.add(r * ys));
+    }
+}
+
+/// Two panel groups of one row into its accumulators: group a's weights `wa` (8 outputs
+/// × 4 inputs, two registers) times its inputs `xa`, plus group b's, summed per output
+/// lane in i16 (two products always fit) and folded into the i32 pairs.
+#[inline(always)]
+unsafe fn two_groups(
+    acc: &mut [int32x4_t; 4],
+    wa: &[int8x16_t; 2],
+    wb: &[int8x16_t; 2],
+    xa: int8x16_t,
+    xb: int8x16_t,
+) {
+    for h in 0..2 {
+        let lo = vmlal_s8(
+            vmull_s8(vget_low_s8(wa[h]), vget_low_s8(xa)),
+            vget_low_s8(wb[h]),
+            vget_low_s8(xb),
+        );
+        let hi = vmlal_high_s8(vmull_high_s8(wa[h], xa), wb[h], xb);
+        acc[2 * h] = vpadalq_s16(acc[2 * h], lo);
+        acc[2 * h + 1] = vpadalq_s16(acc[2 * h + 1], hi);
     }
 }
 
