@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# vlm-lite, the runtime-only device binary, end to end on x86 and on aarch64 under QEMU:
-#   - builds it for the host and for aarch64-unknown-linux-gnu (profile release-lite)
-#     and fails if the stripped aarch64 binary is over 2 MiB: it is what a board ships;
+# vlm-lite, the runtime-only device binary, end to end on x86, on aarch64 and on armv7
+# under QEMU:
+#   - builds it for the host, for aarch64-unknown-linux-gnu and for
+#     armv7-unknown-linux-gnueabihf (profile release-lite) and fails if the stripped
+#     aarch64 binary is over 2 MiB: it is what a board ships;
 #   - quantizes the demo model with labels, runs the binary on the committed PPM fixtures
 #     on x86 (and with the AVX2 and AVX-VNNI kernels forced where the CPU has them),
 #     `qemu -cpu cortex-a72` (plain NEON),
 #     `qemu -cpu cortex-a76` (dotprod) and
-#     `qemu -cpu max` (i8mm, and with the NEON kernels forced), checks the top
+#     `qemu -cpu max` (i8mm, and with the NEON kernels forced) and
+#     `qemu-arm -cpu cortex-a7` (32-bit armv7: the scalar kernels), checks the top
 #     label of each, and fails unless every other run's image embedding is bit-identical to
 #     the x86 one (its cosine is printed): the same artifact must compute the same
 #     thing on every ISA;
@@ -30,6 +33,8 @@ step() { printf '\n==> %s\n' "$*"; }
 
 target=aarch64-unknown-linux-gnu
 sysroot=/usr/aarch64-linux-gnu
+target32=armv7-unknown-linux-gnueabihf
+sysroot32=/usr/arm-linux-gnueabihf
 max_bytes=$((2 * 1024 * 1024))
 main_target=${CARGO_TARGET_DIR:-$PWD/target}
 lite_target=$main_target/lite
@@ -43,27 +48,35 @@ command -v qemu-aarch64 >/dev/null || command -v qemu-aarch64-static >/dev/null 
 command -v aarch64-linux-gnu-gcc >/dev/null || missing+=(gcc-aarch64-linux-gnu)
 command -v aarch64-linux-gnu-strip >/dev/null || missing+=(binutils-aarch64-linux-gnu)
 [[ -e $sysroot/lib/crt1.o ]] || missing+=(libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null || missing+=(gcc-arm-linux-gnueabihf)
+[[ -e $sysroot32/lib/crt1.o ]] || missing+=(libc6-dev-armhf-cross)
 if ((${#missing[@]})); then
   echo "missing ${missing[*]}: apt-get install ${missing[*]} (or run scripts/cross-test.sh, which installs them)" >&2
   exit 1
 fi
 qemu=$(command -v qemu-aarch64 || command -v qemu-aarch64-static)
-rustup target add "$target" >/dev/null 2>&1
+qemu32=$(command -v qemu-arm || command -v qemu-arm-static)
+rustup target add "$target" "$target32" >/dev/null 2>&1
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER="${CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER:-aarch64-linux-gnu-gcc}"
+export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER="${CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_LINKER:-arm-linux-gnueabihf-gcc}"
 mkdir -p "$work"
 
-step "build vlm-lite (release-lite) for the host and $target"
+step "build vlm-lite (release-lite) for the host, $target and $target32"
 t=$SECONDS
 build=(cargo build --quiet --manifest-path targets/vlm-lite/Cargo.toml --profile release-lite
   --target-dir "$lite_target")
 "${build[@]}"
 "${build[@]}" --target "$target"
+"${build[@]}" --target "$target32"
 host_bin=$lite_target/release-lite/vlm-lite
 arm_bin=$work/vlm-lite-aarch64
 aarch64-linux-gnu-strip -o "$arm_bin" "$lite_target/$target/release-lite/vlm-lite"
+arm32_bin=$work/vlm-lite-armv7
+arm-linux-gnueabihf-strip -o "$arm32_bin" "$lite_target/$target32/release-lite/vlm-lite"
 size=$(stat -c %s "$arm_bin")
 echo "built in $((SECONDS - t)) s"
 echo "aarch64 stripped size: $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB; limit $max_bytes)"
+echo "armv7 stripped size: $(stat -c %s "$arm32_bin") bytes"
 if ((size > max_bytes)); then
   echo "vlm-lite for $target is $size bytes, over the $max_bytes-byte budget" >&2
   exit 1
@@ -106,7 +119,7 @@ cosine() {
 fixtures=(red-circle:"a red circle" two-blue-stars:"a blue star")
 # A run is a CPU, optionally +kernels forced through VLM_KERNELS: the lower levels'
 # own float kernels (AVX2; NEON on a CPU that would pick i8mm) must agree too.
-runs=(x86 cortex-a72 cortex-a76 max max+aarch64-neon)
+runs=(x86 cortex-a72 cortex-a76 max max+aarch64-neon armv7)
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
   runs+=(x86+x86-avx2)
   if grep -qw avx_vnni /proc/cpuinfo; then runs+=(x86+x86-avxvnni); fi
@@ -118,6 +131,7 @@ use_run() {
   [[ $1 == *+* ]] && kernels=${1#*+}
   case $cpu in
     x86) cmd=("$host_bin") ;;
+    armv7) cmd=("$qemu32" -cpu cortex-a7 -L "$sysroot32" "$arm32_bin") ;;
     *) cmd=("$qemu" -cpu "$cpu" -L "$sysroot" "$arm_bin") ;;
   esac
   if [[ -n $kernels ]]; then cmd=(env VLM_KERNELS="$kernels" "${cmd[@]}"); fi

@@ -3,9 +3,10 @@
 # environment, formatting and lints, the no_std build for a Cortex-M target, the recipe
 # in smoke mode (train a few steps, export, golden file), the recipe's own tests, and
 # every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime and
-# the int8 pipeline on them), the runtime's tests on aarch64 under qemu (plain NEON, dotprod and
-# i8mm CPUs), the runtime-only aarch64 binary, the same quantized artifact from x86 and
-# aarch64, and bounded fuzz runs of the artifact reader and the image decoders.
+# the int8 pipeline on them), the runtime's tests on aarch64 under qemu (plain NEON,
+# dotprod and i8mm CPUs) and on armv7 under qemu-arm, the runtime-only binary on both,
+# the same quantized artifact from x86 and aarch64, and bounded fuzz runs of the artifact
+# reader and the image decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each step says how long the one before it took, and the end the total: what to trim
@@ -21,6 +22,8 @@ need=()
 command -v qemu-aarch64 >/dev/null || need+=(qemu-user)
 command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 [ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-dev-arm64-cross)
+command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
+[ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need+=(libc6-dev-armhf-cross)
 command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -33,7 +36,8 @@ if [ -n "${CI:-}" ]; then export CARGO_INCREMENTAL=0; fi
 
 step "toolchain"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
-rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-linux-gnu >/dev/null
+rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknown-linux-gnu \
+  armv7-unknown-linux-gnueabihf >/dev/null
 
 step "recipe python environment"
 py="$(scripts/setup-python.sh)"
@@ -65,7 +69,10 @@ cargo test --workspace --quiet
 step "runtime tests on aarch64 under qemu (cortex-a72: plain NEON; cortex-a76: dotprod; max: i8mm)"
 scripts/cross-test.sh
 
-step "runtime-only aarch64 binary: size, and the same answer as x86"
+step "runtime tests on armv7 under qemu-arm (the armv7 board profile)"
+cargo xtask test --board armv7
+
+step "runtime-only binary on aarch64 and armv7: size, and the same answer as x86"
 scripts/lite-check.sh
 
 step "the same artifact from every CPU: vlm quantize on x86 and on aarch64 under qemu"

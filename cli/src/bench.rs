@@ -49,7 +49,7 @@ impl Tower {
 pub struct BenchArgs {
     /// An int8 artifact (.vlmq, timed on the vlm runtime) or an fp32 model folder
     /// (timed on tract, for comparison).
-    #[arg(long, value_name = "FILE|DIR", required_unless_present = "ops")]
+    #[arg(long, value_name = "FILE|DIR", required_unless_present_any = ["ops", "gemv"])]
     pub(crate) model: Option<PathBuf>,
     /// The tower to time.
     #[arg(long, value_enum, default_value = "vision")]
@@ -75,6 +75,11 @@ pub struct BenchArgs {
     /// this CPU has, next to the scalar reference (`vlm_runtime::harness`).
     #[arg(long)]
     pub(crate) ops: bool,
+    /// Time a decoder step's int8 matrix–vector products instead of a model:
+    /// SmolVLM-256M's shapes at one row, weights streamed from memory as in decoding,
+    /// in GB/s on each kernel set this CPU has.
+    #[arg(long)]
+    pub(crate) gemv: bool,
     /// Time a captioner instead (a Hugging Face folder or an artifact): image encode,
     /// prefill and decode speeds, on 1 and 2 threads unless --threads is given.
     #[arg(long)]
@@ -287,6 +292,31 @@ fn measure_peak(f: PeakLoop, threads: usize) -> f64 {
 /// (M, K, N) of a GEMM: `[M, K]` activations by `[N, K]` weights.
 type Shape = (usize, usize, usize);
 
+/// A random int8 product as the runtime meets one: `m` rows of activations
+/// (`q_stride(k)` bytes each) and `[n, k]` weights packed in panels, symmetric
+/// (−127..=127: what the quantizer writes and the loader accepts), padding zero as the
+/// writer leaves it.
+pub(crate) fn random_problem(rng: &mut Rng, m: usize, k: usize, n: usize) -> (Vec<u8>, Vec<i8>) {
+    let q: Vec<u8> = (0..m * q_stride(k)).map(|_| rng.next_u64() as u8).collect();
+    let mut w = vec![0i8; packed_len(n, k)];
+    for o in 0..n {
+        for j in 0..k {
+            w[packed_index(o, j, k)] = ((rng.next_u64() % 255) as i16 - 127) as i8;
+        }
+    }
+    (q, w)
+}
+
+/// A timed product's epilogue: scales only, no bias or activation.
+pub(crate) fn plain_epilogue(w_scale: &[f32]) -> Epilogue<'_> {
+    Epilogue {
+        x_scale: 1.0 / 256.0,
+        w_scale,
+        bias: None,
+        act: Activation::None,
+    }
+}
+
 /// Times `isa`'s int8 GEMM alone on an `m × k` by `[n, k]` problem; per-call duration.
 fn time_gemm(
     isa: Isa,
@@ -296,22 +326,9 @@ fn time_gemm(
     runs: usize,
 ) -> Result<Duration> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (m * 31 + k * 17 + n) as u64);
-    let qs = q_stride(k);
-    let q: Vec<u8> = (0..m * qs).map(|_| rng.next_u64() as u8).collect();
-    // Padding stays zero, as the writer leaves it.
-    let mut w = vec![0i8; packed_len(n, k)];
-    for o in 0..n {
-        for j in 0..k {
-            w[packed_index(o, j, k)] = rng.next_u64() as i8;
-        }
-    }
+    let (q, w) = random_problem(&mut rng, m, k, n);
     let w_scale = vec![1.0f32 / 4096.0; n];
-    let ep = Epilogue {
-        x_scale: 1.0 / 256.0,
-        w_scale: &w_scale,
-        bias: None,
-        act: Activation::None,
-    };
+    let ep = plain_epilogue(&w_scale);
     let mut out = vec![0.0f32; m * n];
     let mut spare = vec![0.0f32; vlm_runtime::kernels::gemm_u8i8_spare_floats(m, n, threads)];
     let mut call = || {
@@ -655,6 +672,9 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     }
     if args.ops {
         return crate::bench_ops::bench_ops(&args);
+    }
+    if args.gemv {
+        return crate::bench_ops::bench_gemv(&args);
     }
     let model = args.model.clone().unwrap_or_default();
     let report = if model.is_file() {

@@ -1,5 +1,8 @@
 //! One graph of an artifact: its role, its ports (inputs, outputs, state), its buffers
 //! placed in the arena, and its ops — read from a GRAPH section and checked once.
+// The arena's limit (the format's u32 sizes) is all of memory on a 32-bit target, where
+// the checks against it cannot fail: they stay for 64-bit ones.
+#![cfg_attr(target_pointer_width = "32", allow(clippy::absurd_extreme_comparisons))]
 
 use crate::format::{
     string, FormatError, ALIGN, GRAPH_HEADER_WORDS, MAX_ARENA, MAX_BUFFERS, MAX_OPS, MAX_PORTS,

@@ -82,6 +82,9 @@ pub mod aarch64_neon_math;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_norm_rope_glu_f32;
+#[cfg(target_arch = "arm")]
+#[allow(unsafe_code)]
+pub mod armv7_neon_gemm_u8i8_1x8;
 
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -92,6 +95,9 @@ pub mod x86_avx2_gemm_f32_2x2;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_gemm_u8i8_4x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx2_gemv_u8i8_1x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_layernorm_f32;
@@ -134,6 +140,9 @@ pub mod x86_avx512vnni_peak;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avxvnni_gemm_u8i8_4x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avxvnni_gemv_u8i8_1x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avxvnni_peak;
@@ -209,16 +218,43 @@ pub enum Isa {
     ArmDotprod,
     /// AArch64 with the int8 matrix multiply extension (Armv8.6+): `usmmla`.
     ArmI8mm,
+    /// 32-bit Arm with NEON (armv7 boards; found at run time on Linux): the int8 GEMM,
+    /// exact 16-bit products as on baseline AArch64 NEON; the scalar reference for the
+    /// rest (32-bit NEON float arithmetic flushes subnormals, which would change bits).
+    ArmV7Neon,
+}
+
+/// Whether the kernel's auxiliary vector says the CPU has NEON (`HWCAP_NEON`). Rust's
+/// `is_arm_feature_detected!` and its 32-bit Arm target features are not stable, so
+/// the one word is read from `/proc/self/auxv` (pairs of 32-bit type and value), once.
+#[cfg(all(target_arch = "arm", feature = "std"))]
+fn armv7_hwcap_neon() -> bool {
+    const AT_HWCAP: u32 = 16;
+    const HWCAP_NEON: u32 = 1 << 12;
+    static NEON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *NEON.get_or_init(|| {
+        let Ok(auxv) = std::fs::read("/proc/self/auxv") else {
+            return false;
+        };
+        auxv.chunks_exact(8)
+            .map(|e| {
+                let word = |i: usize| u32::from_ne_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+                (word(0), word(4))
+            })
+            .find(|&(kind, _)| kind == AT_HWCAP)
+            .is_some_and(|(_, caps)| caps & HWCAP_NEON != 0)
+    })
 }
 
 /// Every ISA, best first.
-pub const ALL: [Isa; 7] = [
+pub const ALL: [Isa; 8] = [
     Isa::X86Avx512Vnni,
     Isa::X86AvxVnni,
     Isa::X86Avx2,
     Isa::ArmI8mm,
     Isa::ArmDotprod,
     Isa::ArmNeon,
+    Isa::ArmV7Neon,
     Isa::Scalar,
 ];
 
@@ -232,6 +268,7 @@ impl Isa {
             Isa::ArmNeon => "aarch64-neon",
             Isa::ArmDotprod => "aarch64-dotprod",
             Isa::ArmI8mm => "aarch64-i8mm",
+            Isa::ArmV7Neon => "armv7-neon",
         }
     }
 
@@ -289,6 +326,10 @@ impl Isa {
             Isa::ArmI8mm => cfg!(target_feature = "i8mm"),
             #[cfg(not(all(target_arch = "aarch64", target_feature = "neon")))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm => false,
+            #[cfg(all(target_arch = "arm", feature = "std"))]
+            Isa::ArmV7Neon => armv7_hwcap_neon(),
+            #[cfg(not(all(target_arch = "arm", feature = "std")))]
+            Isa::ArmV7Neon => false,
         }
     }
 
@@ -321,8 +362,16 @@ impl Isa {
                 x86_avx512vnni_gemm_u8i8_8x32::gemm(q, k, w, ep, out)
             }
             #[cfg(target_arch = "x86_64")]
+            Isa::X86AvxVnni if self.supported() && out.rows == 1 => {
+                x86_avxvnni_gemv_u8i8_1x16::gemv(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
             Isa::X86AvxVnni if self.supported() => {
                 x86_avxvnni_gemm_u8i8_4x16::gemm(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() && out.rows == 1 => {
+                x86_avx2_gemv_u8i8_1x16::gemv(q, k, w, ep, out)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 if self.supported() => x86_avx2_gemm_u8i8_4x16::gemm(q, k, w, ep, out),
@@ -334,6 +383,8 @@ impl Isa {
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon if self.supported() => aarch64_neon_gemm_u8i8_3x8::gemm(q, k, w, ep, out),
+            #[cfg(target_arch = "arm")]
+            Isa::ArmV7Neon if self.supported() => armv7_neon_gemm_u8i8_1x8::gemm(q, k, w, ep, out),
             _ => scalar::gemm_u8i8(q, k, w, ep, out),
         }
     }
