@@ -6,7 +6,6 @@
 //! the board, and the kernel set the runtime must pick there.
 
 use std::collections::BTreeMap;
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::time::Instant;
@@ -244,13 +243,7 @@ fn build(root: &Path, b: &Board) -> Result<()> {
 
 fn test(root: &Path, b: &Board) -> Result<()> {
     check_tools(b)?;
-    let mut runner: Vec<OsString> = b.qemu.iter().map(OsString::from).collect();
-    runner.extend(["-L".into(), b.sysroot.clone().into_os_string()]);
-    let runner = runner
-        .iter()
-        .map(|s| s.to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join(" ");
+    let runner = format!("{} -L {}", b.qemu.join(" "), b.sysroot.display());
     let t = Instant::now();
     let tests = |extra: &[&str]| {
         let mut c = cargo(root, b);
