@@ -9,10 +9,12 @@
 #     `qemu -cpu cortex-a72` (plain NEON),
 #     `qemu -cpu cortex-a76` (dotprod) and
 #     `qemu -cpu max` (i8mm, and with the NEON kernels forced) and
-#     `qemu-arm -cpu cortex-a7` (32-bit armv7: the scalar kernels), checks the top
+#     `qemu-arm -cpu cortex-a7` (32-bit armv7: NEON, and the Cortex-M DSP kernel forced), checks the top
 #     label of each, and fails unless every other run's image embedding is bit-identical to
 #     the x86 one (its cosine is printed): the same artifact must compute the same
 #     thing on every ISA;
+#   - runs the microcontroller artifact (models/demo-mcu.vlmq) on the firmware examples'
+#     frames everywhere above: the same embedding bits as x86;
 #   - quantizes the demo captioner and captions every fixture (the two above, and
 #     demo-captions-*.ppm: images of models/demo-captions, seen and held-out objects,
 #     one to two objects) on every run above:
@@ -119,7 +121,7 @@ cosine() {
 fixtures=(red-circle:"a red circle" two-blue-stars:"a blue star")
 # A run is a CPU, optionally +kernels forced through VLM_KERNELS: the lower levels'
 # own float kernels (AVX2; NEON on a CPU that would pick i8mm) must agree too.
-runs=(x86 cortex-a72 cortex-a76 max max+aarch64-neon armv7)
+runs=(x86 cortex-a72 cortex-a76 max max+aarch64-neon armv7 armv7+arm-dsp)
 if grep -qw avx2 /proc/cpuinfo && grep -qw fma /proc/cpuinfo; then
   runs+=(x86+x86-avx2)
   if grep -qw avx_vnni /proc/cpuinfo; then runs+=(x86+x86-avxvnni); fi
@@ -177,6 +179,33 @@ for run in "${runs[@]}"; do
     fi
     echo
   done
+done
+
+# The microcontroller artifact the firmware examples embed, on the frames their
+# simulated camera streams: the same embedding bits on every CPU here, as the firmware
+# tests (firmware-examples/mcu/tests/qemu.rs) hold the Cortex-M7 and M55 to the x86 bits.
+mcu_artifact=models/demo-mcu.vlmq
+for run in "${runs[@]}"; do
+  use_run "$run"
+  step "microcontroller artifact on the firmware frames: $cpu${kernels:+, VLM_KERNELS=$kernels}"
+  same=0 frames=0
+  for ppm in firmware-examples/frames/*.ppm; do
+    name=mcu-$(basename "$ppm" .ppm)
+    out=$work/$run-$name
+    if ! "${cmd[@]}" "$mcu_artifact" "$ppm" --embedding 2>"$out.err" >"$out.emb"; then
+      echo "vlm-lite failed on $run with $ppm:" >&2
+      cat "$out.err" >&2
+      exit 1
+    fi
+    frames=$((frames + 1))
+    if [[ $run == x86 ]] || cmp -s "$work/x86-$name.emb" "$out.emb"; then
+      same=$((same + 1))
+    else
+      echo "$ppm: FAIL: the embedding differs from x86's (cosine $(cosine "$work/x86-$name.emb" "$out.emb"))"
+      failed=1
+    fi
+  done
+  echo "$same of $frames frames bit-identical to x86"
 done
 
 step "quantize the demo captioner"

@@ -5,8 +5,9 @@
 # every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime and
 # the int8 pipeline on them), the runtime's tests on aarch64 under qemu (plain NEON,
 # dotprod and i8mm CPUs) and on armv7 under qemu-arm, the runtime-only binary on both,
-# the same quantized artifact from x86 and aarch64, and bounded fuzz runs of the artifact
-# reader and the image decoders.
+# the same quantized artifact from x86 and aarch64, the Cortex-M firmware examples under
+# qemu-system-arm (Cortex-M7 and Cortex-M55, in the Rust tests), and bounded fuzz runs of
+# the artifact reader and the image decoders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # Each step says how long the one before it took, and the end the total: what to trim
@@ -24,6 +25,7 @@ command -v aarch64-linux-gnu-gcc >/dev/null || need+=(gcc-aarch64-linux-gnu)
 [ -d /usr/aarch64-linux-gnu/lib ] || need+=(libc6-dev-arm64-cross)
 command -v arm-linux-gnueabihf-gcc >/dev/null || need+=(gcc-arm-linux-gnueabihf)
 [ -e /usr/arm-linux-gnueabihf/lib/crt1.o ] || need+=(libc6-dev-armhf-cross)
+command -v qemu-system-arm >/dev/null || need+=(qemu-system-arm)
 command -v c++ >/dev/null || need+=(g++)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -48,6 +50,12 @@ cargo fmt --all -- --check
 
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+# The firmware binaries build only for a Cortex-M target, compiled for the core as the
+# board profiles say (the Armv8-M DSP instructions need it).
+for t in thumbv7em-none-eabihf:cortex-m7 thumbv8m.main-none-eabihf:cortex-m55; do
+  CARGO_ENCODED_RUSTFLAGS="-Ctarget-cpu=${t#*:}" cargo clippy --quiet -p vlm-firmware \
+    --features firmware --target "${t%%:*}" --bins -- -D warnings
+done
 
 step "no_std build for Cortex-M targets"
 targets/no-std-build.sh
@@ -63,7 +71,7 @@ export VLM_GOLDEN_MODELS="$smoke/model"
 step "recipe tests (pytest)"
 (cd models/recipes && "$py" -m pytest -q tests)
 
-step "rust tests"
+step "rust tests (the Cortex-M7 and M55 firmware examples under qemu-system-arm among them)"
 cargo test --workspace --quiet
 
 step "runtime tests on aarch64 under qemu (cortex-a72: plain NEON; cortex-a76: dotprod; max: i8mm)"

@@ -21,6 +21,7 @@ mod bench;
 mod bench_caption;
 mod bench_ops;
 mod caption;
+mod target;
 
 #[derive(Parser)]
 #[command(name = "vlm", version, about = "Vision-language models on the edge")]
@@ -120,6 +121,10 @@ struct QuantizeArgs {
     /// Print the report as JSON instead of a table.
     #[arg(long)]
     json: bool,
+    /// A microcontroller to build for (cortex-m7, cortex-m55): stores the image tower and
+    /// the labels only, and fails unless model and firmware fit the part's flash and RAM.
+    #[arg(long, value_name = "PART")]
+    target: Option<String>,
 }
 
 #[derive(Args)]
@@ -594,6 +599,21 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
     }
     let labels = collect_labels(args.labels.as_deref(), args.labels_file.as_deref())?;
     let labels: Vec<String> = labels.iter().map(|l| prompt(&args.template, l)).collect();
+    let part = args.target.as_deref().map(target::part).transpose()?;
+    if let Some(p) = &part {
+        if matches!(args.attention, AttentionArg::Fp32) {
+            eprintln!(
+                "note: --attention fp32 on {}: its scalar attention sums in another order than this host's SIMD kernels, so its last bits will differ from the host's (bf16, the default, gives the same bits everywhere)",
+                p.name
+            );
+        }
+        if labels.is_empty() {
+            bail!(
+                "--target {} stores the labels' embeddings in flash (the device runs no text tower): pass --labels or --labels-file",
+                p.name
+            );
+        }
+    }
     let request = Request {
         model_dir: args.model.clone(),
         calib_dir: args.calib.clone(),
@@ -601,8 +621,26 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
         labels,
         prompts: Vec::new(),
         eval_data: args.eval.clone(),
+        image_only: args.target.is_some(),
     };
     let (bytes, report) = with_progress(&args, |p| quantize_model(&request, p))?;
+    if let Some(p) = &part {
+        let model = vlm_runtime::Model::from_bytes(bytes.as_bytes())
+            .context("reading back the new artifact")?;
+        let arena = model.arena_size() as u64;
+        let fit = p.check(bytes.len() as u64, arena)?;
+        eprintln!(
+            "{} ({}): flash {} of {} KiB (artifact {} KiB), RAM {} of {} KiB (arena {} KiB)",
+            p.name,
+            p.part,
+            fit.flash_bytes.div_ceil(1024),
+            p.flash_kib,
+            (bytes.len() as u64).div_ceil(1024),
+            fit.ram_bytes.div_ceil(1024),
+            p.ram_kib,
+            arena.div_ceil(1024)
+        );
+    }
     finish_quantize(
         &args,
         &bytes,
@@ -614,6 +652,12 @@ fn quantize(args: QuantizeArgs) -> Result<()> {
 
 /// `vlm quantize` on a Hugging Face captioner folder.
 fn quantize_captioner(args: QuantizeArgs, options: Options) -> Result<()> {
+    if let Some(t) = &args.target {
+        bail!(
+            "--target {t} is for a SigLIP classifier; {} is a captioner, which no microcontroller target holds",
+            args.model.display()
+        );
+    }
     if args.labels.is_some() || args.labels_file.is_some() {
         bail!(
             "--labels and --labels-file are for a SigLIP model; {} is a captioner",

@@ -419,3 +419,95 @@ const DEMO_LABELS: &str =
     "red circle,blue star,yellow triangle,green heart,purple cross,orange square";
 /// `scripts/demo.sh`'s attention precision (see the comment there).
 const DEMO_ATTENTION: &str = "fp32";
+
+/// `vlm quantize --target`: the shipped microcontroller artifact (`models/demo-mcu.vlmq`,
+/// which the firmware examples embed) is what this code writes, on every kernel set; it
+/// holds the image tower and the labels only and still classifies; a label set too big
+/// for the part's flash, no labels, an unknown part and a captioner are refused with one
+/// line naming the problem and no file.
+#[test]
+fn quantize_for_a_microcontroller_checks_the_part_and_writes_the_shipped_artifact() {
+    let demo = root().join("models/demo");
+    let calib = root().join("models/demo-calib");
+    let run = |extra: &[&str], out: &Path| {
+        let mut args = vec![
+            "quantize",
+            "--model",
+            p(&demo),
+            "--calib",
+            p(&calib),
+            "--template",
+            "a {}",
+        ];
+        args.extend_from_slice(extra);
+        args.extend_from_slice(&["--out", p(out)]);
+        vlm(&args)
+    };
+    let out = tmp("mcu.vlmq");
+    for target in ["cortex-m7", "cortex-m55"] {
+        let q = run(&["--labels", DEMO_LABELS, "--target", target], &out);
+        let stderr = String::from_utf8_lossy(&q.stderr);
+        assert!(q.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("{target} ("))
+                && stderr.contains("flash")
+                && stderr.contains("RAM"),
+            "the budget is printed: {stderr}"
+        );
+        assert!(
+            std::fs::read(&out).unwrap()
+                == std::fs::read(root().join("models/demo-mcu.vlmq")).unwrap(),
+            "models/demo-mcu.vlmq is not what `vlm quantize --target {target}` writes: \
+             rebuild it with firmware-examples/README.md's command"
+        );
+    }
+    let r = vlm_json(&[
+        "classify",
+        p(&root().join("models/demo/examples/red-circle.png")),
+        "--model",
+        p(&out),
+        "--json",
+    ]);
+    assert_eq!(r[0]["labels"][0]["label"], "a red circle");
+    let other_labels = vlm(&[
+        "classify",
+        p(&root().join("models/demo/examples/red-circle.png")),
+        "--model",
+        p(&out),
+        "--labels",
+        "a cat",
+    ]);
+    assert_clean_failure(&other_labels, "no text tower");
+
+    let never = tmp("never-mcu.vlmq");
+    // 3000 labels: 3000 × 128 floats is 1.5 MiB of embeddings, over the 2 MiB of flash
+    // with the tower and the firmware.
+    let many = tmp("many-labels.txt");
+    let labels: Vec<String> = (0..3000).map(|i| format!("shape number {i}")).collect();
+    std::fs::write(&many, labels.join("\n")).unwrap();
+    assert_clean_failure(
+        &run(
+            &["--labels-file", p(&many), "--target", "cortex-m7"],
+            &never,
+        ),
+        "does not fit cortex-m7 (STM32H743ZI): flash",
+    );
+    assert_clean_failure(&run(&["--target", "cortex-m55"], &never), "--labels");
+    assert_clean_failure(
+        &run(&["--labels", "a,b", "--target", "cortex-m0"], &never),
+        "cortex-m0",
+    );
+    let captioner = vlm(&[
+        "quantize",
+        "--model",
+        p(&root().join("models/demo-captioner")),
+        "--calib",
+        p(&calib),
+        "--target",
+        "cortex-m7",
+        "--out",
+        p(&never),
+    ]);
+    assert_clean_failure(&captioner, "captioner");
+    assert!(!never.exists());
+}

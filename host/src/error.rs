@@ -25,6 +25,8 @@ pub enum Error {
     Tokenizer { path: PathBuf, msg: String },
     #[error("the model ships no tokenizer")]
     NoTokenizer,
+    #[error("the artifact has no text tower (made for a device, `vlm quantize --target`): it classifies against its stored labels only; leave out --labels")]
+    NoTextTower,
     #[error("cannot tokenize {text:?}: {msg}")]
     Tokenize { text: String, msg: String },
     #[error("no labels given")]

@@ -313,6 +313,13 @@ impl Model {
 
     /// The token ids a text becomes (the tokenizer stored in the artifact).
     pub fn token_ids(&self, text: &str) -> Result<Vec<u32>> {
+        if self
+            .runtime()
+            .graph(vlm_runtime::Role::TextEncoder)
+            .is_none()
+        {
+            return Err(Error::NoTextTower);
+        }
         let ids = self
             .tokenizer
             .as_ref()

@@ -37,6 +37,10 @@ pub struct Request {
     pub prompts: Vec<String>,
     /// A zero-shot evaluation folder (eval.json): fp32 vs int8 accuracy in the report.
     pub eval_data: Option<PathBuf>,
+    /// Store the image tower and the labels only, for a device that classifies against
+    /// the stored labels and never embeds text (a microcontroller's flash holds no text
+    /// tower or tokenizer). Needs labels.
+    pub image_only: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -213,6 +217,12 @@ pub fn quantize_model(
     req: &Request,
     progress: &mut dyn FnMut(&str, usize, usize),
 ) -> Result<(AlignedBytes, QuantReport)> {
+    if req.image_only && req.labels.is_empty() {
+        return Err(Error::Calibration(
+            "an image-only artifact classifies against stored labels: give at least one label"
+                .into(),
+        ));
+    }
     let fp32 = Fp32Siglip::load(&req.model_dir)?;
     let cfg = fp32.config().clone();
     let files = calibration_images(&req.calib_dir)?;
@@ -303,18 +313,35 @@ pub fn quantize_model(
             .concat(),
         None => Vec::new(),
     };
-    let bytes = write_artifact(&ArtifactParts {
+    let labels = (!req.labels.is_empty()).then_some(LabelSet {
+        names: &req.labels,
+        embeddings: &label_embeddings,
+    });
+    let both = write_artifact(&ArtifactParts {
         meta: meta_from_config(&cfg).to_words().to_vec(),
         graphs: vec![&qv.graph, &qt.graph],
         tokenizer_json: tokenizer_json.as_deref(),
         config_json: Some(&config_json),
-        labels: (!req.labels.is_empty()).then_some(LabelSet {
-            names: &req.labels,
-            embeddings: &label_embeddings,
-        }),
+        labels,
         vocab: None,
         prompt_ids: None,
     })?;
+    // The image-only artifact's image graph is the same as the full one's, so the
+    // evaluation below (which embeds its prompts with the int8 text tower) runs on the
+    // full artifact and holds for both.
+    let bytes = if req.image_only {
+        write_artifact(&ArtifactParts {
+            meta: meta_from_config(&cfg).to_words().to_vec(),
+            graphs: vec![&qv.graph],
+            tokenizer_json: None,
+            config_json: Some(&config_json),
+            labels,
+            vocab: None,
+            prompt_ids: None,
+        })?
+    } else {
+        both.clone()
+    };
 
     let onnx_bytes = [&cfg.vision.onnx, &cfg.text.onnx]
         .iter()
@@ -331,7 +358,7 @@ pub fn quantize_model(
     };
     let zero_shot = match &req.eval_data {
         Some(dir) => {
-            let artifact = Artifact::from_aligned(bytes.clone(), Path::new("the new artifact"))?;
+            let artifact = Artifact::from_aligned(both, Path::new("the new artifact"))?;
             let reference = fp32_graphs.as_ref().expect("built when eval data is given");
             let fp = evaluate(reference, dir, |d, t| {
                 progress("zero-shot eval, fp32", d, t)

@@ -18,6 +18,7 @@ use crate::{Error, Result};
 pub use vlm_host::bytes::AlignedBytes;
 
 /// Label embeddings to store (`--labels` at quantize time).
+#[derive(Clone, Copy)]
 pub struct LabelSet<'a> {
     pub names: &'a [String],
     /// `[names.len(), dim]`, rows unit length.

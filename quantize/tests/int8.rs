@@ -19,6 +19,7 @@ fn demo_model_quantizes_within_budget() {
         labels: vec!["a red circle".into(), "a blue star".into()],
         prompts: vec![],
         eval_data: None,
+        image_only: false,
     };
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
@@ -58,6 +59,7 @@ fn missed_budget_keeps_the_most_sensitive_layers_in_fp32() {
         labels: vec![],
         prompts: vec![],
         eval_data: None,
+        image_only: false,
     };
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
     let artifact = Artifact::from_aligned(bytes, Path::new("fallback")).unwrap();
@@ -123,6 +125,7 @@ fn every_calibration_method_meets_the_budget() {
             labels: vec![],
             prompts: vec![],
             eval_data: None,
+            image_only: false,
         };
         let (_, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
         for t in &report.towers {

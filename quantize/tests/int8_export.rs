@@ -63,6 +63,7 @@ fn run(tag: &str, model: &Path, calib: &Path, check: &Path) -> (f32, f32) {
         labels: vec![],
         prompts: vec![],
         eval_data: None,
+        image_only: false,
     };
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
     assert!(

@@ -82,6 +82,9 @@ pub mod aarch64_neon_math;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_norm_rope_glu_f32;
+#[cfg(all(target_arch = "arm", any(feature = "arm-dsp", not(target_os = "none"))))]
+#[allow(unsafe_code)]
+pub mod arm_dsp_gemm_u8i8_1x4;
 #[cfg(target_arch = "arm")]
 #[allow(unsafe_code)]
 pub mod armv7_neon_gemm_u8i8_1x8;
@@ -222,6 +225,11 @@ pub enum Isa {
     /// exact 16-bit products as on baseline AArch64 NEON; the scalar reference for the
     /// rest (32-bit NEON float arithmetic flushes subnormals, which would change bits).
     ArmV7Neon,
+    /// 32-bit Arm with the DSP instructions (`smlad`) and no NEON: Cortex-M4 / M7 / M33
+    /// with DSP / M55 / M85 (opted in by the runtime's `arm-dsp` feature: Armv8-M's DSP
+    /// extension is optional and bare metal cannot ask), and any Armv6+ Linux core. The
+    /// int8 GEMM; the scalar reference for the rest.
+    ArmDsp,
 }
 
 /// Whether the kernel's auxiliary vector says the CPU has NEON (`HWCAP_NEON`). Rust's
@@ -247,7 +255,7 @@ fn armv7_hwcap_neon() -> bool {
 }
 
 /// Every ISA, best first.
-pub const ALL: [Isa; 8] = [
+pub const ALL: [Isa; 9] = [
     Isa::X86Avx512Vnni,
     Isa::X86AvxVnni,
     Isa::X86Avx2,
@@ -255,6 +263,7 @@ pub const ALL: [Isa; 8] = [
     Isa::ArmDotprod,
     Isa::ArmNeon,
     Isa::ArmV7Neon,
+    Isa::ArmDsp,
     Isa::Scalar,
 ];
 
@@ -269,6 +278,7 @@ impl Isa {
             Isa::ArmDotprod => "aarch64-dotprod",
             Isa::ArmI8mm => "aarch64-i8mm",
             Isa::ArmV7Neon => "armv7-neon",
+            Isa::ArmDsp => "arm-dsp",
         }
     }
 
@@ -330,6 +340,12 @@ impl Isa {
             Isa::ArmV7Neon => armv7_hwcap_neon(),
             #[cfg(not(all(target_arch = "arm", feature = "std")))]
             Isa::ArmV7Neon => false,
+            #[cfg(all(target_arch = "arm", target_os = "none"))]
+            Isa::ArmDsp => cfg!(feature = "arm-dsp"),
+            #[cfg(all(target_arch = "arm", not(target_os = "none")))]
+            Isa::ArmDsp => true,
+            #[cfg(not(target_arch = "arm"))]
+            Isa::ArmDsp => false,
         }
     }
 
@@ -385,6 +401,8 @@ impl Isa {
             Isa::ArmNeon if self.supported() => aarch64_neon_gemm_u8i8_3x8::gemm(q, k, w, ep, out),
             #[cfg(target_arch = "arm")]
             Isa::ArmV7Neon if self.supported() => armv7_neon_gemm_u8i8_1x8::gemm(q, k, w, ep, out),
+            #[cfg(all(target_arch = "arm", any(feature = "arm-dsp", not(target_os = "none"))))]
+            Isa::ArmDsp if self.supported() => arm_dsp_gemm_u8i8_1x4::gemm(q, k, w, ep, out),
             _ => scalar::gemm_u8i8(q, k, w, ep, out),
         }
     }

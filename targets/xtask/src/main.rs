@@ -47,20 +47,84 @@ struct Board {
     triple: String,
     target_cpu: String,
     target_features: String,
+    /// Linux boards: the cross linker and the C library it links against.
+    #[serde(default)]
     linker: String,
+    #[serde(default)]
     sysroot: PathBuf,
-    /// QEMU user-mode emulator and its arguments (`-cpu ...`), before `-L sysroot`.
+    /// Linux boards: QEMU user-mode emulator and its arguments (`-cpu ...`), before
+    /// `-L sysroot`. Microcontrollers: `qemu-system-arm` with the machine and CPU.
     qemu: Vec<String>,
     /// The kernel set `Isa::detect` must choose on the board.
     kernels: String,
     /// Debian packages that provide the linker, C library and QEMU.
     apt: Vec<String>,
+    /// Microcontrollers: the part the budget is taken from, the QEMU board's memory map
+    /// with the part's lengths (the firmware's linker script is made from these, by
+    /// `firmware-examples/mcu/build.rs`), what the firmware needs beside the model (for
+    /// `vlm quantize --target`), the core clock and the LED register.
+    part: Option<String>,
+    flash_origin: Option<u64>,
+    flash_kib: Option<u64>,
+    ram_origin: Option<u64>,
+    ram_kib: Option<u64>,
+    boot_origin: Option<u64>,
+    firmware_flash_kib: Option<u64>,
+    firmware_ram_kib: Option<u64>,
+    clock_hz: Option<u64>,
+    led_register: Option<u64>,
+}
+
+/// A microcontroller's memory, from its profile.
+#[derive(Debug, Clone, Copy)]
+struct Memory {
+    flash: (u64, u64),
+    ram: (u64, u64),
+    boot: Option<u64>,
+}
+
+impl Board {
+    fn memory(&self) -> Result<Memory> {
+        let need = |v: Option<u64>, what: &str| {
+            v.with_context(|| {
+                format!(
+                    "board {}: a microcontroller profile needs {what}",
+                    self.name
+                )
+            })
+        };
+        ensure!(
+            self.part.is_some(),
+            "board {}: a microcontroller profile needs part",
+            self.name
+        );
+        for (v, what) in [
+            (self.firmware_flash_kib, "firmware_flash_kib"),
+            (self.firmware_ram_kib, "firmware_ram_kib"),
+            (self.clock_hz, "clock_hz"),
+            (self.led_register, "led_register"),
+        ] {
+            need(v, what)?;
+        }
+        Ok(Memory {
+            flash: (
+                need(self.flash_origin, "flash_origin")?,
+                need(self.flash_kib, "flash_kib")? * 1024,
+            ),
+            ram: (
+                need(self.ram_origin, "ram_origin")?,
+                need(self.ram_kib, "ram_kib")? * 1024,
+            ),
+            boot: self.boot_origin,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize, PartialEq)]
 #[serde(rename_all = "lowercase")]
 enum Kind {
     Linux,
+    Mcu,
 }
 
 fn main() -> ExitCode {
@@ -119,6 +183,18 @@ fn load_boards(dir: &Path) -> Result<BTreeMap<String, Board>> {
             path.display(),
             board.name
         );
+        match board.kind {
+            Kind::Linux => ensure!(
+                !board.linker.is_empty() && !board.sysroot.as_os_str().is_empty(),
+                "board profile {}: a Linux board needs linker and sysroot",
+                path.display()
+            ),
+            Kind::Mcu => {
+                board
+                    .memory()
+                    .with_context(|| format!("board profile {}", path.display()))?;
+            }
+        }
         boards.insert(board.name.clone(), board);
     }
     Ok(boards)
@@ -162,10 +238,10 @@ fn check_tools(b: &Board) -> Result<()> {
             .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
             .unwrap_or(false)
     };
-    if !on_path(&b.linker) {
+    if b.kind == Kind::Linux && !on_path(&b.linker) {
         missing.push(format!("the linker {}", b.linker));
     }
-    if !b.sysroot.join("lib").is_dir() {
+    if b.kind == Kind::Linux && !b.sysroot.join("lib").is_dir() {
         missing.push(format!("the C library in {}", b.sysroot.display()));
     }
     if let Some(q) = b.qemu.first() {
@@ -199,11 +275,9 @@ fn status(mut c: Command, what: &str) -> Result<()> {
 }
 
 fn build(root: &Path, b: &Board) -> Result<()> {
-    ensure!(
-        b.kind == Kind::Linux,
-        "board {}: no build for this kind",
-        b.name
-    );
+    if b.kind == Kind::Mcu {
+        return build_firmware(root, b);
+    }
     check_tools(b)?;
     let t = Instant::now();
     let out = root.join("target/boards").join(&b.name).join(&b.triple);
@@ -242,6 +316,9 @@ fn build(root: &Path, b: &Board) -> Result<()> {
 }
 
 fn test(root: &Path, b: &Board) -> Result<()> {
+    if b.kind == Kind::Mcu {
+        return test_firmware(root, b);
+    }
     check_tools(b)?;
     let runner = format!("{} -L {}", b.qemu.join(" "), b.sysroot.display());
     let t = Instant::now();
@@ -293,6 +370,121 @@ fn test(root: &Path, b: &Board) -> Result<()> {
     Ok(())
 }
 
+/// The firmware examples for a microcontroller: built into the folder the QEMU tests
+/// use (`target/firmware`), their flash and RAM printed against the part's.
+fn build_firmware(root: &Path, b: &Board) -> Result<()> {
+    check_tools(b)?;
+    let mem = b.memory()?;
+    let t = Instant::now();
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root)
+        .env("CARGO_TARGET_DIR", root.join("target/firmware"))
+        // The same flags as the firmware's QEMU tests, so both share one build.
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("-Ctarget-cpu={}", b.target_cpu),
+        )
+        .args(["build", "--release", "-p", "vlm-firmware", "--bins"])
+        .args(["--features", "firmware", "--target", &b.triple]);
+    status(c, &format!("building the firmware for {}", b.name))?;
+    println!(
+        "built for {} ({}) in {:.0} s:",
+        b.name,
+        b.description,
+        t.elapsed().as_secs_f64()
+    );
+    let dir = root.join("target/firmware").join(&b.triple).join("release");
+    for bin in ["mcu-zero-shot", "mcu-moderation"] {
+        let path = dir.join(bin);
+        let elf =
+            std::fs::read(&path).with_context(|| format!("{} was not built", path.display()))?;
+        let (flash, ram) = flash_and_ram(&elf, &mem).with_context(|| path.display().to_string())?;
+        println!(
+            "  {}  flash {} KiB of {} KiB, RAM {} KiB of {} KiB (static: buffers and arena; the stack has the rest)",
+            path.display(),
+            flash.div_ceil(1024),
+            mem.flash.1 / 1024,
+            ram.div_ceil(1024),
+            mem.ram.1 / 1024
+        );
+        ensure!(
+            flash <= mem.flash.1 && ram <= mem.ram.1,
+            "{bin} does not fit {}",
+            b.part.as_deref().unwrap_or(&b.name)
+        );
+    }
+    println!(
+        "run one under QEMU: {} -nographic -monitor none -serial none -semihosting-config enable=on,target=native -kernel {}/mcu-zero-shot (its stdout is defmt: cargo xtask test --board {} decodes it)",
+        b.qemu.join(" "),
+        dir.display(),
+        b.name
+    );
+    Ok(())
+}
+
+/// The QEMU tests of the firmware examples for one board (`firmware-examples/mcu/tests/qemu.rs`).
+fn test_firmware(root: &Path, b: &Board) -> Result<()> {
+    check_tools(b)?;
+    let t = Instant::now();
+    let mut c = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    c.current_dir(root)
+        .env("VLM_REQUIRE_QEMU", "1")
+        .args(["test", "-p", "vlm-firmware", "--test", "qemu"])
+        .arg(format!("{}_", b.name.replace('-', "_")))
+        .args(["--", "--nocapture", "--test-threads", "1"]);
+    status(c, &format!("the firmware tests for {}", b.name))?;
+    println!(
+        "{}: the firmware examples passed under QEMU in {:.0} s",
+        b.name,
+        t.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Bytes of flash (everything loaded: code, read-only data, initial values) and of RAM
+/// (everything allocated there: data, bss) in a 32-bit little-endian ELF, by address.
+fn flash_and_ram(elf: &[u8], mem: &Memory) -> Result<(u64, u64)> {
+    const SHF_ALLOC: u32 = 2;
+    const SHT_NOBITS: u32 = 8;
+    let u16_at = |o: usize| -> Result<u64> {
+        let b = elf.get(o..o + 2).context("truncated ELF")?;
+        Ok(u64::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let u32_at = |o: usize| -> Result<u64> {
+        let b = elf.get(o..o + 4).context("truncated ELF")?;
+        Ok(u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])))
+    };
+    ensure!(
+        elf.starts_with(b"\x7fELF\x01\x01"),
+        "not a 32-bit little-endian ELF"
+    );
+    let (shoff, shentsize, shnum) = (u32_at(0x20)?, u16_at(0x2e)?, u16_at(0x30)?);
+    let within = |addr: u64, (start, len): (u64, u64)| addr >= start && addr < start + len;
+    let (mut flash, mut ram) = (0, 0);
+    for i in 0..shnum {
+        let h = usize::try_from(shoff + i * shentsize)?;
+        let (kind, flags, addr, size) = (
+            u32_at(h + 4)?,
+            u32_at(h + 8)?,
+            u32_at(h + 12)?,
+            u32_at(h + 20)?,
+        );
+        if flags & u64::from(SHF_ALLOC) == 0 || size == 0 {
+            continue;
+        }
+        if within(addr, mem.ram) {
+            ram += size;
+            // Initial values of RAM data are stored in flash.
+            if kind != u64::from(SHT_NOBITS) {
+                flash += size;
+            }
+        } else if within(addr, mem.flash) || mem.boot == Some(addr) {
+            flash += size;
+        }
+    }
+    Ok((flash, ram))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -302,10 +494,24 @@ mod tests {
     #[test]
     fn board_profiles_load() {
         let boards = load_boards(&workspace_root().join("targets/boards")).unwrap();
-        for name in ["jetson-orin", "rpi5", "rpi4", "armv7"] {
+        for name in [
+            "jetson-orin",
+            "rpi5",
+            "rpi4",
+            "armv7",
+            "cortex-m7",
+            "cortex-m55",
+        ] {
             let b = find(&boards, name).unwrap();
             assert!(b.qemu.iter().any(|a| a == "-cpu"), "{name}: no QEMU CPU");
             assert!(!b.apt.is_empty(), "{name}: no packages named");
+            if b.kind == Kind::Mcu {
+                let m = b.memory().unwrap();
+                assert!(
+                    m.flash.1 >= 1 << 20 && m.ram.1 >= 256 << 10,
+                    "{name}: {m:?}"
+                );
+            }
         }
         let err = find(&boards, "pi6").unwrap_err().to_string();
         assert!(
