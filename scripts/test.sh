@@ -52,9 +52,11 @@ step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 # The firmware binaries build only for a Cortex-M target, compiled for the core as the
 # board profiles say (the Armv8-M DSP instructions need it).
-for t in thumbv7em-none-eabihf:cortex-m7 thumbv8m.main-none-eabihf:cortex-m55; do
-  CARGO_ENCODED_RUSTFLAGS="-Ctarget-cpu=${t#*:}" cargo clippy --quiet -p vlm-firmware \
-    --features firmware --target "${t%%:*}" --bins -- -D warnings
+for t in thumbv7em-none-eabihf:cortex-m7:firmware \
+  thumbv8m.main-none-eabihf:cortex-m55:firmware,vlm-runtime/arm-mve; do
+  IFS=: read -r triple cpu features <<<"$t"
+  CARGO_ENCODED_RUSTFLAGS="-Ctarget-cpu=$cpu" cargo clippy --quiet -p vlm-firmware \
+    --features "$features" --target "$triple" --bins -- -D warnings
 done
 
 step "no_std build for Cortex-M targets"

@@ -225,6 +225,12 @@ impl embedded_hal::digital::StatefulOutputPin for LedPin {
     }
 }
 
+/// Ends the program: exit status 0 when `result` is `Ok`, 1 otherwise (its error was
+/// logged where it happened).
+pub fn finish(result: Result<(), ()>) -> ! {
+    exit(u32::from(result.is_err()))
+}
+
 /// Ends the program with `code` as QEMU's exit status (semihosting
 /// `SYS_EXIT_EXTENDED`); on a board without a debugger attached it halts instead.
 pub fn exit(code: u32) -> ! {

@@ -4,7 +4,8 @@
 //! and the embedding's bits equal to the same classifier on this host (the artifact's
 //! int8 products and bf16 attention fix every operation, so a Cortex-M computes the
 //! x86 bits; `scripts/lite-check.sh` does the same for aarch64 and armv7); the LED pin
-//! set on exactly the flagged frames; a camera fault ending the run non-zero.
+//! set on exactly the flagged frames; a camera fault ending the run non-zero; and the
+//! int8 kernel battery run on the core itself.
 //!
 //! Needs `qemu-system-arm` and the boards' Rust targets: without them the tests say so
 //! and pass, except under CI (`CI` set) or `cargo xtask test --board` (`VLM_REQUIRE_QEMU`
@@ -27,6 +28,9 @@ struct Board {
     clock_hz: u64,
     /// The kernel set the runtime must pick there.
     kernels: String,
+    /// The runtime's features the firmware turns on for the core.
+    #[serde(default)]
+    runtime_features: Vec<String>,
 }
 
 fn root() -> PathBuf {
@@ -85,11 +89,14 @@ fn has_core(dir: &Path) -> bool {
 fn build(b: &Board, forced_failure: bool) -> PathBuf {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let features = if forced_failure {
+    let mut features = String::from(if forced_failure {
         "firmware,forced-failure"
     } else {
         "firmware"
-    };
+    });
+    for f in &b.runtime_features {
+        features += &format!(",vlm-runtime/{f}");
+    }
     let target_dir = root().join("target/firmware");
     let status = Command::new(env!("CARGO"))
         .current_dir(root())
@@ -102,7 +109,7 @@ fn build(b: &Board, forced_failure: bool) -> PathBuf {
             format!("-Ctarget-cpu={}", b.target_cpu),
         )
         .args(["build", "--release", "-p", "vlm-firmware", "--bins"])
-        .args(["--features", features, "--target", &b.triple])
+        .args(["--features", &features, "--target", &b.triple])
         .status()
         .expect("cargo runs");
     assert!(status.success(), "building the firmware for {}", b.name);
@@ -113,7 +120,7 @@ fn build(b: &Board, forced_failure: bool) -> PathBuf {
         if forced_failure { "-failing" } else { "" }
     ));
     std::fs::create_dir_all(&kept).unwrap();
-    for bin in ["mcu-zero-shot", "mcu-moderation"] {
+    for bin in ["mcu-zero-shot", "mcu-moderation", "mcu-kernel-battery"] {
         std::fs::copy(built.join(bin), kept.join(bin)).unwrap();
     }
     kept
@@ -349,6 +356,38 @@ fn forced_failure(name: &str) {
         );
         assert!(!lines.iter().any(|l| l.starts_with("done")));
     }
+}
+
+/// The kernel battery on the core: every int8 GEMM the runtime runs there against the
+/// scalar reference, bit for bit.
+fn kernel_battery(name: &str) {
+    let b = board(name);
+    if !tools_present(&b) {
+        return;
+    }
+    let dir = build(&b, false);
+    let (code, lines) = run(&b, &dir.join("mcu-kernel-battery"));
+    assert_eq!(code, 0, "{}: {lines:#?}", b.name);
+    assert!(
+        lines.contains(&format!("checking {} against scalar", b.kernels)),
+        "{lines:#?}"
+    );
+    let summary = lines.last().expect("a summary");
+    assert!(
+        summary.starts_with("battery: 594 cases,") && summary.ends_with(" 0 mismatches"),
+        "{summary}"
+    );
+    eprintln!("{} {summary}", b.name);
+}
+
+#[test]
+fn cortex_m7_kernel_battery() {
+    kernel_battery("cortex-m7");
+}
+
+#[test]
+fn cortex_m55_kernel_battery() {
+    kernel_battery("cortex-m55");
 }
 
 #[test]

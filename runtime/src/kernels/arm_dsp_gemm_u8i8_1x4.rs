@@ -53,9 +53,10 @@ pub fn gemm(q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
 }
 
 /// The i32 sums of one activation row (`k4` groups of 4 bytes at `q`) with the 4
-/// outputs whose first group's weights are at `w`.
+/// outputs whose first group's weights are at `w`. The Helium kernel finishes its tiles'
+/// last groups with it.
 #[inline(always)]
-unsafe fn tile(q: *const u8, w: *const i8, k4: usize) -> [i32; NR] {
+pub(super) unsafe fn tile(q: *const u8, w: *const i8, k4: usize) -> [i32; NR] {
     let mut acc = [0i32; NR];
     for g in 0..k4 {
         let a = q.add(g * PANEL_K).cast::<u32>().read_unaligned();

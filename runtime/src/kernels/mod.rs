@@ -85,6 +85,9 @@ pub mod aarch64_neon_norm_rope_glu_f32;
 #[cfg(all(target_arch = "arm", any(feature = "arm-dsp", not(target_os = "none"))))]
 #[allow(unsafe_code)]
 pub mod arm_dsp_gemm_u8i8_1x4;
+#[cfg(all(target_arch = "arm", target_os = "none", feature = "arm-mve"))]
+#[allow(unsafe_code)]
+pub mod arm_mve_gemm_u8i8_1x4;
 #[cfg(target_arch = "arm")]
 #[allow(unsafe_code)]
 pub mod armv7_neon_gemm_u8i8_1x8;
@@ -230,6 +233,10 @@ pub enum Isa {
     /// extension is optional and bare metal cannot ask), and any Armv6+ Linux core. The
     /// int8 GEMM; the scalar reference for the rest.
     ArmDsp,
+    /// Armv8.1-M with Helium (MVE) and the DSP instructions: Cortex-M55 / M85 (opted in
+    /// by the runtime's `arm-mve` feature). The int8 GEMM; the scalar reference for the
+    /// rest.
+    ArmMve,
 }
 
 /// Whether the kernel's auxiliary vector says the CPU has NEON (`HWCAP_NEON`). Rust's
@@ -255,7 +262,7 @@ fn armv7_hwcap_neon() -> bool {
 }
 
 /// Every ISA, best first.
-pub const ALL: [Isa; 9] = [
+pub const ALL: [Isa; 10] = [
     Isa::X86Avx512Vnni,
     Isa::X86AvxVnni,
     Isa::X86Avx2,
@@ -263,6 +270,7 @@ pub const ALL: [Isa; 9] = [
     Isa::ArmDotprod,
     Isa::ArmNeon,
     Isa::ArmV7Neon,
+    Isa::ArmMve,
     Isa::ArmDsp,
     Isa::Scalar,
 ];
@@ -279,6 +287,7 @@ impl Isa {
             Isa::ArmI8mm => "aarch64-i8mm",
             Isa::ArmV7Neon => "armv7-neon",
             Isa::ArmDsp => "arm-dsp",
+            Isa::ArmMve => "arm-mve",
         }
     }
 
@@ -346,6 +355,13 @@ impl Isa {
             Isa::ArmDsp => true,
             #[cfg(not(target_arch = "arm"))]
             Isa::ArmDsp => false,
+            // Helium kernels are built only for bare-metal M-profile cores.
+            Isa::ArmMve => cfg!(all(
+                target_arch = "arm",
+                target_os = "none",
+                feature = "arm-mve",
+                feature = "arm-dsp"
+            )),
         }
     }
 
@@ -403,6 +419,8 @@ impl Isa {
             Isa::ArmV7Neon if self.supported() => armv7_neon_gemm_u8i8_1x8::gemm(q, k, w, ep, out),
             #[cfg(all(target_arch = "arm", any(feature = "arm-dsp", not(target_os = "none"))))]
             Isa::ArmDsp if self.supported() => arm_dsp_gemm_u8i8_1x4::gemm(q, k, w, ep, out),
+            #[cfg(all(target_arch = "arm", target_os = "none", feature = "arm-mve"))]
+            Isa::ArmMve if self.supported() => arm_mve_gemm_u8i8_1x4::gemm(q, k, w, ep, out),
             _ => scalar::gemm_u8i8(q, k, w, ep, out),
         }
     }

@@ -73,6 +73,9 @@ struct Board {
     firmware_ram_kib: Option<u64>,
     clock_hz: Option<u64>,
     led_register: Option<u64>,
+    /// The runtime's cargo features the firmware turns on for this core (`arm-mve`).
+    #[serde(default)]
+    runtime_features: Vec<String>,
 }
 
 /// A microcontroller's memory, from its profile.
@@ -385,7 +388,12 @@ fn build_firmware(root: &Path, b: &Board) -> Result<()> {
             format!("-Ctarget-cpu={}", b.target_cpu),
         )
         .args(["build", "--release", "-p", "vlm-firmware", "--bins"])
-        .args(["--features", "firmware", "--target", &b.triple]);
+        .args([
+            "--features",
+            &firmware_features(b, "firmware"),
+            "--target",
+            &b.triple,
+        ]);
     status(c, &format!("building the firmware for {}", b.name))?;
     println!(
         "built for {} ({}) in {:.0} s:",
@@ -394,7 +402,7 @@ fn build_firmware(root: &Path, b: &Board) -> Result<()> {
         t.elapsed().as_secs_f64()
     );
     let dir = root.join("target/firmware").join(&b.triple).join("release");
-    for bin in ["mcu-zero-shot", "mcu-moderation"] {
+    for bin in ["mcu-zero-shot", "mcu-moderation", "mcu-kernel-battery"] {
         let path = dir.join(bin);
         let elf =
             std::fs::read(&path).with_context(|| format!("{} was not built", path.display()))?;
@@ -420,6 +428,18 @@ fn build_firmware(root: &Path, b: &Board) -> Result<()> {
         b.name
     );
     Ok(())
+}
+
+/// `base` (the firmware crate's features) and the board's runtime features.
+fn firmware_features(b: &Board, base: &str) -> String {
+    std::iter::once(base.to_string())
+        .chain(
+            b.runtime_features
+                .iter()
+                .map(|f| format!("vlm-runtime/{f}")),
+        )
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The QEMU tests of the firmware examples for one board (`firmware-examples/mcu/tests/qemu.rs`).

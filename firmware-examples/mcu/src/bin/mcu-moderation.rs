@@ -19,10 +19,7 @@ const SEQUENCE: [usize; 10] = [0, 4, 0, 4, 6, 7, 1, 4, 2, 5];
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
-    board::exit(match run() {
-        Ok(()) => 0,
-        Err(()) => 1,
-    })
+    board::finish(run())
 }
 
 fn run() -> Result<(), ()> {

@@ -12,10 +12,7 @@ use vlm_firmware::FRAMES;
 
 #[cortex_m_rt::entry]
 fn main() -> ! {
-    board::exit(match run() {
-        Ok(()) => 0,
-        Err(()) => 1,
-    })
+    board::finish(run())
 }
 
 fn run() -> Result<(), ()> {
