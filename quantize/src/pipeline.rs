@@ -317,31 +317,27 @@ pub fn quantize_model(
         names: &req.labels,
         embeddings: &label_embeddings,
     });
-    let both = write_artifact(&ArtifactParts {
-        meta: meta_from_config(&cfg).to_words().to_vec(),
-        graphs: vec![&qv.graph, &qt.graph],
-        tokenizer_json: tokenizer_json.as_deref(),
-        config_json: Some(&config_json),
-        labels,
-        vocab: None,
-        prompt_ids: None,
-    })?;
-    // The image-only artifact's image graph is the same as the full one's, so the
-    // evaluation below (which embeds its prompts with the int8 text tower) runs on the
-    // full artifact and holds for both.
-    let bytes = if req.image_only {
+    // Both towers, or the image tower alone (`image_only`: no text tower, no tokenizer).
+    let write = |both_towers: bool| {
         write_artifact(&ArtifactParts {
             meta: meta_from_config(&cfg).to_words().to_vec(),
-            graphs: vec![&qv.graph],
-            tokenizer_json: None,
+            graphs: if both_towers {
+                vec![&qv.graph, &qt.graph]
+            } else {
+                vec![&qv.graph]
+            },
+            tokenizer_json: if both_towers {
+                tokenizer_json.as_deref()
+            } else {
+                None
+            },
             config_json: Some(&config_json),
             labels,
             vocab: None,
             prompt_ids: None,
-        })?
-    } else {
-        both.clone()
+        })
     };
+    let bytes = write(!req.image_only)?;
 
     let onnx_bytes = [&cfg.vision.onnx, &cfg.text.onnx]
         .iter()
@@ -358,7 +354,14 @@ pub fn quantize_model(
     };
     let zero_shot = match &req.eval_data {
         Some(dir) => {
-            let artifact = Artifact::from_aligned(both, Path::new("the new artifact"))?;
+            // The evaluation embeds its prompts with the int8 text tower: an image-only
+            // artifact is evaluated through the full one, whose image graph is the same.
+            let evaluated = if req.image_only {
+                write(true)?
+            } else {
+                bytes.clone()
+            };
+            let artifact = Artifact::from_aligned(evaluated, Path::new("the new artifact"))?;
             let reference = fp32_graphs.as_ref().expect("built when eval data is given");
             let fp = evaluate(reference, dir, |d, t| {
                 progress("zero-shot eval, fp32", d, t)

@@ -61,7 +61,7 @@ fn tools_present(b: &Board) -> bool {
         .ok()
         .and_then(|o| String::from_utf8(o.stdout).ok())
         .map(|s| PathBuf::from(s.trim()));
-    if !sysroot.is_some_and(|d| d.join("libcore.rlib").exists() || has_core(&d)) {
+    if !sysroot.is_some_and(|d| has_core(&d)) {
         missing.push(format!("the Rust target (rustup target add {})", b.triple));
     }
     if missing.is_empty() {
@@ -199,8 +199,7 @@ fn artifact() -> Vec<u8> {
     std::fs::read(root().join("models/demo-mcu.vlmq")).unwrap()
 }
 
-/// What this host computes for `rgb`: (best label, its probability's bits, all
-/// probabilities, embedding hash).
+/// What this host's classifier computes for `rgb`, with the kernels it picks here.
 fn host_scores(c: &Classifier, rgb: &[u8]) -> vlm_firmware::classify::Scores {
     let mut pixels = vec![0.0f32; rgb.len()];
     let mut arena = vec![0u8; c.arena_size()];
@@ -291,12 +290,9 @@ fn moderation(name: &str) {
     let pins: Vec<bool> = rows.iter().map(|r| r.pin.expect("pin state")).collect();
     let flagged: Vec<usize> = (0..pins.len()).filter(|&i| pins[i]).collect();
     assert_eq!(flagged, [4, 5, 6, 7, 8], "{}: {lines:#?}", b.name);
-    assert!(
-        lines.contains(&"event frame 4: flagged (a blue star p=0.7965952)".to_string())
-            || lines
-                .iter()
-                .any(|l| l.starts_with("event frame 4: flagged"))
-    );
+    assert!(lines
+        .iter()
+        .any(|l| l.starts_with("event frame 4: flagged")));
     assert!(
         lines
             .iter()
