@@ -21,6 +21,11 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked
 fi
 
+# Both fuzz crates build into one target folder, so what they share (libFuzzer itself,
+# the runtime's dependencies) builds once; and in 16 codegen units (cargo-fuzz's default
+# is 1): on two cores the two builds took 245 s instead of about 380.
+build_flags=(--target-dir "${CARGO_TARGET_DIR:-$root/target}/fuzz" --codegen-units 16)
+
 # fuzz DIR TARGET REGRESSION_TEST SEED_DIR...
 fuzz() {
   local dir=$1 target=$2 regression=$3
@@ -38,7 +43,7 @@ fuzz() {
   local status=0
   # -timeout: each target skips inputs too large to handle quickly, so a slow input
   # is a bug.
-  cargo +nightly fuzz run "$target" "corpus/$target" "$@" -- \
+  cargo +nightly fuzz run "${build_flags[@]}" "$target" "corpus/$target" "$@" -- \
     -max_total_time="$seconds" -timeout=30 -print_final_stats=1 || status=$?
 
   local new
@@ -50,8 +55,8 @@ fuzz() {
       echo "  $PWD/$found/$f" >&2
     done
     cat >&2 <<MSG
-Reproduce:  (cd $dir && cargo +nightly fuzz run $target <input>)
-Minimise:   (cd $dir && cargo +nightly fuzz tmin $target <input>)
+Reproduce:  (cd $dir && cargo +nightly fuzz run ${build_flags[*]} $target <input>)
+Minimise:   (cd $dir && cargo +nightly fuzz tmin ${build_flags[*]} $target <input>)
 Once fixed, commit the input under $dir/regressions/ ($regression runs every file
 there).
 MSG
@@ -75,7 +80,7 @@ spec() {
 for t in $targets; do
   read -r dir target _ <<<"$(spec "$t")"
   step "building the $target fuzz target"
-  (cd "$root/$dir" && cargo +nightly fuzz build "$target")
+  (cd "$root/$dir" && cargo +nightly fuzz build "${build_flags[@]}" "$target")
 done
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

@@ -4,7 +4,7 @@
 
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use vlm_host::caption::Captioner;
 use vlm_models::generate::argmax;
@@ -29,6 +29,9 @@ struct CaptionBench {
     isa: &'static str,
     context: usize,
     arena_bytes: usize,
+    /// The decoder's KV caches: element type ("int8", "f32") and bytes, all layers.
+    kv_cache: &'static str,
+    kv_cache_bytes: usize,
     work_bytes: usize,
     runs: usize,
     rows: Vec<Row>,
@@ -143,12 +146,15 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
             (args.warmup.min(1), args.runs),
         )?;
     }
+    let (kv_cache, kv_cache_bytes) = kv_cache(&cap)?;
     let report = CaptionBench {
         model: model.display().to_string(),
         precision,
         isa,
         context: meta.context,
         arena_bytes: a,
+        kv_cache,
+        kv_cache_bytes,
         work_bytes: 4 * w,
         runs: args.runs,
         rows,
@@ -169,6 +175,11 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
         meta.context,
         (4 * w) as f64 / (1 << 20) as f64,
         args.runs
+    );
+    println!(
+        "KV cache: {}, {:.1} MiB",
+        report.kv_cache,
+        kv_cache_bytes as f64 / (1 << 20) as f64
     );
     println!(
         "{:>8} {:>16} {:>22} {:>22}",
@@ -196,4 +207,29 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The decoder step's KV caches (its state buffers but the one-word position): their
+/// element type and bytes.
+fn kv_cache(cap: &Captioner) -> Result<(&'static str, usize)> {
+    let g = cap
+        .model()
+        .runtime()
+        .graph(vlm_runtime::Role::Decoder)
+        .context("the captioner has no decoder step")?;
+    let caches: Vec<_> = g
+        .states()
+        .filter(|p| p.dtype != vlm_runtime::model::DType::U32)
+        .collect();
+    let kind = match caches
+        .iter()
+        .any(|p| p.dtype == vlm_runtime::model::DType::I8)
+    {
+        true => "int8 (a scale per token and head)",
+        false => "f32",
+    };
+    Ok((
+        kind,
+        caches.iter().map(|p| 4 * g.buffer_len(p.mat.buf)).sum(),
+    ))
 }

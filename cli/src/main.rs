@@ -60,6 +60,12 @@ enum AttentionArg {
     Fp32,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum KvCacheArg {
+    Int8,
+    F32,
+}
+
 #[derive(Args)]
 struct QuantizeArgs {
     /// Model folder: SigLIP (config.json, vision.onnx, text.onnx, tokenizer.json) or a
@@ -99,6 +105,10 @@ struct QuantizeArgs {
     /// bf16 operands with f32 sums run twice as fast on CPUs with bf16 dot products.
     #[arg(long, value_enum, default_value = "bf16")]
     attention: AttentionArg,
+    /// Captioner: how the decoder keeps its keys and values. int8 (a scale per token and
+    /// head) takes a quarter of f32's memory; f32 is read through --attention.
+    #[arg(long, value_enum, default_value = "int8")]
+    kv_cache: KvCacheArg,
     /// Comma-separated labels whose text embeddings the artifact stores.
     #[arg(long, value_name = "A,B,C")]
     labels: Option<String>,
@@ -678,6 +688,10 @@ fn quantize_captioner(args: QuantizeArgs, options: Options) -> Result<()> {
             ..vlm_quantize::hf::Layout::default()
         },
         eval_data: args.eval.clone(),
+        kv_cache: match args.kv_cache {
+            KvCacheArg::Int8 => vlm_quantize::kv_cache::KvCache::Int8,
+            KvCacheArg::F32 => vlm_quantize::kv_cache::KvCache::F32,
+        },
     };
     let (bytes, report) = with_progress(&args, |p| {
         vlm_quantize::caption_pipeline::quantize_captioner(&request, p)

@@ -18,11 +18,14 @@ use serde::Serialize;
 use vlm_host::caption::Captioner as HostCaptioner;
 use vlm_host::caption_eval::{caption_all, report as caption_report, CaptionReport, CaptionSet};
 use vlm_models::generate::{greedy, Options as GenerateOptions};
+use vlm_runtime::ops::Op;
 use vlm_runtime::{Input, Role};
 
 use crate::calibrate::Sample;
+use crate::graph::Graph;
 use crate::hf::{self, Layout};
 use crate::int8::{adopt, quantize_embedding, quantize_tower, Options, TowerReport};
+pub use crate::kv_cache::{self, KvCache};
 use crate::pipeline::{calibration_images, split};
 use crate::runner::reproducible;
 use crate::writer::{write_artifact, AlignedBytes, ArtifactParts};
@@ -40,6 +43,21 @@ pub struct CaptionRequest {
     pub layout: Layout,
     /// A caption set (captions.json): fp32 and int8 captions scored side by side.
     pub eval_data: Option<PathBuf>,
+    /// How the decoder keeps its keys and values.
+    pub kv_cache: KvCache,
+}
+
+/// The decoder's KV cache as written.
+#[derive(Debug, Clone, Serialize)]
+pub struct KvCacheReport {
+    pub storage: KvCache,
+    /// Key and value caches (two per layer).
+    pub caches: usize,
+    /// Positions each holds.
+    pub positions: usize,
+    /// Their bytes together, and what f32 rows would take.
+    pub bytes: u64,
+    pub f32_bytes: u64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +120,7 @@ pub struct CaptionQuantReport {
     pub artifact_bytes: u64,
     /// What a device gets to caption without a tokenizer.
     pub device: DeviceText,
+    pub kv_cache: KvCacheReport,
     pub eval: Option<CaptionEval>,
 }
 
@@ -278,6 +297,19 @@ pub fn quantize_captioner(
     model.graphs[ge] = quantize_embedding(&model.graphs[ge]);
     adopt(&mut model.graphs[gf], &qd.graph);
     adopt(&mut model.graphs[gs], &qd.graph);
+    let f32_cache = cache_bytes(&model.graphs[gs]);
+    if req.kv_cache == KvCache::Int8 {
+        // The prefill and the step share their caches by name: both change alike.
+        kv_cache::to_int8(&mut model.graphs[gf]);
+        kv_cache::to_int8(&mut model.graphs[gs]);
+    }
+    let kv_report = KvCacheReport {
+        storage: req.kv_cache,
+        caches: cache_count(&model.graphs[gs]),
+        positions: req.layout.context,
+        bytes: cache_bytes(&model.graphs[gs]),
+        f32_bytes: f32_cache,
+    };
     // For devices: the prompt as ids and each token's bytes, the table checked on every
     // token alone and on every calibration caption.
     let prompt_ids = fp32.prompt_ids(&prompt)?;
@@ -344,7 +376,35 @@ pub fn quantize_captioner(
         fp32_bytes: fp32_size,
         artifact_bytes: bytes.len() as u64,
         device,
+        kv_cache: kv_report,
         eval,
     };
     Ok((bytes, report))
+}
+
+/// The state buffers attention reads keys or values from.
+fn caches(g: &Graph) -> Vec<u32> {
+    let mut bufs: Vec<u32> = g
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            Op::Attention(a) if g.is_state(a.k.buf) => Some([a.k.buf, a.v.buf]),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    bufs.sort_unstable();
+    bufs.dedup();
+    bufs
+}
+
+fn cache_count(g: &Graph) -> usize {
+    caches(g).len()
+}
+
+fn cache_bytes(g: &Graph) -> u64 {
+    caches(g)
+        .iter()
+        .map(|&b| 4 * g.buffers[b as usize] as u64)
+        .sum()
 }

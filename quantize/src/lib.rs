@@ -14,6 +14,7 @@ pub mod graph;
 pub mod hf;
 pub mod import;
 pub mod int8;
+pub mod kv_cache;
 pub mod pipeline;
 pub mod reference;
 pub mod report;

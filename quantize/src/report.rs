@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 
 use crate::caption_pipeline::{Agreement, CaptionEval, CaptionQuantReport};
 use crate::int8::{LayerReport, TowerReport};
+use crate::kv_cache::KvCache;
 use crate::pipeline::{QuantReport, ZeroShot};
 
 /// Both renderings draw from the same rows, so the page and the terminal cannot disagree.
@@ -298,6 +299,21 @@ fn caption_view(r: &CaptionQuantReport) -> View<'_> {
             r.calibration.images, r.calibration.prompt, r.calibration.decoder_rows
         ),
         "token embedding: int8, one scale per row; prefill and decoder step share the decoder's int8 weights".into(),
+        {
+            let k = &r.kv_cache;
+            let how = match k.storage {
+                KvCache::Int8 => "int8 with an f32 scale per token and head, attention by exact integer q·k",
+                KvCache::F32 => "f32 rows, attention in the precision above",
+            };
+            format!(
+                "KV cache: {how}; {} caches of {} positions, {} ({:.0}% of f32's {})",
+                k.caches,
+                k.positions,
+                mib(k.bytes),
+                100.0 * k.bytes as f64 / k.f32_bytes.max(1) as f64,
+                mib(k.f32_bytes)
+            )
+        },
         agreement_line("held-out calibration images", &r.agreement),
         match &r.device.no_vocab_because {
             None => format!(

@@ -14,8 +14,16 @@ use vlm_runtime::{Error, Input, Model, Session};
 mod decoder;
 
 fn artifact() -> (decoder::Weightset, Vec<u8>) {
+    artifact_with(false)
+}
+
+/// With `int8_cache`, the keys and values kept int8 (`kv_cache::to_int8`).
+fn artifact_with(int8_cache: bool) -> (decoder::Weightset, Vec<u8>) {
     let w = decoder::weights(0xdec0_de00);
-    let g = decoder::decoder(&w);
+    let mut g = decoder::decoder(&w);
+    if int8_cache {
+        assert_eq!(vlm_quantize::kv_cache::to_int8(&mut g), 2);
+    }
     let meta = vlm_models::siglip::Meta {
         embed_dim: decoder::VOCAB,
         logit_scale: 1.0,
@@ -115,4 +123,81 @@ fn the_decoder_graph_declares_its_state() {
         ]
     );
     assert!(model.state_bytes() >= 4 * 2 * decoder::CAPACITY * decoder::DIM);
+}
+
+/// The same decoder over an int8 cache: a quarter of the state (and a word per head and
+/// position), every kernel set the same bits as the reference, and each step's logits
+/// within int8's error of the definitions.
+#[test]
+fn an_int8_cache_decodes_near_the_definitions_in_the_same_bits_everywhere() {
+    let (w, bytes) = artifact_with(true);
+    let words = words(&bytes);
+    let model = Model::from_bytes(bytemuck::cast_slice(&words)).unwrap();
+    let (_, f32_bytes) = artifact_with(false);
+    let f32_words = self::words(&f32_bytes);
+    let f32_model = Model::from_bytes(bytemuck::cast_slice(&f32_words)).unwrap();
+    let graph = model
+        .graph_index(vlm_runtime::Role::Decoder)
+        .expect("a decoder graph");
+    let state = |m: &Model| {
+        let g = m.graph_at(graph).unwrap();
+        g.states().map(|p| g.buffer_len(p.mat.buf)).sum::<usize>()
+    };
+    // Per position: 8 values and 2 scales a cache, against 8 floats; plus the position.
+    let rows = decoder::CAPACITY;
+    assert_eq!(state(&model), 2 * rows * (8 / 4 + 2) + 1);
+    assert_eq!(state(&f32_model), 2 * rows * 8 + 1);
+    let tokens = [3u32, 7, 7, 0, 15, 2];
+    let want = decoder::reference(&w, &tokens);
+    let run = |isa| {
+        let mut arena = vec![0u8; model.arena_size()];
+        let mut session = Session::with_isa(&model, &mut arena, isa).unwrap();
+        let mut logits = vec![0.0f32; decoder::VOCAB];
+        let mut all = Vec::new();
+        for &t in &tokens {
+            session
+                .run(graph, &[Input::U32(&[t])], &mut [&mut logits], None)
+                .unwrap();
+            all.push(logits.clone());
+        }
+        all
+    };
+    let reference = run(vlm_runtime::kernels::Isa::Scalar);
+    for (step, (got, want)) in reference.iter().zip(&want).enumerate() {
+        let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+        for (g, w) in got.iter().zip(want) {
+            // Keys, values and query each within half an int8 step of their head's
+            // largest value: 0.3% of the logits' range here, 2% allowed.
+            assert!((g - w).abs() <= 0.02 * scale, "step {step}: {g} vs {w}");
+        }
+    }
+    for isa in ALL.into_iter().filter(|i| i.supported()) {
+        let got = run(isa);
+        let same = got.iter().flatten().zip(reference.iter().flatten());
+        assert!(
+            same.clone().all(|(a, b)| a.to_bits() == b.to_bits()),
+            "{}: other bits than the scalar reference",
+            isa.name()
+        );
+    }
+}
+
+/// Heads that do not start on a word (a head size not a multiple of 4) keep their f32
+/// cache: the rewrite leaves such a decoder as it was.
+#[test]
+fn heads_off_the_word_grid_keep_an_f32_cache() {
+    let w = decoder::weights(0xdec0_de00);
+    let mut g = decoder::decoder(&w);
+    for n in &mut g.nodes {
+        if let vlm_runtime::ops::Op::Attention(a) = &mut n.op {
+            (a.heads, a.head_dim) = (4, 2);
+        }
+    }
+    let before = g.clone();
+    assert_eq!(vlm_quantize::kv_cache::to_int8(&mut g), 0);
+    assert!(g.nodes == before.nodes, "the decoder changed");
+    assert!(g
+        .states
+        .iter()
+        .all(|s| s.dtype != vlm_runtime::model::DType::I8));
 }

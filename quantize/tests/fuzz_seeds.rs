@@ -339,6 +339,8 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
     let prompt = [2u32, 3];
     let dec = decoder::decoder(&decoder::weights(0x5eed_0006));
     let dec_i8 = int8_linears(&dec, 0x5eed_0007);
+    let mut dec_i8kv = dec_i8.clone();
+    assert_eq!(vlm_quantize::kv_cache::to_int8(&mut dec_i8kv), 2);
     let write = |graphs: Vec<&Graph>, full: bool| {
         write_artifact(&ArtifactParts {
             meta: meta().to_words().to_vec(),
@@ -365,6 +367,7 @@ fn seeds() -> Vec<(&'static str, Vec<u8>)> {
         ("decoder.vlmq", write(vec![&dec], false)),
         ("encoder_decoder.vlmq", write(vec![&vision_i8, &dec], false)),
         ("decoder_i8.vlmq", write(vec![&dec_i8], false)),
+        ("decoder_i8kv.vlmq", write(vec![&dec_i8kv], false)),
     ]
 }
 

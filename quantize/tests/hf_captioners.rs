@@ -25,7 +25,9 @@ use std::path::{Path, PathBuf};
 
 use vlm_host::caption::Captioner;
 use vlm_models::generate::{argmax, greedy, Generator, Options};
-use vlm_quantize::caption_pipeline::{quantize_captioner, CaptionQuantReport, CaptionRequest};
+use vlm_quantize::caption_pipeline::{
+    quantize_captioner, CaptionQuantReport, CaptionRequest, KvCache,
+};
 use vlm_quantize::hf;
 use vlm_quantize::writer::AlignedBytes;
 use vlm_runtime::kernels::Isa;
@@ -204,6 +206,7 @@ fn check_int8(family: &str, dir: &Path) {
             ..hf::Layout::default()
         },
         eval_data: None,
+        kv_cache: KvCache::Int8,
     };
     let (bytes, r) = quantize_captioner(&req, &mut |_, _, _| {}).unwrap();
     assert_eq!(r.graphs.len(), 3, "{family}");
@@ -394,6 +397,7 @@ fn quantize_demo() -> (AlignedBytes, CaptionQuantReport) {
         max_tokens: 32,
         layout: hf::Layout::default(),
         eval_data: Some(root().join("models/demo-captions")),
+        kv_cache: KvCache::Int8,
     };
     quantize_captioner(&req, &mut |_, _, _| {}).unwrap()
 }

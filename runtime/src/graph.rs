@@ -87,7 +87,7 @@ impl PortKind {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Port<'a> {
     pub kind: PortKind,
-    /// f32 or u32.
+    /// f32 or u32 (a state also i8: an int8 KV cache).
     pub dtype: DType,
     pub mat: Mat,
     pub name: &'a str,
@@ -232,7 +232,7 @@ impl<'a> Graph<'a> {
     }
 
     /// Inputs, then outputs, then states, in that order; inputs and states whole dense
-    /// buffers (f32 or u32), outputs f32 windows. State buffers lie in the state region,
+    /// buffers (f32 or u32; a state also i8), outputs f32 windows. State buffers lie in the state region,
     /// every other buffer after it, so no run's work overwrites state.
     fn check_ports(&self, inputs: usize, outputs: usize) -> Result<(), FormatError> {
         for i in 0..self.port_count {
@@ -251,7 +251,9 @@ impl<'a> Graph<'a> {
                 p.mat.offset == 0 && p.mat.is_contiguous() && p.len() == self.buffer_len(p.mat.buf);
             let typed = match kind {
                 PortKind::Output => p.dtype == DType::F32,
-                _ => whole && matches!(p.dtype, DType::F32 | DType::U32),
+                PortKind::Input => whole && matches!(p.dtype, DType::F32 | DType::U32),
+                // i8: an int8 KV cache (its ops check the layout).
+                PortKind::State => whole && matches!(p.dtype, DType::F32 | DType::U32 | DType::I8),
             };
             if !typed {
                 return Err(self.bad("port type or shape is invalid"));

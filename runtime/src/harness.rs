@@ -16,7 +16,7 @@ use crate::encode::{container, meta_section, GraphSpec, PortSpec, Strings, Tenso
 use crate::exec::{Input, Observed, Observer};
 use crate::format::{packed_index, packed_len, ALIGN};
 use crate::graph::{PortKind, Role};
-use crate::kernels::scalar::MatRef;
+use crate::kernels::scalar::{i8_cache_cols, MatRef};
 use crate::kernels::Isa;
 use crate::model::DType;
 use crate::names::section;
@@ -26,8 +26,9 @@ use crate::{Model, Session};
 /// The most an op's output may differ from the scalar reference, per element, as a
 /// fraction of `1 + |reference|`. Zero where the format fixes every operation and its
 /// order (int8 GEMMs are exact integer sums; the fp32 GEMM, layer norm, GELU and bf16
-/// attention compute the reference's bits on every ISA); fp32 attention's SIMD kernels
-/// use their own exponential and summation order.
+/// attention compute the reference's bits on every ISA, and so does attention over an
+/// int8 cache, whose cases go by `cache_append_i8`); fp32 attention's SIMD kernels use
+/// their own exponential and summation order.
 pub fn budget(op: &str) -> f32 {
     match op {
         "attention" => 2e-5,
@@ -579,8 +580,11 @@ pub fn cases() -> Vec<Case> {
     for precision in [Precision::F32, Precision::Bf16] {
         // A prompt's rows, and a decoder step's one row (whose heads threads split).
         for rows in [3, 1] {
-            cases.push(grouped_attention(next(), precision, rows));
+            cases.push(grouped_attention(next(), precision, rows, false));
         }
+    }
+    for rows in [3, 1] {
+        cases.push(grouped_attention(next(), Precision::F32, rows, true));
     }
     {
         let mut b = next();
@@ -603,30 +607,39 @@ pub fn cases() -> Vec<Case> {
 
 /// Grouped-query attention (6 query heads over 2 key and value heads), causal over a
 /// cache in state, `rows` queries a step: a decoder's prefill chunk, or with one row its
-/// step.
-fn grouped_attention(mut b: Build, precision: Precision, rows: usize) -> Case {
+/// step. With `int8`, the cache is int8 (`cache_append_i8`; the case goes by that op).
+fn grouped_attention(mut b: Build, precision: Precision, rows: usize, int8: bool) -> Case {
     let (heads, kv, dh, cap) = (6, 2, 8, 9);
+    let width = kv * dh;
+    let (cols, dtype) = match int8 {
+        true => (i8_cache_cols(width, dh).unwrap_or(0), DType::I8),
+        false => (width, DType::F32),
+    };
     let pos = b.state(1, DType::U32);
-    let kc = b.state(cap * kv * dh, DType::F32);
-    let vc = b.state(cap * kv * dh, DType::F32);
+    let kc = b.state(cap * cols, dtype);
+    let vc = b.state(cap * cols, dtype);
+    let cache = |buf| Mat::dense(buf, cap as u32, cols as u32);
     let q = b.input(rows, heads * dh, 1.0);
-    let k = b.input(rows, kv * dh, 1.0);
-    let v = b.input(rows, kv * dh, 1.0);
-    for (x, cache) in [(k, kc), (v, vc)] {
-        b.ops.push(
-            CacheAppend {
+    let k = b.input(rows, width, 1.0);
+    let v = b.input(rows, width, 1.0);
+    for (x, c) in [(k, kc), (v, vc)] {
+        let (position, cache) = (pos, cache(c));
+        b.ops.push(match int8 {
+            true => CacheAppendI8 {
                 x,
-                position: pos,
-                cache: Mat::dense(cache, cap as u32, (kv * dh) as u32),
+                position,
+                cache,
+                head_dim: dh as u32,
             }
             .into(),
-        );
+            false => CacheAppend { x, position, cache }.into(),
+        });
     }
     let o = b.out(rows, heads * dh);
     let op = Attention {
         q: Query::Mat(q),
-        k: Mat::dense(kc, cap as u32, (kv * dh) as u32),
-        v: Mat::dense(vc, cap as u32, (kv * dh) as u32),
+        k: cache(kc),
+        v: cache(vc),
         heads: heads as u32,
         head_dim: dh as u32,
         scale: 0.35,
@@ -644,8 +657,12 @@ fn grouped_attention(mut b: Build, precision: Precision, rows: usize) -> Case {
         .into(),
     );
     b.finish(
-        format!("{op}, {kv} key heads, cached, {} steps", cap / rows),
-        "attention",
+        format!(
+            "{op}, {kv} key heads, cached{}, {} steps",
+            if int8 { " in int8" } else { "" },
+            cap / rows
+        ),
+        if int8 { "cache_append_i8" } else { "attention" },
         cap / rows,
     )
 }

@@ -113,6 +113,7 @@ pub mod opcode {
     pub const PIXEL_SHUFFLE: u32 = 13;
     pub const CONSTANT: u32 = 14;
     pub const LAST_ROW: u32 = 15;
+    pub const CACHE_APPEND_I8: u32 = 16;
 }
 
 pub const OPCODES: Codes = &[
@@ -131,6 +132,7 @@ pub const OPCODES: Codes = &[
     (opcode::PIXEL_SHUFFLE, "pixel_shuffle"),
     (opcode::CONSTANT, "constant"),
     (opcode::LAST_ROW, "last_row"),
+    (opcode::CACHE_APPEND_I8, "cache_append_i8"),
 ];
 
 /// Activation functions (fused after a linear layer, or applied in place).

@@ -16,8 +16,8 @@ use vlm_runtime::format::{
 use vlm_runtime::model::DType;
 use vlm_runtime::names::{self, dtype, port, role};
 use vlm_runtime::ops::{
-    Activation, Advance, Attention, CacheAppend, Embedding, Linear, Mask, Mat, Op, PatchEmbed,
-    Precision, Query, Weights,
+    Activation, Advance, Attention, CacheAppend, CacheAppendI8, Embedding, Linear, Mask, Mat, Op,
+    PatchEmbed, Precision, Query, Weights,
 };
 use vlm_runtime::{Error, Graph, Input, Model, Role, Session};
 
@@ -1146,9 +1146,16 @@ fn corrupt_ports_are_refused() {
                     &what("input on a state buffer"),
                 );
             }
-            // State ports: whole f32 or u32 buffers, last in order.
-            let a = sealed(&|a| a.set_u32(last + 4, dtype::I8));
-            expect(&a, shape, &what("int8 state"));
+            // State ports: whole buffers, last in order; f32 and u32, or i8 for an int8
+            // cache. Retyped, the state is refused by the op that reads it.
+            let other = match art.u32(last + 4) {
+                dtype::I8 => dtype::F32,
+                _ => dtype::I8,
+            };
+            let a = sealed(&|a| a.set_u32(last + 4, other));
+            bad_op(&a, &what("a state of another type"));
+            let a = sealed(&|a| a.set_u32(last + 4, dtype::I8_PANELS));
+            expect(&a, shape, &what("a state of GEMM panels"));
             let a = sealed(&|a| a.set_u32(last + 4 * 5, a.u32(last + 4 * 5) - 1));
             expect(&a, shape, &what("state short of its buffer"));
             let a = sealed(&|a| a.set_u32(last, port::OUTPUT));
@@ -1277,7 +1284,7 @@ fn decoder_operands_must_be_states() {
         let a = with(append_at, Op::CacheAppend(CacheAppend { cache, ..append }));
         bad_op_why(
             &a,
-            "cache is not a state buffer",
+            "cache is not an f32 state buffer",
             &format!("{name}: cache in an activation"),
         );
         // A cache in the position counter: a state, but the op's position too.
@@ -1353,19 +1360,25 @@ fn decoder_operands_must_be_states() {
 /// cache, and keeps stopping until `reset_state` starts a new sequence.
 #[test]
 fn a_full_cache_is_an_error() {
-    let art = seed("decoder.vlmq");
+    for name in ["decoder.vlmq", "decoder_i8kv.vlmq"] {
+        a_full_cache_is_an_error_in(name);
+    }
+}
+
+fn a_full_cache_is_an_error_in(name: &str) {
+    let art = seed(name);
     let model = art.load().unwrap();
     let g = model.graph_index(Role::Decoder).unwrap();
     let capacity = {
         let p = art.plan(role::DECODER);
-        match art
-            .ops(&p)
+        art.ops(&p)
             .into_iter()
-            .find(|(_, op)| matches!(op, Op::CacheAppend(_)))
-        {
-            Some((_, Op::CacheAppend(c))) => c.cache.rows as usize,
-            _ => unreachable!(),
-        }
+            .find_map(|(_, op)| match op {
+                Op::CacheAppend(c) => Some(c.cache.rows as usize),
+                Op::CacheAppendI8(c) => Some(c.cache.rows as usize),
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("{name}: no cache append"))
     };
     let mut arena = vec![0u8; model.arena_size()];
     let mut s = Session::new(&model, &mut arena).unwrap();
@@ -1789,6 +1802,99 @@ fn op_sizes_saturate() {
         assert_eq!(
             Op::decode(op.encode().as_slice()),
             Ok((op, op.encode().as_slice().len()))
+        );
+    }
+}
+
+/// An int8 cache is an i8 state whose rows hold whole heads and their scales; its
+/// attention reads keys and values of one type, in fp32. Anything else is refused at
+/// load, before a run could read scales from values or values past a row.
+#[test]
+fn int8_cache_operands_are_checked() {
+    let art = seed("decoder_i8kv.vlmq");
+    let p = art.plan(role::DECODER);
+    let ops = art.ops(&p);
+    let (append_at, append) = ops
+        .iter()
+        .find_map(|&(at, op)| match op {
+            Op::CacheAppendI8(c) => Some((at, c)),
+            _ => None,
+        })
+        .expect("an int8 cache append");
+    let (attn_at, attn) = ops
+        .iter()
+        .find_map(|&(at, op)| match op {
+            Op::Attention(a) => Some((at, a)),
+            _ => None,
+        })
+        .expect("an attention");
+    let with = |at: usize, op: Op| art.edited(|a| a.set_op(at, op));
+    let append_with = |c: CacheAppendI8| with(append_at, Op::CacheAppendI8(c));
+    let attn_with = |a: Attention| with(attn_at, Op::Attention(a));
+
+    // The cache in the position counter: a state, but u32.
+    let a = append_with(CacheAppendI8 {
+        cache: Mat::dense(append.position, 1, 1),
+        ..append
+    });
+    bad_op(&a, "int8 cache in the position");
+    // Heads of another size: the scales would land among the values.
+    for head_dim in [0, 2, 3, 8] {
+        let a = append_with(CacheAppendI8 { head_dim, ..append });
+        bad_op_why(
+            &a,
+            "appended rows do not match the int8 cache's row",
+            &format!("heads of {head_dim}"),
+        );
+    }
+    // A row one word short of its heads and scales.
+    let cols = append.cache.cols - 1;
+    let a = append_with(CacheAppendI8 {
+        cache: Mat {
+            cols,
+            stride: cols,
+            ..append.cache
+        },
+        ..append
+    });
+    bad_op_why(
+        &a,
+        "appended rows do not match the int8 cache's row",
+        "a short int8 row",
+    );
+    // bf16 over int8 keys and values.
+    let a = attn_with(Attention {
+        precision: Precision::Bf16,
+        ..attn
+    });
+    bad_op_why(
+        &a,
+        "attention over an int8 cache is not fp32",
+        "bf16 over int8",
+    );
+    // Values in an f32 buffer beside int8 keys (the attention's own input, so it fits).
+    let a = attn_with(Attention {
+        v: Mat {
+            buf: attn.out.buf,
+            offset: 0,
+            rows: 1,
+            cols: attn.k.cols,
+            stride: attn.k.cols,
+        },
+        k: Mat { rows: 1, ..attn.k },
+        ..attn
+    });
+    bad_op(&a, "int8 keys beside f32 values");
+    // And it runs: a few steps to finite logits.
+    let model = art.load().unwrap();
+    let g = model.graph_index(Role::Decoder).unwrap();
+    let mut arena = vec![0u8; model.arena_size()];
+    let mut s = Session::new(&model, &mut arena).unwrap();
+    for step in 0..3 {
+        let logits = run_graph(&mut s, g, step, 1).unwrap();
+        assert!(
+            logits.iter().flatten().all(|v| v.is_finite()),
+            "step {step}"
         );
     }
 }

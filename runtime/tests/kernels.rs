@@ -342,6 +342,160 @@ proptest! {
     }
 }
 
+/// `rows × width` values stored as an int8 cache (`cache_append_i8`'s layout), as f32
+/// words.
+fn int8_cache(x: &[f32], rows: usize, width: usize, dh: usize) -> (Vec<f32>, usize) {
+    let cols = scalar::i8_cache_cols(width, dh).expect("heads a multiple of 4 wide");
+    let mut words = vec![0.0f32; rows * cols];
+    for (r, row) in words.chunks_mut(cols).enumerate() {
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(row);
+        let (values, scales) = bytes.split_at_mut(width);
+        let values: &mut [i8] = bytemuck::cast_slice_mut(values);
+        for (h, qh) in values.chunks_mut(dh).enumerate() {
+            let s = scalar::quantize_head_i8(&x[r * width + h * dh..][..dh], qh);
+            scales[4 * h..4 * h + 4].copy_from_slice(&s.to_le_bytes());
+        }
+    }
+    (words, cols)
+}
+
+/// Attention over an int8 cache, one query head at a time, on `isa`; and the fp32
+/// reference over the same keys and values before quantization.
+#[allow(clippy::too_many_arguments)]
+fn int8_and_fp32(
+    isa: Isa,
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    nk: usize,
+    kv: usize,
+    group: usize,
+    dh: usize,
+    scale: f32,
+) -> (Vec<f32>, Vec<f32>) {
+    let (heads, width) = (kv * group, kv * dh);
+    let (kw, cols) = int8_cache(k, nk, width, dh);
+    let (vw, _) = int8_cache(v, nk, width, dh);
+    fn view(w: &[f32], nk: usize, cols: usize, dh: usize) -> scalar::I8Rows<'_> {
+        scalar::I8Rows::of(
+            MatRef {
+                data: w,
+                rows: nk,
+                cols,
+                stride: cols,
+            },
+            dh,
+        )
+    }
+    let mut scratch = vec![0.0f32; scalar::attention_i8kv_scratch(dh, nk)];
+    let mut got = vec![0.0f32; heads * dh];
+    for (h, o) in got.chunks_mut(dh).enumerate() {
+        isa.attention_i8kv_head(
+            &q[h * dh..][..dh],
+            view(&kw, nk, cols, dh),
+            view(&vw, nk, cols, dh),
+            h / group,
+            nk,
+            scale,
+            o,
+            &mut scratch,
+        );
+    }
+    let mut want = vec![0.0f32; heads * dh];
+    let mut fs = vec![0.0f32; Isa::attention_scratch_floats(dh, nk, Precision::F32)];
+    for (h, o) in want.chunks_mut(dh).enumerate() {
+        let g = h / group;
+        let col = |x: &[f32]| -> Vec<f32> {
+            (0..nk)
+                .flat_map(|t| x[t * width + g * dh..][..dh].to_vec())
+                .collect()
+        };
+        let (kh, vh) = (col(k), col(v));
+        fn m(d: &[f32], rows: usize) -> MatRef<'_> {
+            MatRef {
+                data: d,
+                rows,
+                cols: d.len() / rows,
+                stride: d.len() / rows,
+            }
+        }
+        scalar::attention(
+            m(&q[h * dh..][..dh], 1),
+            m(&kh, nk),
+            m(&vh, nk),
+            1,
+            dh,
+            scale,
+            Precision::F32,
+            MatMut {
+                data: o,
+                rows: 1,
+                cols: dh,
+                stride: dh,
+            },
+            &mut fs,
+        );
+    }
+    (got, want)
+}
+
+// Attention over an int8 KV cache: exact integer q·k and sums in key order, so every ISA
+// gives the reference's bits, edge values included (zero heads, one huge value, NaN);
+// and within int8's error of fp32 attention over the unquantized keys and values.
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(60))]
+
+    #[test]
+    fn attention_i8kv_matches(nk in 1usize..140, kv in 1usize..3, group in 1usize..4, dh4 in 1usize..20,
+                              scale in 0.2f32..2.0, seed in any::<u64>(), edge in 0usize..4) {
+        let dh = 4 * dh4;
+        let width = kv * dh;
+        let mut s = seed;
+        let mut vals: Vec<f32> = (0..kv * group * dh + 2 * nk * width).map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        }).collect();
+        let at = (s >> 7) as usize % vals.len();
+        match edge {
+            0 => vals[at..].iter_mut().take(dh).for_each(|x| *x = 0.0),
+            1 => vals[at] = 1e30,
+            2 => vals[at] = f32::NAN,
+            _ => {}
+        }
+        let (q, rest) = vals.split_at(kv * group * dh);
+        let (k, v) = rest.split_at(nk * width);
+        let scale = scale / (dh as f32).sqrt();
+        let (want, _) = int8_and_fp32(Isa::Scalar, q, k, v, nk, kv, group, dh, scale);
+        for isa in others() {
+            let (got, _) = int8_and_fp32(isa, q, k, v, nk, kv, group, dh, scale);
+            for i in 0..got.len() {
+                prop_assert_eq!(got[i].to_bits(), want[i].to_bits(), "{} {}: {} vs {}", isa.name(), i, got[i], want[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn attention_i8kv_is_near_fp32(nk in 1usize..140, kv in 1usize..3, group in 1usize..4, dh4 in 1usize..20,
+                                   scale in 0.2f32..2.0, seed in any::<u64>()) {
+        let dh = 4 * dh4;
+        let width = kv * dh;
+        let mut s = seed;
+        let vals: Vec<f32> = (0..kv * group * dh + 2 * nk * width).map(|_| {
+            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 6.0
+        }).collect();
+        let (q, rest) = vals.split_at(kv * group * dh);
+        let (k, v) = rest.split_at(nk * width);
+        let scale = scale / (dh as f32).sqrt();
+        let (got, want) = int8_and_fp32(Isa::Scalar, q, k, v, nk, kv, group, dh, scale);
+        // Values within half a step (3/127 here) each, logits within about √dh such
+        // steps: at most about 0.11 over 500 cases, the largest where logits reach ±150
+        // and the softmax is nearly one-hot. A lost scale or a wrong head is off by ~1.
+        let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        prop_assert!(worst <= 0.25, "worst difference {worst}");
+    }
+}
+
 /// The shared exponential within 3e-6 (relative) of 2^t over its whole range (absolute
 /// for subnormal results), GELU-tanh and SiLU within 4e-6·|x| of their definitions (every SIMD
 /// version is the scalar code bit for bit: `vector_math_equals_the_reference`).

@@ -2,7 +2,7 @@
 //! CPU supports (under QEMU: every Arm level) against the scalar reference, each op under
 //! its one error budget. A new op joins by adding cases; a new backend by running them.
 
-use vlm_runtime::harness::{budget, cases, check, run};
+use vlm_runtime::harness::{budget, cases, check, run, Case};
 use vlm_runtime::kernels::ALL;
 use vlm_runtime::names::OPCODES;
 use vlm_runtime::Cpu;
@@ -32,7 +32,8 @@ fn every_op_matches_the_reference_on_every_isa() {
 /// heads and a prompt's rows, each computed exactly as on one thread.
 #[test]
 fn attention_on_threads_matches_one_thread() {
-    for case in cases().iter().filter(|c| c.op == "attention") {
+    let attention = |c: &&Case| matches!(c.op, "attention" | "cache_append_i8");
+    for case in cases().iter().filter(attention) {
         for isa in ALL.into_iter().filter(|i| i.supported()) {
             let on = |threads| {
                 let mut cpu = Cpu::new(isa);

@@ -50,6 +50,12 @@ mod simd_attention_f32;
     all(target_arch = "aarch64", target_feature = "neon")
 ))]
 #[allow(unsafe_code)]
+mod simd_attention_i8kv;
+#[cfg(any(
+    target_arch = "x86_64",
+    all(target_arch = "aarch64", target_feature = "neon")
+))]
+#[allow(unsafe_code)]
 mod simd_gemm_f32;
 #[cfg(any(
     target_arch = "x86_64",
@@ -67,6 +73,9 @@ pub mod aarch64_i8mm_gemm_u8i8_8x8;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_attention_f32;
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+#[allow(unsafe_code)]
+pub mod aarch64_neon_attention_i8kv;
 #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
 #[allow(unsafe_code)]
 pub mod aarch64_neon_gemm_f32_2x2;
@@ -95,6 +104,9 @@ pub mod armv7_neon_gemm_u8i8_1x8;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_attention_f32;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+pub mod x86_avx2_attention_i8kv;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_gemm_f32_2x2;
@@ -638,6 +650,42 @@ impl Isa {
                 aarch64_neon_norm_rope_glu_f32::rms_norm(x, gamma, eps, out)
             }
             _ => scalar::rms_norm(x, gamma, eps, out),
+        }
+    }
+
+    /// One query head over an int8 KV cache (see [`scalar::attention_i8kv_head`]): the
+    /// reference's bits on every ISA. x86 levels above AVX2 take the AVX2 build (the
+    /// step is memory-bound).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_i8kv_head(
+        self,
+        q: &[f32],
+        k: scalar::I8Rows,
+        v: scalar::I8Rows,
+        head: usize,
+        keys: usize,
+        scale: f32,
+        out: &mut [f32],
+        scratch: &mut [f32],
+    ) {
+        match self {
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 | Isa::X86AvxVnni | Isa::X86Avx512Vnni
+                if self.supported() && Isa::X86Avx2.supported() =>
+            {
+                x86_avx2_attention_i8kv::attention_i8kv_head(
+                    q, k, v, head, keys, scale, out, scratch,
+                )
+            }
+            #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+            Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
+                aarch64_neon_attention_i8kv::attention_i8kv_head(
+                    q, k, v, head, keys, scale, out, scratch,
+                )
+            }
+            _ => scalar::attention_i8kv_head(q, k, v, head, keys, scale, out, scratch, |w| {
+                w.iter_mut().for_each(|x| *x = scalar::exp2_clamped(*x))
+            }),
         }
     }
 

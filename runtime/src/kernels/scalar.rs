@@ -634,6 +634,146 @@ pub fn attention(
     }
 }
 
+/// Rows of an int8 KV cache as its state buffer holds them (FORMAT.md, "int8 KV
+/// cache"): row `t` is `width` i8 values, heads side by side, then one f32 scale per
+/// head; rows `stride` bytes apart.
+#[derive(Debug, Clone, Copy)]
+pub struct I8Rows<'a> {
+    pub data: &'a [u8],
+    pub rows: usize,
+    pub width: usize,
+    pub head_dim: usize,
+    pub stride: usize,
+}
+
+impl<'a> I8Rows<'a> {
+    /// A cache window seen as f32 words, [`i8_cache_cols`] of them a row.
+    pub fn of(m: MatRef<'a>, head_dim: usize) -> Self {
+        Self {
+            data: bytemuck::cast_slice(m.data),
+            rows: m.rows,
+            width: m.cols / (head_dim / 4 + 1) * head_dim,
+            head_dim,
+            stride: 4 * m.stride,
+        }
+    }
+
+    /// Head `head`'s values in row `t`.
+    #[inline]
+    pub fn values(&self, t: usize, head: usize) -> &'a [i8] {
+        let at = t * self.stride + head * self.head_dim;
+        bytemuck::cast_slice(&self.data[at..at + self.head_dim])
+    }
+
+    /// Head `head`'s scale in row `t`.
+    #[inline]
+    pub fn scale(&self, t: usize, head: usize) -> f32 {
+        let at = t * self.stride + self.width + 4 * head;
+        let b = &self.data[at..at + 4];
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+}
+
+/// The f32 words of one int8 cache row of `width` values in heads of `head_dim`: the
+/// values packed four to a word, then a scale per head. `None` unless `head_dim` is a
+/// multiple of 4 dividing `width` (so every head and the scales start on a word).
+pub const fn i8_cache_cols(width: usize, head_dim: usize) -> Option<usize> {
+    if head_dim == 0 || !head_dim.is_multiple_of(4) || !width.is_multiple_of(head_dim) {
+        return None;
+    }
+    Some(width / 4 + width / head_dim)
+}
+
+/// One head's values as int8 with a symmetric scale, `max |x| / 127` (returned): what
+/// an int8 cache row stores per head, and what a query becomes before q·k. All zeros
+/// (and NaN) give scale 0 and zero values.
+#[inline]
+pub fn quantize_head_i8(x: &[f32], q: &mut [i8]) -> f32 {
+    let amax = x.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    if !(amax > 0.0) {
+        q.iter_mut().for_each(|q| *q = 0);
+        return 0.0;
+    }
+    let inv = 127.0 / amax;
+    // |x·inv| ≤ 127 up to one rounding, which `rintf` takes back to 127; the cast
+    // saturates (and takes NaN to 0) either way.
+    for (q, &v) in q.iter_mut().zip(x) {
+        *q = libm::rintf(v * inv) as i8;
+    }
+    amax / 127.0
+}
+
+/// Scratch floats [`attention_i8kv_head`] needs over `keys` keys: the weights and the
+/// quantized query.
+pub const fn attention_i8kv_scratch(head_dim: usize, keys: usize) -> usize {
+    keys.saturating_add(head_dim.div_ceil(4))
+}
+
+/// One query head (`q`, `head_dim` floats) over the first `keys` rows of an int8 KV
+/// cache's head `head`, into `out`:
+/// - q·k as an exact integer product, the query quantized per head like the cache
+///   ([`quantize_head_i8`]), scaled to base-2 logits `(dot·s_k)·(s_q·scale·log2 e)`;
+/// - weights `exp2(s − max s)` (`exp2` applies [`exp2_clamped`] to each, any ISA's
+///   form of it: they agree bit for bit), totalled in key order;
+/// - `Σ_t (w_t·s_v[t])·v[t]` in key order, a product then a sum per element, divided by
+///   the total.
+///
+/// No float sum depends on anything but the key order, which every ISA keeps, so a
+/// SIMD build of this body (the integer sums vectorise freely; the value loop is
+/// element-wise) gives these bits on every CPU.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+pub fn attention_i8kv_head(
+    q: &[f32],
+    k: I8Rows,
+    v: I8Rows,
+    head: usize,
+    keys: usize,
+    scale: f32,
+    out: &mut [f32],
+    scratch: &mut [f32],
+    exp2: impl FnOnce(&mut [f32]),
+) {
+    let d = q.len();
+    assert!(
+        keys <= k.rows.min(v.rows)
+            && out.len() == d
+            && k.head_dim == d
+            && v.head_dim == d
+            && scratch.len() >= attention_i8kv_scratch(d, keys),
+        "int8 attention operands out of bounds"
+    );
+    let (w, rest) = scratch.split_at_mut(keys);
+    let qq: &mut [i8] = bytemuck::cast_slice_mut(&mut rest[..d.div_ceil(4)]);
+    let qq = &mut qq[..d];
+    let c = quantize_head_i8(q, qq) * scale * core::f32::consts::LOG2_E;
+    let mut max = f32::NEG_INFINITY;
+    for (t, s) in w.iter_mut().enumerate() {
+        let dot: i32 = qq
+            .iter()
+            .zip(k.values(t, head))
+            .map(|(&a, &b)| i32::from(a) * i32::from(b))
+            .sum();
+        *s = dot as f32 * k.scale(t, head) * c;
+        max = max.max(*s);
+    }
+    w.iter_mut().for_each(|s| *s -= max);
+    exp2(w);
+    let mut total = 0.0f32;
+    for &x in w.iter() {
+        total += x;
+    }
+    out.fill(0.0);
+    for (t, &x) in w.iter().enumerate() {
+        let p = x * v.scale(t, head);
+        for (o, &b) in out.iter_mut().zip(v.values(t, head)) {
+            *o += p * f32::from(b);
+        }
+    }
+    out.iter_mut().for_each(|o| *o /= total);
+}
+
 /// Gathers non-overlapping `p × p` tiles of a `[c, h, w]` image into rows of
 /// `c·p·p` values in (channel, row, col) order, tiles in row-major grid order.
 pub fn im2col(image: &[f32], c: usize, h: usize, w: usize, p: usize, out: &mut [f32]) {

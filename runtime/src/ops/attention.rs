@@ -3,7 +3,7 @@
 
 use super::{align, operands, product, Buffers, Check, CpuKernels, Mask, Mat, OpContext};
 use super::{OpSpec, Precision, Query, Reader, Words};
-use crate::kernels::scalar::{MatMut, MatRef};
+use crate::kernels::scalar::{attention_i8kv_scratch, i8_cache_cols, I8Rows, MatMut, MatRef};
 use crate::kernels::Isa;
 use crate::model::DType;
 use crate::names::opcode;
@@ -120,10 +120,28 @@ impl OpSpec for Attention {
         if self.heads == 0 || self.head_dim == 0 || width != Some(cols) {
             return Err("heads × head size does not match the output width");
         }
-        if !c.fits(k) || !c.fits(v) || k.cols != v.cols || !k.cols.is_multiple_of(self.head_dim) {
+        if !c.fits(k) || !c.fits(v) || k.cols != v.cols {
             return Err("key or value window is invalid");
         }
-        let kv_heads = k.cols / self.head_dim;
+        let int8 = c.state(k.buf, DType::I8).is_some();
+        if int8 != c.state(v.buf, DType::I8).is_some() {
+            return Err("keys and values are held in different types");
+        }
+        // An int8 cache's row holds each head's values and its scale (FORMAT.md).
+        let per_head = match int8 {
+            true => i8_cache_cols(self.head_dim as usize, self.head_dim as usize),
+            false => Some(self.head_dim as usize),
+        };
+        let Some(per_head) = per_head.and_then(|p| u32::try_from(p).ok()) else {
+            return Err("int8 cache heads are not a multiple of 4 wide");
+        };
+        if !k.cols.is_multiple_of(per_head) {
+            return Err("key or value window is invalid");
+        }
+        if int8 && self.precision != Precision::F32 {
+            return Err("attention over an int8 cache is not fp32");
+        }
+        let kv_heads = k.cols / per_head;
         if kv_heads == 0 || !self.heads.is_multiple_of(kv_heads) {
             return Err("key and value heads do not divide the query heads");
         }
@@ -157,15 +175,7 @@ impl OpSpec for Attention {
     }
 
     fn scratch_bytes(&self, threads: usize) -> usize {
-        align(
-            Isa::attention_scratch_floats(
-                self.head_dim as usize,
-                self.k.rows as usize,
-                self.precision,
-            )
-            .saturating_mul(4),
-        )
-        .saturating_mul(threads)
+        align(self.scratch_floats().saturating_mul(4)).saturating_mul(threads)
     }
 
     fn macs(&self) -> u64 {
@@ -208,13 +218,38 @@ impl OpSpec for Attention {
                 capacity: k.rows,
             });
         }
+        let int8 = cx.is_state_of(self.k.buf, DType::I8);
+        let (out, scratch) = cx.out_and_scratch(self.out)?;
+        let scores: &mut [f32] = super::context::cast_mut(scratch)?;
+        let (heads, d) = (self.heads as usize, self.head_dim as usize);
+        let one = self.scratch_floats().max(1);
+        let threads = cpu.threads.min(scores.len() / one).max(1);
+        if int8 {
+            // One query head at a time over its key and value head's bytes.
+            let (k, v) = (I8Rows::of(k, d), I8Rows::of(v, d));
+            let group = heads / (k.width / d);
+            let block = |r0: usize, h0: usize, _: usize, mut o: MatMut, s: &mut [f32]| {
+                for i in 0..o.rows {
+                    let keys = match self.mask {
+                        Mask::None => keys,
+                        Mask::Causal => past + r0 + i + 1,
+                    };
+                    let qi = q.row(r0 + i);
+                    for (j, oh) in o.row_mut(i).chunks_mut(d).enumerate() {
+                        let (h, scale) = (h0 + j, self.scale);
+                        let qh = &qi[h * d..(h + 1) * d];
+                        cpu.isa
+                            .attention_i8kv_head(qh, k, v, h / group, keys, scale, oh, s);
+                    }
+                }
+            };
+            split(threads, heads, d, out, scores, one, &block);
+            return Ok(());
+        }
         let isa = match self.precision {
             Precision::F32 if cpu.reproducible => Isa::Scalar,
             _ => cpu.isa,
         };
-        let (out, scratch) = cx.out_and_scratch(self.out)?;
-        let scores: &mut [f32] = super::context::cast_mut(scratch)?;
-        let (heads, d) = (self.heads as usize, self.head_dim as usize);
         let group = heads / (self.k.cols as usize / d);
         // Query rows `r0..` (as many as `o` has) over heads `h0 .. h0 + nh`, into `o`
         // (those rows, those heads' columns).
@@ -254,33 +289,58 @@ impl OpSpec for Attention {
                 }
             }
         };
-        // Threads: a decoder step (one query row) splits its heads, anything longer its
-        // rows; each head and row is computed exactly as on one thread.
-        let one = Isa::attention_scratch_floats(d, k.rows, self.precision).max(1);
-        let threads = cpu.threads.min(scores.len() / one).max(1);
-        if q.rows == 1 && threads > 1 {
-            let by_head = MatMut {
-                data: out.data,
-                rows: heads,
-                cols: d,
-                stride: d,
-            };
-            row_blocks(threads, 1, by_head, scores, one, &|h0, hm, s| {
-                let nh = hm.rows;
-                let o = MatMut {
-                    data: hm.data,
-                    rows: 1,
-                    cols: nh * d,
-                    stride: nh * d,
-                };
-                block(0, h0, nh, o, s)
-            });
-        } else {
-            row_blocks(threads, 4, out, scores, one, &|r0, o, s| {
-                block(r0, 0, heads, o, s)
-            });
-        }
+        split(threads, heads, d, out, scores, one, &block);
         Ok(())
+    }
+}
+
+impl Attention {
+    /// Scratch floats on one thread: the attention kernels' for this precision, or
+    /// (fp32, the precision over an int8 cache, which only the graph's types tell
+    /// apart) the int8 kernel's if more.
+    fn scratch_floats(&self) -> usize {
+        let (d, rows) = (self.head_dim as usize, self.k.rows as usize);
+        let float = Isa::attention_scratch_floats(d, rows, self.precision);
+        match self.precision {
+            Precision::F32 => float.max(attention_i8kv_scratch(d, rows)),
+            Precision::Bf16 => float,
+        }
+    }
+}
+
+/// Threads: a decoder step (one query row) splits its heads, anything longer its rows;
+/// each head and row is computed exactly as on one thread. `block(first_row,
+/// first_head, heads, out, scratch)` computes those rows of those heads into `out`.
+fn split(
+    threads: usize,
+    heads: usize,
+    d: usize,
+    out: MatMut,
+    scratch: &mut [f32],
+    one: usize,
+    block: &(impl Fn(usize, usize, usize, MatMut, &mut [f32]) + Sync),
+) {
+    if out.rows == 1 && threads > 1 {
+        let by_head = MatMut {
+            data: out.data,
+            rows: heads,
+            cols: d,
+            stride: d,
+        };
+        row_blocks(threads, 1, by_head, scratch, one, &|h0, hm, s| {
+            let nh = hm.rows;
+            let o = MatMut {
+                data: hm.data,
+                rows: 1,
+                cols: nh * d,
+                stride: nh * d,
+            };
+            block(0, h0, nh, o, s)
+        });
+    } else {
+        row_blocks(threads, 4, out, scratch, one, &|r0, o, s| {
+            block(r0, 0, heads, o, s)
+        });
     }
 }
 

@@ -55,8 +55,8 @@ impl OpSpec for CacheAppend {
         if !c.fits(self.x) || self.x.cols != self.cache.cols || self.x.rows > self.cache.rows {
             return Err("appended rows do not match the cache's width");
         }
-        if !c.is_state(self.cache.buf) {
-            return Err("cache is not a state buffer");
+        if c.state(self.cache.buf, DType::F32).is_none() {
+            return Err("cache is not an f32 state buffer");
         }
         if c.state(self.position, DType::U32) != Some(1) {
             return Err("cache position is not a one-element u32 state");
@@ -66,21 +66,27 @@ impl OpSpec for CacheAppend {
 
     fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
         let x = cx.read(self.x)?;
-        let pos = *cx
-            .read_u32(self.position)?
-            .first()
-            .ok_or_else(|| cx.bad())? as usize;
-        let capacity = self.cache.rows as usize;
-        if pos.saturating_add(x.rows) > capacity {
-            return Err(Error::CacheFull {
-                need: pos.saturating_add(x.rows),
-                capacity,
-            });
-        }
+        let pos = append_at(cx, self.position, x.rows, self.cache)?;
         let mut cache = cx.out(self.cache)?;
         for r in 0..x.rows {
             cache.row_mut(pos + r).copy_from_slice(x.row(r));
         }
         Ok(())
     }
+}
+
+/// The cache row `rows` new rows start at: the position buffer's value, if they fit the
+/// cache's capacity (its rows), else `CacheFull`.
+pub(super) fn append_at(
+    cx: &OpContext,
+    position: u32,
+    rows: usize,
+    cache: Mat,
+) -> Result<usize, Error> {
+    let pos = *cx.read_u32(position)?.first().ok_or_else(|| cx.bad())? as usize;
+    let (need, capacity) = (pos.saturating_add(rows), cache.rows as usize);
+    if need > capacity {
+        return Err(Error::CacheFull { need, capacity });
+    }
+    Ok(pos)
 }

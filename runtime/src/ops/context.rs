@@ -92,6 +92,13 @@ impl<'r> OpContext<'r, '_> {
         cast_mut(self.out)
     }
 
+    /// Whether `buf` is one of the graph's state buffers of element type `dtype`.
+    pub fn is_state_of(&self, buf: u32, dtype: crate::model::DType) -> bool {
+        self.graph
+            .states()
+            .any(|p| p.mat.buf == buf && p.dtype == dtype)
+    }
+
     /// Shows `x` to the observer, if any.
     pub fn observe(&mut self, what: Observed, x: MatRef) {
         if let Some(o) = self.observer.as_deref_mut() {

@@ -17,6 +17,7 @@ mod add;
 mod advance;
 mod attention;
 mod cache_append;
+mod cache_append_i8;
 mod check;
 mod constant;
 mod context;
@@ -37,6 +38,7 @@ pub use add::Add;
 pub use advance::Advance;
 pub use attention::Attention;
 pub use cache_append::CacheAppend;
+pub use cache_append_i8::CacheAppendI8;
 pub use check::Check;
 pub use constant::Constant;
 pub(crate) use context::{carve as carve_op, cast, mat_ref as mat_view};
@@ -187,6 +189,7 @@ ops!(
     PixelShuffle,
     Constant,
     LastRow,
+    CacheAppendI8,
 );
 
 impl Op {
