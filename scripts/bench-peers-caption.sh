@@ -18,6 +18,11 @@
 #                  process a run, gets one untimed run a round when this is not 0)
 #   BENCH_THREADS  thread counts, space-separated (default "1 2")
 #   BENCH_FP32     1: also time vlm on the fp32 folder (a column of its own; default 0)
+#   BENCH_TIER     native (default): each engine takes the best code this CPU runs;
+#                  avx2: both held to AVX2 + FMA on an x86 CPU with more (vlm through
+#                  VLM_KERNELS=x86-avx2, llama.cpp built without GGML_NATIVE, with
+#                  AVX/AVX2/FMA/F16C/BMI2 only): an AVX2-only CPU's figures where none is
+#                  at hand (the memory system is still this machine's)
 #   BENCH_IMAGE    the picture to caption, fitted into 512x512 (default: the first of
 #                  models/demo-captions/images)
 #   BENCH_KEEP     a folder to keep the model, artifacts, GGUFs and JSON in (default: a
@@ -46,6 +51,7 @@ version="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 peers="${PEERS_CACHE:-$HOME/.cache/vlm-edge/peers}"
 peers_venv="${PEERS_VENV:-$HOME/.cache/vlm-edge/peers-venv}"
 jobs="${PEERS_JOBS:-2}"
+tier="${BENCH_TIER:-native}"
 say() { printf '==> %s\n' "$*" >&2; }
 # Never a model hub: every model here is made locally.
 export HF_HUB_OFFLINE=1
@@ -55,6 +61,23 @@ if [ "$rounds" -lt 1 ] || [ "$runs" -lt 1 ]; then
   exit 2
 fi
 per=$(( (runs + rounds - 1) / rounds ))
+# llama.cpp's CPU flags for the tier; vlm's kernel set follows through VLM_KERNELS.
+case "$tier" in
+  native) ggml_cpu=(-DGGML_NATIVE=ON) ;;
+  avx2)
+    if ! grep -m1 '^flags' /proc/cpuinfo | grep -qw avx2; then
+      echo "BENCH_TIER=avx2 needs an x86 CPU with AVX2" >&2
+      exit 2
+    fi
+    ggml_cpu=(-DGGML_NATIVE=OFF -DGGML_SSE42=ON -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON
+      -DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX_VNNI=OFF -DGGML_AVX512=OFF)
+    export VLM_KERNELS=x86-avx2
+    ;;
+  *)
+    echo "BENCH_TIER must be native or avx2, not '$tier'" >&2
+    exit 2
+    ;;
+esac
 
 py="${VLM_PYTHON:-$(scripts/setup-python.sh)}"
 if [ -n "${BENCH_KEEP:-}" ]; then
@@ -133,14 +156,14 @@ commit="${commit:-unknown}"
 # -march=native code: one build per set of CPU flags, so a cache carried to another CPU
 # is rebuilt rather than dying on an illegal instruction.
 cpu_key="$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-8)"
-build="$src/build-native-$cpu_key"
+build="$src/build-$tier-$cpu_key"
 bin="$build/bin"
 if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-mtmd-cli" ]; then
   say "building llama.cpp $commit (llama-bench, llama-mtmd-cli; $jobs jobs: 10-25 min)"
   t0=$(date +%s)
   # Static, no network code (models are local files), none of the tools not timed here.
   "$peers_venv/bin/cmake" -S "$llama" -B "$build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=ON -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF \
+    "${ggml_cpu[@]}" -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF \
     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
     -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_COMMIT="$commit" >"$src/configure.log" 2>&1 ||
     { tail -30 "$src/configure.log" >&2; exit 1; }
@@ -304,11 +327,11 @@ vnni=no
 if grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_vnni; then vnni=yes; fi
 
 "$py" - "$out" "$threads" "$rounds" "$per" "$warmup" "$fp32" "$version" "$commit" "$cpu" \
-  "$vnni" "$load_start" "$load_end" <<'EOF'
+  "$vnni" "$load_start" "$load_end" "$tier" <<'EOF'
 import glob, json, os, re, statistics, sys
 
 (out, threads, rounds, per, warmup, fp32, version, commit, cpu, vnni, load_start,
- load_end) = sys.argv[1:]
+ load_end, tier) = sys.argv[1:]
 threads, rounds, fp32 = [int(t) for t in threads.split()], int(rounds), fp32 == "1"
 med = statistics.median
 
@@ -367,24 +390,31 @@ for q in ["f16", "q8_0"]:
         counts.add(c)
         firsts.append(f"{q} {n}t {cold:.0f} ms")
         ratio = ours / theirs
+        # The issue's goals: one thread within half llama.cpp's time, more threads ahead.
+        target, met = ("<= 0.5", ratio <= 0.5) if n == 1 else ("ahead", ratio < 1)
         rows.append((f"image encode ms (llama.cpp: per slice, mmproj {q})", n, ours,
                      vlm("fp32", n, "image_encode_ms") if fp32 else None, theirs, ratio,
-                     "<= 0.5", ratio <= 0.5))
+                     target, met))
 for test, key, label in [("pp", "prefill_tokens_per_s", "prefill tok/s (llama.cpp: Q8_0)"),
                          ("tg", "decode_tokens_per_s", "decode tok/s (llama.cpp: Q8_0)")]:
     for n in threads:
         ours = vlm("int8", n, key)
         theirs, res = bench(test, n)
         ratio = ours / theirs
-        target = ">= 1.3" if test == "tg" and n == 1 else ""
+        if n == 1:
+            target, met = (">= 1.3", ratio >= 1.3) if test == "tg" else ("", None)
+        else:
+            target, met = "ahead", ratio > 1
         rows.append((label, n, ours, vlm("fp32", n, key) if fp32 else None, theirs, ratio,
-                     target, ratio >= 1.3 if target else None))
+                     target, met))
 
 first = json.load(open(os.path.join(out, f"vlm-int8-{threads[0]}.1.json")))
 row0 = first["rows"][0]
 _, pp = bench("pp", threads[0])
 print()
 print(f"SmolVLM-256M shape, random weights; CPU: {cpu}; avx512_vnni: {vnni}")
+if tier != "native":
+    print(f"tier: {tier} forced on both engines (vlm VLM_KERNELS, llama.cpp's build flags)")
 print(f"vlm: {first['isa']}, int8 artifact; llama.cpp {pp['build_commit']} (build "
       f"{pp['build_number']}, vendored by llama-cpp-python {version}; changelog: {commit}),"
       f" {pp['model_type']}, {pp['cpu_info']}")
