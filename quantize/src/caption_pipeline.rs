@@ -298,13 +298,18 @@ pub fn quantize_captioner(
     adopt(&mut model.graphs[gf], &qd.graph);
     adopt(&mut model.graphs[gs], &qd.graph);
     let f32_cache = cache_bytes(&model.graphs[gs]);
+    // What the caches hold, not what was asked: heads that are not a multiple of 4 wide
+    // keep f32 rows, and the report must not call them int8.
+    let mut storage = KvCache::F32;
     if req.kv_cache == KvCache::Int8 {
         // The prefill and the step share their caches by name: both change alike.
         kv_cache::to_int8(&mut model.graphs[gf]);
-        kv_cache::to_int8(&mut model.graphs[gs]);
+        if kv_cache::to_int8(&mut model.graphs[gs]) > 0 {
+            storage = KvCache::Int8;
+        }
     }
     let kv_report = KvCacheReport {
-        storage: req.kv_cache,
+        storage,
         caches: cache_count(&model.graphs[gs]),
         positions: req.layout.context,
         bytes: cache_bytes(&model.graphs[gs]),

@@ -210,6 +210,13 @@ fn check_int8(family: &str, dir: &Path) {
     };
     let (bytes, r) = quantize_captioner(&req, &mut |_, _, _| {}).unwrap();
     assert_eq!(r.graphs.len(), 3, "{family}");
+    // The report names what the caches hold: int8 exactly when they shrank.
+    let k = &r.kv_cache;
+    assert_eq!(
+        k.storage == KvCache::Int8,
+        k.bytes < k.f32_bytes,
+        "{family}: {k:?}"
+    );
     for g in &r.graphs {
         assert!(
             g.cosine.median >= 0.99,
