@@ -21,6 +21,9 @@
 #                  folder, removed at exit)
 #   BENCH_REDUCE_RANGE  1: time onnxruntime reduce_range even with VNNI; 0: never
 #                  (default: only without VNNI)
+#   BENCH_WEIGHT7  1: also time vlm with 7-bit weights on every layer (`vlm quantize
+#                  --weight-bits 7`, what AVX2 multiplies fastest); 0: never (default:
+#                  when onnxruntime runs reduce_range, its 7-bit counterpart)
 #   BENCH_OPENVINO 0 skips OpenVINO (default 1: its venv, OPENVINO_VENV or
 #                  ~/.cache/vlm-edge/openvino-venv, is made once from
 #                  models/recipes/requirements-openvino.txt)
@@ -99,6 +102,12 @@ EOF
 }
 ort_quantize "$work/vision.int8.onnx" 0
 if [ "$reduce_range" = 1 ]; then ort_quantize "$work/vision.int8rr.onnx" 1; fi
+weight7="${BENCH_WEIGHT7:-$reduce_range}"
+if [ "$weight7" = 1 ] && [ ! -f "$work/model7.vlmq" ]; then
+  say "vlm quantize --weight-bits 7"
+  "$vlm" quantize --model "$work/model" --calib "$work/calib" --weight-bits 7 \
+    --out "$work/model7.vlmq" --json >"$work/quantize7.json"
+fi
 
 openvino="${BENCH_OPENVINO:-1}"
 ov_venv="${OPENVINO_VENV:-$HOME/.cache/vlm-edge/openvino-venv}"
@@ -124,6 +133,9 @@ mkdir -p "$emb"
 say "embedding the held-out photos with every runtime"
 mapfile -t holdout < <(find "$work/holdout" -maxdepth 1 -name '*.png' | sort)
 "$vlm" embed --model "$work/model.vlmq" "${holdout[@]/#/--image=}" >"$emb/vlm-int8.json"
+if [ "$weight7" = 1 ]; then
+  "$vlm" embed --model "$work/model7.vlmq" "${holdout[@]/#/--image=}" >"$emb/vlm-int8w7.json"
+fi
 ort_embed() { recipes vlm_recipes.bench_ort --model "$work/model" --embed "$work/holdout" "$@"; }
 ort_embed --out "$emb/ort-fp32.npy"
 ort_embed --onnx "$work/vision.int8.onnx" --out "$emb/ort-int8.npy"
@@ -150,6 +162,11 @@ for r in $(seq "$rounds"); do
     say "round $r of $rounds: vlm int8, $n thread(s)"
     "$vlm" bench --model "$work/model.vlmq" --threads "$n" --runs "$per" --warmup "$warmup" \
       --json >"$out/vlm-int8-$n.$r.json"
+    if [ "$weight7" = 1 ]; then
+      say "round $r of $rounds: vlm int8 with 7-bit weights, $n thread(s)"
+      "$vlm" bench --model "$work/model7.vlmq" --threads "$n" --runs "$per" --warmup "$warmup" \
+        --json >"$out/vlm-int8w7-$n.$r.json"
+    fi
     say "round $r of $rounds: onnxruntime int8 dynamic, $n thread(s)"
     ort --onnx "$work/vision.int8.onnx" --threads "$n" --label "onnxruntime int8 dynamic" \
       >"$out/ort-int8-$n.$r.json"
@@ -229,6 +246,9 @@ for n in threads:
     else:
         note = f" ({vlm['isa']})"
     rows.append(("vlm int8" + note, str(n), vlm, base, cosine("vlm-int8.json")))
+    if os.path.exists(os.path.join(out, f"vlm-int8w7-{n}.1.json")):
+        r = load(f"vlm-int8w7-{n}")
+        rows.append((f"vlm int8, 7-bit weights ({r['isa']})", str(n), r, base, cosine("vlm-int8w7.json")))
     for prefix, label, e in [(f"ort-int8-{n}", "onnxruntime int8 dynamic (U8S8)", "ort-int8.npy"),
                              (f"ort-int8rr-{n}", "onnxruntime int8 dynamic reduce_range", "ort-int8rr.npy"),
                              (f"ort-fp32-{n}", "onnxruntime fp32", "ort-fp32.npy")]:
@@ -261,6 +281,16 @@ print("| runtime | threads | median ms | min ms | peer / vlm | cosine median / m
 print("|---|---|---:|---:|---:|---|")
 for name, t, r, base, c in rows:
     print(f"| {name} | {t} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {r['median_ms'] / base:.2f} | {c} |")
+# The AVX2 tier's goal: vlm's time at most 0.8 of onnxruntime reduce_range's.
+for n in threads:
+    rr = os.path.join(out, f"ort-int8rr-{n}.1.json")
+    if not os.path.exists(rr):
+        continue
+    peer = load(f"ort-int8rr-{n}")["median_ms"]
+    for prefix, label in [(f"vlm-int8-{n}", "vlm int8"), (f"vlm-int8w7-{n}", "vlm int8, 7-bit weights")]:
+        if os.path.exists(os.path.join(out, f"{prefix}.1.json")):
+            print(f"{n} thread(s): {label} / onnxruntime reduce_range = "
+                  f"{load(prefix)['median_ms'] / peer:.2f} (goal <= 0.8)")
 EOF
 
 if [ "${BENCH_CAPTION:-0}" = 1 ]; then

@@ -16,7 +16,7 @@ use vlm_quantize::graph::TowerInput;
 use vlm_quantize::{Artifact, Fp32Siglip};
 use vlm_runtime::format::{packed_index, packed_len};
 use vlm_runtime::harness::Rng;
-use vlm_runtime::kernels::scalar::{q_stride, Epilogue, MatMut};
+use vlm_runtime::kernels::scalar::{q_stride, Epilogue, MatMut, Panels};
 use vlm_runtime::kernels::Isa;
 use vlm_runtime::ops::{Activation, Op, Weights};
 use vlm_runtime::{Role, Session};
@@ -110,6 +110,8 @@ struct KernelShape {
     m: usize,
     k: usize,
     n: usize,
+    /// 7-bit weights (`Weights::I8::narrow`), which some CPUs multiply faster.
+    narrow: bool,
     layers: usize,
     /// Fraction of the tower's MACs these layers do.
     mac_share: f64,
@@ -296,12 +298,19 @@ type Shape = (usize, usize, usize);
 /// (`q_stride(k)` bytes each) and `[n, k]` weights packed in panels, symmetric
 /// (−127..=127: what the quantizer writes and the loader accepts), padding zero as the
 /// writer leaves it.
-pub(crate) fn random_problem(rng: &mut Rng, m: usize, k: usize, n: usize) -> (Vec<u8>, Vec<i8>) {
+pub(crate) fn random_problem(
+    rng: &mut Rng,
+    m: usize,
+    k: usize,
+    n: usize,
+    narrow: bool,
+) -> (Vec<u8>, Vec<i8>) {
     let q: Vec<u8> = (0..m * q_stride(k)).map(|_| rng.next_u64() as u8).collect();
+    let top: i16 = if narrow { 63 } else { 127 };
     let mut w = vec![0i8; packed_len(n, k)];
     for o in 0..n {
         for j in 0..k {
-            w[packed_index(o, j, k)] = ((rng.next_u64() % 255) as i16 - 127) as i8;
+            w[packed_index(o, j, k)] = ((rng.next_u64() % (2 * top as u64 + 1)) as i16 - top) as i8;
         }
     }
     (q, w)
@@ -321,12 +330,13 @@ pub(crate) fn plain_epilogue(w_scale: &[f32]) -> Epilogue<'_> {
 fn time_gemm(
     isa: Isa,
     threads: usize,
-    (m, k, n): Shape,
+    ((m, k, n), narrow): (Shape, bool),
     warmup: usize,
     runs: usize,
 ) -> Result<Duration> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (m * 31 + k * 17 + n) as u64);
-    let (q, w) = random_problem(&mut rng, m, k, n);
+    let (q, w) = random_problem(&mut rng, m, k, n, narrow);
+    let w = Panels { w: &w, narrow };
     let w_scale = vec![1.0f32 / 4096.0; n];
     let ep = plain_epilogue(&w_scale);
     let mut out = vec![0.0f32; m * n];
@@ -338,7 +348,7 @@ fn time_gemm(
             cols: n,
             stride: n,
         };
-        isa.gemm_u8i8_threads(threads, &q, k, &w, &ep, mat, &mut spare);
+        isa.gemm_u8i8_threads(threads, &q, k, w, &ep, mat, &mut spare);
     };
     // One call of a small layer is tens of µs: time batches of at least ~5 ms so the
     // clock's resolution and the loop around it do not show.
@@ -355,14 +365,16 @@ fn time_gemm(
     Ok(timing.median / reps as u32)
 }
 
-/// Each distinct (M, K, N) of the tower's int8 linear layers, in order of first use,
-/// with how many layers have it.
-fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<(Shape, usize)> {
-    let mut shapes: Vec<(Shape, usize)> = Vec::new();
+/// Each distinct (M, K, N) and weight width of the tower's int8 linear layers, in order
+/// of first use, with how many layers have it.
+fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<((Shape, bool), usize)> {
+    let mut shapes: Vec<((Shape, bool), usize)> = Vec::new();
     for op in ops {
-        let (Some(Weights::I8 { .. }), Some(shape)) = (op.weights(), op.gemm_shape()) else {
+        let (Some(Weights::I8 { narrow, .. }), Some(shape)) = (op.weights(), op.gemm_shape())
+        else {
             continue;
         };
+        let shape = (shape, narrow);
         match shapes.iter_mut().find(|(s, _)| *s == shape) {
             Some((_, count)) => *count += 1,
             None => shapes.push((shape, 1)),
@@ -466,14 +478,16 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
     let percent = |g: f64| peak.as_ref().map(|p| 100.0 * g / p.gmac_per_s);
     let mut kernels = Vec::new();
     if args.kernels {
-        for ((m, k, n), layers) in int8_shapes(tower.ops().map(|(_, op)| op)) {
-            let per_call = time_gemm(isa, args.threads, (m, k, n), args.warmup, args.runs)?;
+        for (((m, k, n), narrow), layers) in int8_shapes(tower.ops().map(|(_, op)| op)) {
+            let shape = ((m, k, n), narrow);
+            let per_call = time_gemm(isa, args.threads, shape, args.warmup, args.runs)?;
             let shape_macs = (m * k * n) as u64;
             let g = gmacs(shape_macs, per_call);
             kernels.push(KernelShape {
                 m,
                 k,
                 n,
+                narrow,
                 layers,
                 mac_share: (shape_macs * layers as u64) as f64 / macs.max(1) as f64,
                 median_ms: ms(per_call),
@@ -619,18 +633,19 @@ fn print_text(r: &Report, requested_threads: usize) {
         println!();
         println!("int8 GEMM alone, random data, {} thread(s):", r.threads);
         println!(
-            "{:>6} {:>6} {:>6} {:>7} {:>9} {:>10} {:>8} {:>9}",
-            "M", "K", "N", "layers", "MAC share", "µs/call", "GMAC/s", "of peak"
+            "{:>6} {:>6} {:>6} {:>7} {:>7} {:>9} {:>10} {:>8} {:>9}",
+            "M", "K", "N", "weights", "layers", "MAC share", "µs/call", "GMAC/s", "of peak"
         );
         for s in &r.kernels {
             let pct = s
                 .peak_percent
                 .map_or_else(|| "n/a".to_string(), |p| format!("{p:.1} %"));
             println!(
-                "{:>6} {:>6} {:>6} {:>7} {:>8.1}% {:>10.1} {:>8.1} {:>9}",
+                "{:>6} {:>6} {:>6} {:>7} {:>7} {:>8.1}% {:>10.1} {:>8.1} {:>9}",
                 s.m,
                 s.k,
                 s.n,
+                if s.narrow { "7-bit" } else { "8-bit" },
                 s.layers,
                 100.0 * s.mac_share,
                 1e3 * s.median_ms,
@@ -731,6 +746,7 @@ mod tests {
             w_scale: 0,
             x_scale: 1.0,
             x_zero: 0,
+            narrow: false,
         };
         let lin = |rows, cols, n| {
             Op::Linear(vlm_runtime::ops::Linear {
@@ -744,7 +760,7 @@ mod tests {
         let ops = [lin(4, 8, 16), lin(4, 16, 8), lin(4, 8, 16)];
         assert_eq!(
             int8_shapes(ops.into_iter()),
-            vec![((4, 8, 16), 2), ((4, 16, 8), 1)]
+            vec![(((4, 8, 16), false), 2), (((4, 16, 8), false), 1)]
         );
     }
 

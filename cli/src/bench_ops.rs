@@ -8,7 +8,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use serde::Serialize;
 use vlm_runtime::harness::{cases, time, Rng};
-use vlm_runtime::kernels::scalar::MatMut;
+use vlm_runtime::kernels::scalar::{MatMut, Panels};
 use vlm_runtime::kernels::{Isa, ALL};
 use vlm_runtime::Cpu;
 
@@ -97,7 +97,7 @@ pub fn bench_gemv(args: &BenchArgs) -> Result<()> {
     let mut rng = Rng(0x6e3a_9c1d_52f7_b804);
     let mut rows = Vec::new();
     for (product, k, n) in DECODE_PRODUCTS {
-        let (q, one) = random_problem(&mut rng, 1, k, n);
+        let (q, one) = random_problem(&mut rng, 1, k, n, false);
         let len = one.len();
         let copies = GEMV_STREAM_BYTES.div_ceil(len).max(2);
         let mut ws = Vec::with_capacity(copies * len);
@@ -121,7 +121,7 @@ pub fn bench_gemv(args: &BenchArgs) -> Result<()> {
                         cols: n,
                         stride: n,
                     };
-                    isa.gemm_u8i8(&q, k, w, &ep, mat);
+                    isa.gemm_u8i8(&q, k, Panels::full(w), &ep, mat);
                 }
                 best = best.min(t.elapsed().as_secs_f64() / copies as f64);
             }

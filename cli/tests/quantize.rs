@@ -414,6 +414,75 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
     eprintln!("same artifact under {isas:?}, and it is the shipped demo artifact");
 }
 
+/// `--weight-bits 7`: every int8 layer that keeps the budget gets 7-bit weights (a layer
+/// that does not goes back to 8 bits before any goes to fp32), the report says which, and
+/// the artifact embeds to the same bits under every kernel set: AVX2's narrow GEMM and
+/// the others compute the same sums.
+#[test]
+fn seven_bit_weights_embed_the_same_under_every_kernel_set() {
+    let out = tmp("demo-w7.vlmq");
+    let q = vlm(&[
+        "quantize",
+        "--model",
+        p(&root().join("models/demo")),
+        "--calib",
+        p(&root().join("models/demo-calib")),
+        "--attention",
+        DEMO_ATTENTION,
+        "--weight-bits",
+        "7",
+        "--json",
+        "--out",
+        p(&out),
+    ]);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
+    assert_eq!(report["options"]["weight_bits"], "seven");
+    for tower in report["towers"].as_array().unwrap() {
+        let precisions: Vec<&str> = tower["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| !l["own_sqnr_db"].is_null())
+            .map(|l| l["precision"].as_str().unwrap())
+            .collect();
+        let narrow = precisions
+            .iter()
+            .filter(|p| **p == "int8 (7-bit weights)")
+            .count();
+        assert!(
+            2 * narrow > precisions.len(),
+            "{}: {narrow} of {} layers 7-bit",
+            tower["tower"],
+            precisions.len()
+        );
+        assert!(tower["budget_met"].as_bool().unwrap(), "{}", tower["tower"]);
+    }
+    let image = root().join("models/demo-calib/calib-000.png");
+    let mut first: Option<(&str, Vec<u8>)> = None;
+    for isa in vlm_runtime::kernels::ALL
+        .into_iter()
+        .filter(|i| i.supported())
+    {
+        let e = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
+            .args(["embed", "--model", p(&out), "--image", p(&image)])
+            .args(["--text", "a red circle"])
+            .env("VLM_KERNELS", isa.name())
+            .output()
+            .unwrap();
+        assert!(e.status.success(), "{}", String::from_utf8_lossy(&e.stderr));
+        match &first {
+            None => first = Some((isa.name(), e.stdout)),
+            // JSON floats print their shortest round trip: equal text, equal bits.
+            Some((name, want)) => assert!(
+                *want == e.stdout,
+                "VLM_KERNELS={} embeds otherwise than {name}",
+                isa.name()
+            ),
+        }
+    }
+}
+
 /// `scripts/demo.sh`'s labels.
 const DEMO_LABELS: &str =
     "red circle,blue star,yellow triangle,green heart,purple cross,orange square";

@@ -33,7 +33,29 @@ pub struct Options {
     /// dot products (and costs ~1e-5 of embedding cosine); the softmax stays f32.
     #[serde(serialize_with = "precision_name")]
     pub attention: Precision,
+    /// Which layers get 7-bit weights (−63..=63), which AVX2 multiplies in two thirds
+    /// of the instructions 8-bit ones take; every other CPU runs them at the same speed.
+    pub weight_bits: WeightBits,
 }
+
+/// Weight widths the quantizer may give a linear layer.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightBits {
+    /// 8-bit everywhere (the default): the most accurate, and what CPUs with a byte dot
+    /// product (VNNI, dotprod, i8mm) run as fast as 7-bit.
+    Eight,
+    /// 7-bit where the layer's own error grows by at most [`NARROW_NOISE_GROWTH`].
+    Auto,
+    /// 7-bit on every int8 layer: onnxruntime's `reduce_range`, for AVX2-only targets.
+    Seven,
+}
+
+/// How much a layer's own output noise (on its fp32 inputs, activations quantized as
+/// deployed) may grow when its weights lose their eighth bit, for `WeightBits::Auto` to
+/// take them: where the activations' rounding dominates a layer's error, halving the
+/// weights' resolution adds little to it. 1.25 is ≤ 1 dB of the layer's own SQNR.
+pub const NARROW_NOISE_GROWTH: f64 = 1.25;
 
 fn precision_name<S: serde::Serializer>(
     p: &Precision,
@@ -50,6 +72,7 @@ impl Default for Options {
             min_cosine: 0.999,
             max_fallback: 8,
             attention: Precision::Bf16,
+            weight_bits: WeightBits::Eight,
         }
     }
 }
@@ -96,6 +119,8 @@ pub struct LayerReport {
     pub sqnr_db: f64,
     /// SQNR of this layer alone quantized, on fp32 inputs (linear layers).
     pub own_sqnr_db: Option<f64>,
+    /// The same with 7-bit weights.
+    pub own_sqnr_7bit_db: Option<f64>,
     /// The static activation range the layer's input is quantized over.
     pub input_range: Option<(f32, f32)>,
 }
@@ -146,11 +171,25 @@ pub fn quantize_tower(
         done += 1;
         progress(&format!("{tower}: {} ranges", opts.method.name()), done, n);
     })?;
-    let own = own_sqnr(
+    let (own, own7) = own_sqnr(
         &smoothed,
         &act,
         calib.get(..calib.len().min(4)).unwrap_or(&[]),
     )?;
+    let mut narrow: HashSet<usize> = match opts.weight_bits {
+        WeightBits::Eight => HashSet::new(),
+        WeightBits::Auto => own
+            .iter()
+            .filter(|(i, db)| {
+                own7.get(i).is_some_and(|db7| {
+                    // Noise ratio from the SQNR difference; both are of the same signal.
+                    10f64.powf((**db - db7) / 10.0) <= NARROW_NOISE_GROWTH
+                })
+            })
+            .map(|(&i, _)| i)
+            .collect(),
+        WeightBits::Seven => own.keys().copied().collect(),
+    };
 
     // Smoothing changes LayerNorm outputs (not the function), so per-op errors are
     // measured against the smoothed fp32 graph.
@@ -163,7 +202,7 @@ pub fn quantize_tower(
     // Ties (layers as sensitive as each other) in node order, not the hash map's.
     order.sort_by(|a, b| own[a].total_cmp(&own[b]).then(a.cmp(b)));
     loop {
-        let q = to_int8(&smoothed, &act, &means, &fallback, opts.attention);
+        let q = to_int8(&smoothed, &act, &means, &fallback, &narrow, opts.attention);
         let (cos, layers) = compare(&q, &reference, eval, &mut |d, t| {
             progress(&format!("{tower}: int8 check"), d, t)
         })?;
@@ -197,13 +236,18 @@ pub fn quantize_tower(
                         },
                         sqnr_db: layers.get(i).copied().unwrap_or(f64::NAN),
                         own_sqnr_db: own.get(&i).copied(),
+                        own_sqnr_7bit_db: own7.get(&i).copied(),
                         input_range: act.get(&i).copied(),
                     })
                     .collect(),
             };
             return Ok(QuantizedTower { graph: q, report });
         }
-        if let Some(&next) = order.iter().find(|i| !fallback.contains(i)) {
+        // One rung up for the most sensitive layer not yet at the top: 7-bit weights
+        // become 8-bit before any 8-bit layer becomes fp32 (which costs far more time).
+        if let Some(&next) = order.iter().find(|i| narrow.contains(i)) {
+            narrow.remove(&next);
+        } else if let Some(&next) = order.iter().find(|i| !fallback.contains(i)) {
             fallback.insert(next);
         }
     }
@@ -298,16 +342,19 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
 
 /// Symmetric per-row int8: scale = max|row| / 127.
 pub fn quantize_rows(w: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
+    quantize_rows_to(w, cols, 127)
+}
+
+/// Symmetric per-row integers within ±`top`: scale = max|row| / `top`.
+pub fn quantize_rows_to(w: &[f32], cols: usize, top: i8) -> (Vec<i8>, Vec<f32>) {
+    let top = f32::from(top);
     let mut q = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(w.len() / cols.max(1));
     for row in w.chunks(cols.max(1)) {
         let m = row.iter().fold(0.0f32, |m, v| m.max(v.abs()));
-        let s = if m > 0.0 { m / 127.0 } else { 1.0 };
+        let s = if m > 0.0 { m / top } else { 1.0 };
         scales.push(s);
-        q.extend(
-            row.iter()
-                .map(|v| (v / s).round().clamp(-127.0, 127.0) as i8),
-        );
+        q.extend(row.iter().map(|v| (v / s).round().clamp(-top, top) as i8));
     }
     (q, scales)
 }
@@ -320,13 +367,14 @@ pub fn activation_params(lo: f32, hi: f32) -> (f32, i32) {
     (scale, zero)
 }
 
-/// The graph with int8 weights on every linear layer not in `fallback`, and an int8
-/// token-embedding table.
+/// The graph with int8 weights on every linear layer not in `fallback` (7-bit on those
+/// in `narrow`), and an int8 token-embedding table.
 fn to_int8(
     g: &Graph,
     act: &HashMap<usize, (f32, f32)>,
     means: &HashMap<usize, Vec<f64>>,
     fallback: &HashSet<usize>,
+    narrow: &HashSet<usize>,
     attention: Precision,
 ) -> Graph {
     let mut q = g.clone();
@@ -349,7 +397,9 @@ fn to_int8(
                 };
                 let t = q.tensor(w).clone();
                 let (rows, cols) = (t.dims[0], t.dims[1]);
-                let (qw, scales) = quantize_rows(t.data.as_f32().unwrap_or(&[]), cols);
+                let is_narrow = narrow.contains(&i);
+                let top = if is_narrow { 63 } else { 127 };
+                let (qw, scales) = quantize_rows_to(t.data.as_f32().unwrap_or(&[]), cols, top);
                 let (x_scale, x_zero) = activation_params(lo, hi);
                 // The kernels sum q·w with q in 0..=255; the zero point's share,
                 // x_scale·w_scale·x_zero·Σw, is a constant per output: folded into the
@@ -385,6 +435,7 @@ fn to_int8(
                     w_scale: si,
                     x_scale,
                     x_zero,
+                    narrow: is_narrow,
                 };
                 match q.nodes[i].op {
                     Op::Linear(Linear { bias, .. }) => {
@@ -445,6 +496,7 @@ pub fn quantize_embedding(g: &Graph) -> Graph {
         &HashMap::new(),
         &HashMap::new(),
         &HashSet::new(),
+        &HashSet::new(),
         Precision::F32,
     )
 }
@@ -481,11 +533,13 @@ pub fn adopt(target: &mut Graph, quantized: &Graph) {
                         w_scale,
                         x_scale,
                         x_zero,
+                        narrow,
                     } => Weights::I8 {
                         w: take(w),
                         w_scale: take(w_scale),
                         x_scale,
                         x_zero,
+                        narrow,
                     },
                 };
                 l.bias = s.bias.map(&mut take);
@@ -608,14 +662,19 @@ pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
     }
 }
 
+/// Integers and per-row scales of one weight matrix.
+type QuantizedRows = (Vec<i8>, Vec<f32>);
+
 /// Each linear layer's error when it alone is quantized, on its fp32 inputs (a few rows
 /// per sample): the sensitivity that orders the fallback.
 struct OwnError<'g> {
     graph: &'g Graph,
     act: &'g HashMap<usize, (f32, f32)>,
-    quantized: HashMap<usize, (Vec<i8>, Vec<f32>)>,
+    /// Each layer's weights at 8 and at 7 bits.
+    quantized: HashMap<usize, [QuantizedRows; 2]>,
     signal: HashMap<usize, f64>,
-    noise: HashMap<usize, f64>,
+    /// The output noise with 8-bit and with 7-bit weights.
+    noise: HashMap<usize, [f64; 2]>,
 }
 
 impl Observer for OwnError<'_> {
@@ -632,45 +691,50 @@ impl Observer for OwnError<'_> {
         let t = self.graph.tensor(w);
         let k = t.dims[1];
         let wf = t.data.as_f32().unwrap_or(&[]);
-        let (qw, ws) = self
+        let widths = self
             .quantized
             .entry(node)
-            .or_insert_with(|| quantize_rows(wf, k));
+            .or_insert_with(|| [quantize_rows_to(wf, k, 127), quantize_rows_to(wf, k, 63)]);
         let (xs, xz) = activation_params(lo, hi);
         let inv = 1.0 / xs;
         let step = (x.rows / 16).max(1);
-        let (mut sig, mut noi) = (0.0f64, 0.0f64);
+        let (mut sig, mut noi) = (0.0f64, [0.0f64; 2]);
         for r in (0..x.rows).step_by(step) {
             let row = x.row(r);
             let xq: Vec<f32> = row
                 .iter()
                 .map(|&v| (quantize_one(v, inv, xz) as i32 - xz) as f32 * xs)
                 .collect();
-            for (o, (wrow, qrow)) in wf.chunks(k).zip(qw.chunks(k)).enumerate() {
+            for (o, wrow) in wf.chunks(k).enumerate() {
                 let y: f64 = row
                     .iter()
                     .zip(wrow)
                     .map(|(a, b)| (*a as f64) * (*b as f64))
                     .sum();
-                let yq: f64 = xq
-                    .iter()
-                    .zip(qrow)
-                    .map(|(a, b)| (*a as f64) * (*b as f64 * ws[o] as f64))
-                    .sum();
                 sig += y * y;
-                noi += (y - yq).powi(2);
+                for ((qw, ws), noi) in widths.iter().zip(&mut noi) {
+                    let yq: f64 = xq
+                        .iter()
+                        .zip(&qw[o * k..(o + 1) * k])
+                        .map(|(a, b)| (*a as f64) * (*b as f64 * ws[o] as f64))
+                        .sum();
+                    *noi += (y - yq).powi(2);
+                }
             }
         }
         *self.signal.entry(node).or_default() += sig;
-        *self.noise.entry(node).or_default() += noi;
+        let n = self.noise.entry(node).or_default();
+        n[0] += noi[0];
+        n[1] += noi[1];
     }
 }
 
+/// Each linear layer's own SQNR (dB) with 8-bit and with 7-bit weights.
 fn own_sqnr(
     g: &Graph,
     act: &HashMap<usize, (f32, f32)>,
     samples: &[Sample],
-) -> Result<HashMap<usize, f64>> {
+) -> Result<(HashMap<usize, f64>, HashMap<usize, f64>)> {
     let a = single_tower(g)?;
     let kind = tower_kind(g);
     let mut obs = OwnError {
@@ -683,8 +747,11 @@ fn own_sqnr(
     for s in samples {
         s.run(&a, kind, Some(&mut obs))?;
     }
-    Ok(linear_nodes(g)
-        .into_iter()
-        .filter_map(|n| Some((n, sqnr_db(*obs.signal.get(&n)?, *obs.noise.get(&n)?))))
-        .collect())
+    let width = |b: usize| {
+        linear_nodes(g)
+            .into_iter()
+            .filter_map(|n| Some((n, sqnr_db(*obs.signal.get(&n)?, obs.noise.get(&n)?[b]))))
+            .collect()
+    };
+    Ok((width(0), width(1)))
 }

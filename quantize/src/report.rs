@@ -22,8 +22,13 @@ fn options_line(o: &crate::int8::Options, per: &str) -> String {
     let smooth = o
         .smooth_alpha
         .map_or("off".to_string(), |a| format!("alpha {a}"));
+    let bits = match o.weight_bits {
+        crate::int8::WeightBits::Eight => "8-bit",
+        crate::int8::WeightBits::Auto => "7-bit where they cost little",
+        crate::int8::WeightBits::Seven => "7-bit",
+    };
     format!(
-        "options: ranges {}, SmoothQuant {smooth}, budget median cosine >= {}, at most {} fp32 fallback layers{per}",
+        "options: ranges {}, SmoothQuant {smooth}, weights {bits}, budget median cosine >= {}, at most {} fp32 fallback layers{per}",
         o.method.name(),
         o.min_cosine,
         o.max_fallback
@@ -611,6 +616,7 @@ mod tests {
             precision,
             sqnr_db: sqnr,
             own_sqnr_db: own,
+            own_sqnr_7bit_db: own.map(|db| db - 2.5),
             input_range: own.map(|_| (-3.5, 4.25)),
         }
     }

@@ -71,6 +71,7 @@ fn i8_weights(g: &mut Graph, rng: &mut Rng, name: &str, out: usize, inp: usize) 
         w_scale: g.add_f32(format!("{name}.scale"), vec![out], rng.scales(out)),
         x_scale: 0.02,
         x_zero: 128,
+        narrow: false,
     }
 }
 
@@ -455,6 +456,7 @@ fn deepest_int8_layer(depth: usize) -> Graph {
                 w_scale,
                 x_scale: 1.0,
                 x_zero: 0,
+                narrow: false,
             },
             bias: None,
             act: Activation::None,

@@ -270,10 +270,14 @@ impl Build {
                 w: self.f32s(&[rows, cols], 0.3),
             };
         }
+        // Half the layers 7-bit, as the quantizer makes them where they cost nothing.
+        let narrow = self.rng.next_u64().is_multiple_of(2);
+        let top = if narrow { 63 } else { 127 };
         let mut w = vec![0i8; packed_len(rows, cols)];
         for o in 0..rows {
             for k in 0..cols {
-                w[packed_index(o, k, cols)] = ((self.rng.next_u64() % 255) as i32 - 127) as i8;
+                w[packed_index(o, k, cols)] =
+                    ((self.rng.next_u64() % (2 * top + 1)) as i64 - top as i64) as i8;
             }
         }
         let name = self.strings.add("w");
@@ -295,6 +299,7 @@ impl Build {
             w_scale,
             x_scale: 0.01,
             x_zero: 128,
+            narrow,
         }
     }
 

@@ -154,9 +154,15 @@ pub const ACTIVATIONS: Codes = &[
 pub mod weights {
     pub const F32: u32 = 0;
     pub const I8: u32 = 1;
+    /// int8 storage, every weight within −63..=63.
+    pub const I8_NARROW: u32 = 2;
 }
 
-pub const WEIGHTS: Codes = &[(weights::F32, "fp32"), (weights::I8, "int8")];
+pub const WEIGHTS: Codes = &[
+    (weights::F32, "fp32"),
+    (weights::I8, "int8"),
+    (weights::I8_NARROW, "int8, 7-bit"),
+];
 
 /// What attention's two matrix products multiply.
 pub mod precision {

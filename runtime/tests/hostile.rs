@@ -803,6 +803,32 @@ fn int8_weights_at_minus_128_are_refused() {
     assert!(checked >= 3, "{checked} int8 weight tensors in the seeds");
 }
 
+/// A layer marked 7-bit must keep to −63..63: AVX2 multiplies such weights without the
+/// flip, and a wider one would saturate a pair sum there and nowhere else.
+#[test]
+fn seven_bit_weights_outside_their_range_are_refused() {
+    let mut checked = 0;
+    for (name, art) in seeds() {
+        for p in art.plans() {
+            for (at, op) in art.ops(&p) {
+                let Op::Linear(mut l) = op else { continue };
+                let Weights::I8 { narrow, .. } = &mut l.weights else {
+                    continue;
+                };
+                *narrow = true;
+                let a = art.edited(|a| a.set_op(at, Op::Linear(l)));
+                bad_op_why(
+                    &a,
+                    "7-bit int8 weights hold a value outside -63..63",
+                    &format!("{name}: op at {at}"),
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3, "{checked} int8 linear layers in the seeds");
+}
+
 #[test]
 fn graph_count_duplicates_and_state_regions() {
     // Graphs are told apart by role and name: two with both the same are refused.
@@ -1555,11 +1581,11 @@ fn ops_that_leave_their_operands_are_refused() {
         ("weights tensor", 7, 999),
         ("weights tensor of another shape", 7, 1),
         ("weights kind int8 without scales", 6, 1),
-        ("weights kind", 6, 2),
+        ("weights kind", 6, 3),
         ("added table", 11, 0),
     ] {
         let a = sealed(&|a| a.set_u32(word(w), v));
-        if w == 6 && v == 2 {
+        if w == 6 && v == 3 {
             expect(
                 &a,
                 FormatError::BadField {
@@ -1722,6 +1748,7 @@ fn op_sizes_saturate() {
         w_scale: 0,
         x_scale: 1.0,
         x_zero: 0,
+        narrow: false,
     };
     let attention = Attention {
         q: Query::Mat(huge),

@@ -5,7 +5,7 @@
 
 use proptest::prelude::*;
 use vlm_runtime::format::{packed_index, packed_len};
-use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef};
+use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef, Panels};
 use vlm_runtime::kernels::{gemm_u8i8_spare_floats, ElementWise, Isa, ALL};
 use vlm_runtime::ops::{Activation, Precision};
 
@@ -30,7 +30,7 @@ fn run(
     isa: Isa,
     q: &[u8],
     k: usize,
-    w: &[i8],
+    w: Panels,
     ep: &Epilogue,
     rows: usize,
     n: usize,
@@ -57,24 +57,31 @@ fn edge_u8() -> impl Strategy<Value = u8> {
 }
 
 /// Weights: symmetric, −127..=127 (the format's contract, checked at load; the AVX2 and
-/// plain NEON kernels' exactness rests on it), with their ends.
-fn edge_i8() -> impl Strategy<Value = i8> {
-    prop_oneof![Just(127i8), Just(-127i8), -127i8..=127]
+/// plain NEON kernels' exactness rests on it), with their ends; 7-bit layers keep to
+/// −63..=63 (checked at load too: AVX2's narrow kernel rests on it).
+fn edge_i8(narrow: bool) -> BoxedStrategy<i8> {
+    let top: i8 = if narrow { 63 } else { 127 };
+    prop_oneof![Just(top), Just(-top), -top..=top].boxed()
 }
 
-fn case() -> impl Strategy<Value = (usize, usize, usize, usize, Vec<u8>, Vec<i8>)> {
+type Case = (usize, usize, usize, usize, Vec<u8>, Vec<i8>, bool);
+
+fn case() -> impl Strategy<Value = Case> {
     // One row often: a decoder step's, which ISAs may give a matrix–vector kernel of its own.
     let rows = prop_oneof![Just(1usize), 1usize..20];
-    (rows, 1usize..300, 1usize..70, 0usize..5).prop_flat_map(|(rows, k, n, pad)| {
-        (
-            Just(rows),
-            Just(k),
-            Just(n),
-            Just(n + pad),
-            prop::collection::vec(edge_u8(), rows * q_stride(k)),
-            prop::collection::vec(edge_i8(), n * k),
-        )
-    })
+    (rows, 1usize..300, 1usize..70, 0usize..5, any::<bool>()).prop_flat_map(
+        |(rows, k, n, pad, narrow)| {
+            (
+                Just(rows),
+                Just(k),
+                Just(n),
+                Just(n + pad),
+                prop::collection::vec(edge_u8(), rows * q_stride(k)),
+                prop::collection::vec(edge_i8(narrow), n * k),
+                Just(narrow),
+            )
+        },
+    )
 }
 
 proptest! {
@@ -83,13 +90,14 @@ proptest! {
     /// Integer results bit for bit: with unit scale and no bias the output *is* the
     /// accumulator (exact in f32 below 2^24, which these sizes stay under).
     #[test]
-    fn gemm_accumulators_equal_the_reference((rows, k, n, stride, q, w) in case()) {
+    fn gemm_accumulators_equal_the_reference((rows, k, n, stride, q, w, narrow) in case()) {
         let wp = pack(&w, n, k);
+        let wp = Panels { w: &wp, narrow };
         let ones = vec![1.0f32; n];
         let ep = Epilogue { x_scale: 1.0, w_scale: &ones, bias: None, act: Activation::None };
-        let want = run(Isa::Scalar, &q, k, &wp, &ep, rows, n, stride);
+        let want = run(Isa::Scalar, &q, k, wp, &ep, rows, n, stride);
         for isa in others() {
-            let got = run(isa, &q, k, &wp, &ep, rows, n, stride);
+            let got = run(isa, &q, k, wp, &ep, rows, n, stride);
             for r in 0..rows {
                 for o in 0..n {
                     let i = r * stride + o;
@@ -102,18 +110,19 @@ proptest! {
     /// The epilogue (scale, bias, GELU) is one formula on every ISA, operation for
     /// operation: bit for bit too.
     #[test]
-    fn gemm_epilogue_matches((rows, k, n, stride, q, w) in case(),
+    fn gemm_epilogue_matches((rows, k, n, stride, q, w, narrow) in case(),
                              xs in 1e-4f32..1.0, seed in any::<u64>(), gelu in any::<bool>()) {
         let wp = pack(&w, n, k);
+        let wp = Panels { w: &wp, narrow };
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + next().abs() * 1e-2).collect();
         let bias: Vec<f32> = (0..n).map(|_| next() * 4.0).collect();
         let act = if gelu { Activation::GeluTanh } else { Activation::None };
         let ep = Epilogue { x_scale: xs, w_scale: &w_scale, bias: Some(&bias), act };
-        let want = run(Isa::Scalar, &q, k, &wp, &ep, rows, n, stride);
+        let want = run(Isa::Scalar, &q, k, wp, &ep, rows, n, stride);
         for isa in others() {
-            let got = run(isa, &q, k, &wp, &ep, rows, n, stride);
+            let got = run(isa, &q, k, wp, &ep, rows, n, stride);
             for r in 0..rows {
                 for o in 0..n {
                     let i = r * stride + o;
@@ -131,20 +140,22 @@ proptest! {
     fn gemm_u8i8_on_threads_matches_one_thread(rows in prop_oneof![Just(1usize), 1usize..20],
                                               k in 1usize..150, n in 60usize..400,
                                               threads in 2usize..6, seed in any::<u64>(),
-                                              bias in any::<bool>()) {
+                                              bias in any::<bool>(), narrow in any::<bool>()) {
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
         let q: Vec<u8> = (0..rows * q_stride(k)).map(|_| next() as u8).collect();
-        let w: Vec<i8> = (0..n * k).map(|_| ((next() % 255) as i32 - 127) as i8).collect();
+        let top = if narrow { 63 } else { 127 };
+        let w: Vec<i8> = (0..n * k).map(|_| ((next() % (2 * top + 1)) as i32 - top as i32) as i8).collect();
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
         let b: Vec<f32> = (0..n).map(|_| (next() % 2000) as f32 * 1e-3 - 1.0).collect();
         let ep = Epilogue { x_scale: 0.02, w_scale: &w_scale, bias: bias.then_some(&b[..]), act: Activation::GeluTanh };
         let wp = pack(&w, n, k);
+        let wp = Panels { w: &wp, narrow };
         for isa in ALL.into_iter().filter(|i| i.supported()) {
-            let want = run(isa, &q, k, &wp, &ep, rows, n, n);
+            let want = run(isa, &q, k, wp, &ep, rows, n, n);
             let mut got = vec![f32::NAN; rows * n];
             let mut spare = vec![f32::NAN; gemm_u8i8_spare_floats(rows, n, threads)];
-            isa.gemm_u8i8_threads(threads, &q, k, &wp, &ep, MatMut { data: &mut got, rows, cols: n, stride: n }, &mut spare);
+            isa.gemm_u8i8_threads(threads, &q, k, wp, &ep, MatMut { data: &mut got, rows, cols: n, stride: n }, &mut spare);
             prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
                 "{} on {} threads, {} rows", isa.name(), threads, rows);
         }
@@ -181,14 +192,28 @@ type WeightPattern = (&'static str, fn(usize) -> i8);
 fn long_inputs_at_the_extremes_stay_exact() {
     let n = 37;
     for k in [511usize, 512, 513, 515, 1027, 2051] {
-        let weights: [WeightPattern; 3] = [
-            ("+127", |_| 127),
-            ("-127", |_| -127),
-            ("alternating", |i| if (i / 3) % 2 == 0 { 127 } else { -127 }),
+        // The 7-bit layers' ends too (AVX2 multiplies them unflipped, 2·255·63 a pair).
+        let weights: [(WeightPattern, bool); 6] = [
+            (("+127", |_| 127), false),
+            (("-127", |_| -127), false),
+            (
+                ("alternating", |i| if (i / 3) % 2 == 0 { 127 } else { -127 }),
+                false,
+            ),
+            (("+63", |_| 63), true),
+            (("-63", |_| -63), true),
+            (
+                (
+                    "alternating 63",
+                    |i| if (i / 3) % 2 == 0 { 63 } else { -63 },
+                ),
+                true,
+            ),
         ];
-        for (wname, wf) in weights {
+        for ((wname, wf), narrow) in weights {
             let w: Vec<i8> = (0..n * k).map(wf).collect();
             let wp = pack(&w, n, k);
+            let wp = Panels { w: &wp, narrow };
             for (qname, qv) in [("255", 255u8), ("0", 0), ("128", 128)] {
                 for rows in [1usize, 3] {
                     let q = vec![qv; rows * q_stride(k)];
@@ -199,9 +224,9 @@ fn long_inputs_at_the_extremes_stay_exact() {
                         bias: None,
                         act: Activation::None,
                     };
-                    let want = run(Isa::Scalar, &q, k, &wp, &ep, rows, n, n);
+                    let want = run(Isa::Scalar, &q, k, wp, &ep, rows, n, n);
                     for isa in others() {
-                        let got = run(isa, &q, k, &wp, &ep, rows, n, n);
+                        let got = run(isa, &q, k, wp, &ep, rows, n, n);
                         let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(
                             bits(&got),

@@ -112,6 +112,9 @@ pub mod x86_avx2_attention_i8kv;
 pub mod x86_avx2_gemm_f32_2x2;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx2_gemm_u8i7_4x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx2_gemm_u8i8_4x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -166,7 +169,7 @@ pub mod x86_avxvnni_gemv_u8i8_1x16;
 pub mod x86_avxvnni_peak;
 
 use crate::ops::{Activation, Precision};
-use scalar::{Epilogue, MatMut, MatRef};
+use scalar::{Epilogue, MatMut, MatRef, Panels};
 
 /// Query rows the SIMD attention kernels process per block (f32, bf16).
 const ATTENTION_ROWS: usize = 4;
@@ -394,7 +397,11 @@ impl Isa {
 
     /// `out = epilogue(q · Wᵀ)`: `q` is `out.rows` rows of `scalar::q_stride(k)` bytes,
     /// `w` panel-packed int8 `[out.cols, k]`. Callers pass only supported ISAs.
-    pub fn gemm_u8i8(self, q: &[u8], k: usize, w: &[i8], ep: &Epilogue, out: MatMut) {
+    pub fn gemm_u8i8(self, q: &[u8], k: usize, w: Panels, ep: &Epilogue, out: MatMut) {
+        let Panels { w, narrow } = w;
+        // Only AVX2 has a kernel of its own for 7-bit weights.
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = narrow;
         match self {
             #[cfg(target_arch = "x86_64")]
             // One row: the matrix–vector kernel (the same bits, read at memory speed).
@@ -416,6 +423,10 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 if self.supported() && out.rows == 1 => {
                 x86_avx2_gemv_u8i8_1x16::gemv(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() && narrow => {
+                x86_avx2_gemm_u8i7_4x16::gemm(q, k, w, ep, out)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 if self.supported() => x86_avx2_gemm_u8i8_4x16::gemm(q, k, w, ep, out),
@@ -500,7 +511,7 @@ impl Isa {
         threads: usize,
         q: &[u8],
         k: usize,
-        w: &[i8],
+        w: Panels,
         ep: &Epilogue,
         out: MatMut,
         spare: &mut [f32],
@@ -834,11 +845,11 @@ pub const fn gemm_u8i8_spare_floats(rows: usize, cols: usize, threads: usize) ->
 fn split_panels(
     threads: usize,
     k: usize,
-    w: &[i8],
+    w: Panels,
     ep: &Epilogue,
     out: MatMut,
     spare: &mut [f32],
-    f: &(impl Fn(&[i8], &Epilogue, MatMut) + Sync),
+    f: &(impl Fn(Panels, &Epilogue, MatMut) + Sync),
 ) {
     use crate::format::{PANEL_K, PANEL_N};
     let panel_bytes = scalar::q_stride(k) / PANEL_K * PANEL_N * PANEL_K;
@@ -850,7 +861,17 @@ fn split_panels(
     if threads <= 1 || per < 4 || per >= panels || (rows > 1 && spare.len() < rows * rest) {
         return f(w, ep, out);
     }
-    let (w_head, w_tail) = w.split_at(per * panel_bytes);
+    let (head_w, tail_w) = w.w.split_at(per * panel_bytes);
+    let (w_head, w_tail) = (
+        Panels {
+            w: head_w,
+            narrow: w.narrow,
+        },
+        Panels {
+            w: tail_w,
+            narrow: w.narrow,
+        },
+    );
     let ep_tail = Epilogue {
         x_scale: ep.x_scale,
         w_scale: &ep.w_scale[cols..],

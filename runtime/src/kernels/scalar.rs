@@ -258,6 +258,24 @@ pub fn check_gemm_bounds(
     (qs, k4)
 }
 
+/// Panel-packed int8 weights `[out, k]` (`format::packed_index`) and the range they keep
+/// to. Every GEMM computes the same exact sums on any of them; the range only lets a
+/// kernel multiply with fewer instructions.
+#[derive(Clone, Copy)]
+pub struct Panels<'a> {
+    pub w: &'a [i8],
+    /// Every weight is within −63..=63 (7 bits; the model checks it at load): AVX2's
+    /// `vpmaddubsw` then takes the u8 activations as they are.
+    pub narrow: bool,
+}
+
+impl<'a> Panels<'a> {
+    /// 8-bit weights (−127..=127), the general case.
+    pub fn full(w: &'a [i8]) -> Self {
+        Self { w, narrow: false }
+    }
+}
+
 /// What happens to a GEMM's i32 accumulators: scale, bias, activation.
 #[derive(Clone, Copy)]
 pub struct Epilogue<'a> {

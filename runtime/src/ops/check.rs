@@ -67,6 +67,7 @@ impl<'a> Check<'_, 'a> {
                 w_scale,
                 x_scale,
                 x_zero,
+                narrow,
             } => {
                 if !dims_ok(w, DType::I8Panels) {
                     return Err("int8 weights do not match the layer's shape");
@@ -82,6 +83,15 @@ impl<'a> Check<'_, 'a> {
                 // would make those CPUs compute other numbers than the rest.
                 if self.tensor(w).is_some_and(|t| t.i8s().contains(&i8::MIN)) {
                     return Err("int8 weights hold -128 (symmetric weights are -127..127)");
+                }
+                // AVX2 multiplies 7-bit weights by u8 activations with no flip: a wider
+                // weight would saturate a pair sum there and nowhere else.
+                if narrow
+                    && self
+                        .tensor(w)
+                        .is_some_and(|t| t.i8s().iter().any(|v| v.unsigned_abs() > 63))
+                {
+                    return Err("7-bit int8 weights hold a value outside -63..63");
                 }
                 if !(x_scale.is_finite() && x_scale > 0.0 && (0..=255).contains(&x_zero)) {
                     return Err("bad activation quantization parameters");

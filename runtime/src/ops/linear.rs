@@ -191,6 +191,7 @@ pub(super) fn linear_cpu(
             w_scale,
             x_scale,
             x_zero,
+            narrow,
         } => {
             let qn = x.rows * k::q_stride(x.cols);
             let (q, rest) = scratch.split_at_mut_checked(qn)?;
@@ -203,7 +204,10 @@ pub(super) fn linear_cpu(
                 bias,
                 act,
             };
-            let w = tensors.get(w)?.i8s();
+            let w = k::Panels {
+                w: tensors.get(w)?.i8s(),
+                narrow,
+            };
             #[cfg(feature = "std")]
             {
                 // No spare (an arena sized for fewer threads): the rows are split instead.

@@ -128,11 +128,17 @@ pub enum Weights {
     /// quantized to u8 with one static scale and zero point fixed at quantize time:
     /// `y[o] = x_scale · w_scale[o] · Σ_k (q[k] − x_zero) · w[o][k]`,
     /// `q = clamp(round(x / x_scale) + x_zero, 0, 255)`.
+    ///
+    /// `narrow`: every weight is within −63..=63 (7 bits), which the model checks at load.
+    /// The sums are the same on every CPU either way; CPUs whose byte multiplies sum
+    /// pairs in 16 bits (AVX2) multiply such weights with fewer instructions, and the
+    /// quantizer chooses them per layer where they cost no accuracy.
     I8 {
         w: u32,
         w_scale: u32,
         x_scale: f32,
         x_zero: i32,
+        narrow: bool,
     },
 }
 
@@ -155,11 +161,12 @@ impl Weights {
         }
     }
 
-    /// "fp32" or "int8", for reports.
+    /// "fp32", "int8" or "int8 (7-bit weights)", for reports.
     pub fn precision(&self) -> &'static str {
         match self {
             Weights::F32 { .. } => "fp32",
-            Weights::I8 { .. } => "int8",
+            Weights::I8 { narrow: false, .. } => "int8",
+            Weights::I8 { narrow: true, .. } => "int8 (7-bit weights)",
         }
     }
 
@@ -171,7 +178,18 @@ impl Weights {
                 w_scale,
                 x_scale,
                 x_zero,
-            } => [weights::I8, w, w_scale, x_scale.to_bits(), x_zero as u32],
+                narrow,
+            } => [
+                if narrow {
+                    weights::I8_NARROW
+                } else {
+                    weights::I8
+                },
+                w,
+                w_scale,
+                x_scale.to_bits(),
+                x_zero as u32,
+            ],
         };
         for x in words {
             o.push(x);
@@ -186,11 +204,12 @@ impl Weights {
         let x_zero = r.next()? as i32;
         match kind {
             weights::F32 => Ok(Weights::F32 { w }),
-            weights::I8 => Ok(Weights::I8 {
+            weights::I8 | weights::I8_NARROW => Ok(Weights::I8 {
                 w,
                 w_scale,
                 x_scale,
                 x_zero,
+                narrow: kind == weights::I8_NARROW,
             }),
             _ => Err(FormatError::BadField {
                 field: "weights kind",

@@ -11,7 +11,7 @@
 use defmt::{error, info};
 use vlm_firmware::board;
 use vlm_runtime::format::{packed_index, packed_len};
-use vlm_runtime::kernels::scalar::{q_stride, Epilogue, MatMut};
+use vlm_runtime::kernels::scalar::{q_stride, Epilogue, MatMut, Panels};
 use vlm_runtime::kernels::{Isa, ALL};
 use vlm_runtime::ops::Activation;
 
@@ -132,7 +132,7 @@ fn run() -> Result<(), ()> {
                         cols: n,
                         stride,
                     };
-                    isa.gemm_u8i8(q, k, wp, &ep, m);
+                    isa.gemm_u8i8(q, k, Panels::full(wp), &ep, m);
                 };
                 gemm(Isa::Scalar, &mut want);
                 for isa in ALL {
