@@ -306,7 +306,7 @@ pub(crate) fn random_problem(
     narrow: bool,
 ) -> (Vec<u8>, Vec<i8>) {
     let q: Vec<u8> = (0..m * q_stride(k)).map(|_| rng.next_u64() as u8).collect();
-    let top: i16 = if narrow { 63 } else { 127 };
+    let top = i16::from(vlm_runtime::format::weight_limit(narrow));
     let mut w = vec![0i8; packed_len(n, k)];
     for o in 0..n {
         for j in 0..k {

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
+use vlm_runtime::format::weight_limit;
 use vlm_runtime::kernels::scalar::{quantize_one, MatRef};
 use vlm_runtime::ops::{Embedding, LayerNorm, Linear, Op, PatchEmbed, Precision, RmsNorm, Weights};
 use vlm_runtime::score::cosine;
@@ -342,7 +343,7 @@ fn smooth(g: &mut Graph, ranges: &mut HashMap<usize, ChannelRange>, alpha: f32) 
 
 /// Symmetric per-row int8: scale = max|row| / 127.
 pub fn quantize_rows(w: &[f32], cols: usize) -> (Vec<i8>, Vec<f32>) {
-    quantize_rows_to(w, cols, 127)
+    quantize_rows_to(w, cols, weight_limit(false))
 }
 
 /// Symmetric per-row integers within ±`top`: scale = max|row| / `top`.
@@ -398,7 +399,7 @@ fn to_int8(
                 let t = q.tensor(w).clone();
                 let (rows, cols) = (t.dims[0], t.dims[1]);
                 let is_narrow = narrow.contains(&i);
-                let top = if is_narrow { 63 } else { 127 };
+                let top = weight_limit(is_narrow);
                 let (qw, scales) = quantize_rows_to(t.data.as_f32().unwrap_or(&[]), cols, top);
                 let (x_scale, x_zero) = activation_params(lo, hi);
                 // The kernels sum q·w with q in 0..=255; the zero point's share,
@@ -694,7 +695,7 @@ impl Observer for OwnError<'_> {
         let widths = self
             .quantized
             .entry(node)
-            .or_insert_with(|| [quantize_rows_to(wf, k, 127), quantize_rows_to(wf, k, 63)]);
+            .or_insert_with(|| [false, true].map(|n| quantize_rows_to(wf, k, weight_limit(n))));
         let (xs, xz) = activation_params(lo, hi);
         let inv = 1.0 / xs;
         let step = (x.rows / 16).max(1);

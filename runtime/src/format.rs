@@ -26,6 +26,16 @@ pub const MAX_ARENA: usize = u32::MAX as usize;
 /// whatever the weights and activations (|q − zero| ≤ 255, |w| ≤ 128).
 pub const MAX_I8_DEPTH: usize = i32::MAX as usize / (255 * 128);
 
+/// The largest weight magnitude an int8 layer holds: 127, or 63 in a 7-bit one
+/// (`Weights::I8::narrow`). The one place the two widths are written down.
+pub const fn weight_limit(narrow: bool) -> i8 {
+    if narrow {
+        63
+    } else {
+        127
+    }
+}
+
 /// Output channels per weight panel, and inputs per group: the layout every int8 GEMM
 /// kernel reads (a 64-byte AVX-512 register, four 16-byte NEON registers, one `sdot`
 /// or `vpdpbusd` group of 4).

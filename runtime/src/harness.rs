@@ -272,12 +272,12 @@ impl Build {
         }
         // Half the layers 7-bit, as the quantizer makes them where they cost nothing.
         let narrow = self.rng.next_u64().is_multiple_of(2);
-        let top = if narrow { 63 } else { 127 };
+        let top = crate::format::weight_limit(narrow);
         let mut w = vec![0i8; packed_len(rows, cols)];
         for o in 0..rows {
             for k in 0..cols {
                 w[packed_index(o, k, cols)] =
-                    ((self.rng.next_u64() % (2 * top + 1)) as i64 - top as i64) as i8;
+                    ((self.rng.next_u64() % (2 * top as u64 + 1)) as i64 - top as i64) as i8;
             }
         }
         let name = self.strings.add("w");

@@ -4,7 +4,7 @@
 //! being listed in `kernels::ALL`.
 
 use proptest::prelude::*;
-use vlm_runtime::format::{packed_index, packed_len};
+use vlm_runtime::format::{packed_index, packed_len, weight_limit};
 use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef, Panels};
 use vlm_runtime::kernels::{gemm_u8i8_spare_floats, ElementWise, Isa, ALL};
 use vlm_runtime::ops::{Activation, Precision};
@@ -60,7 +60,7 @@ fn edge_u8() -> impl Strategy<Value = u8> {
 /// plain NEON kernels' exactness rests on it), with their ends; 7-bit layers keep to
 /// −63..=63 (checked at load too: AVX2's narrow kernel rests on it).
 fn edge_i8(narrow: bool) -> BoxedStrategy<i8> {
-    let top: i8 = if narrow { 63 } else { 127 };
+    let top = weight_limit(narrow);
     prop_oneof![Just(top), Just(-top), -top..=top].boxed()
 }
 
@@ -144,7 +144,7 @@ proptest! {
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
         let q: Vec<u8> = (0..rows * q_stride(k)).map(|_| next() as u8).collect();
-        let top = if narrow { 63 } else { 127 };
+        let top = u32::from(weight_limit(narrow).unsigned_abs());
         let w: Vec<i8> = (0..n * k).map(|_| ((next() % (2 * top + 1)) as i32 - top as i32) as i8).collect();
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
         let b: Vec<f32> = (0..n).map(|_| (next() % 2000) as f32 * 1e-3 - 1.0).collect();

@@ -861,17 +861,7 @@ fn split_panels(
     if threads <= 1 || per < 4 || per >= panels || (rows > 1 && spare.len() < rows * rest) {
         return f(w, ep, out);
     }
-    let (head_w, tail_w) = w.w.split_at(per * panel_bytes);
-    let (w_head, w_tail) = (
-        Panels {
-            w: head_w,
-            narrow: w.narrow,
-        },
-        Panels {
-            w: tail_w,
-            narrow: w.narrow,
-        },
-    );
+    let (w_head, w_tail) = w.split_at(per * panel_bytes);
     let ep_tail = Epilogue {
         x_scale: ep.x_scale,
         w_scale: &ep.w_scale[cols..],

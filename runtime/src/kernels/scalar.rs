@@ -274,6 +274,16 @@ impl<'a> Panels<'a> {
     pub fn full(w: &'a [i8]) -> Self {
         Self { w, narrow: false }
     }
+
+    /// The first `bytes` of the panels and the rest, each of the same width.
+    pub fn split_at(self, bytes: usize) -> (Self, Self) {
+        let (head, tail) = self.w.split_at(bytes);
+        let part = |w| Self {
+            w,
+            narrow: self.narrow,
+        };
+        (part(head), part(tail))
+    }
 }
 
 /// What happens to a GEMM's i32 accumulators: scale, bias, activation.

@@ -1,7 +1,7 @@
 //! What an op's validation may ask of the graph and tensors it belongs to.
 
 use super::{Mat, Weights};
-use crate::format::MAX_I8_DEPTH;
+use crate::format::{weight_limit, MAX_I8_DEPTH};
 use crate::graph::{Graph, PortKind};
 use crate::model::{DType, TensorRef, Tensors};
 
@@ -78,19 +78,20 @@ impl<'a> Check<'_, 'a> {
                 if !self.f32_len(w_scale, rows) {
                     return Err("weight scales do not match the output channels");
                 }
-                // Symmetric weights never reach −128, and the AVX2 and plain NEON GEMMs
-                // sum pairs of products in 16 bits only because they do not: a −128
-                // would make those CPUs compute other numbers than the rest.
-                if self.tensor(w).is_some_and(|t| t.i8s().contains(&i8::MIN)) {
+                // One pass over the weights for both bounds. Symmetric weights never
+                // reach −128, and the AVX2 and plain NEON GEMMs sum pairs of products in
+                // 16 bits only because they do not: a −128 would make those CPUs compute
+                // other numbers than the rest. AVX2 multiplies 7-bit weights by u8
+                // activations with no flip: a wider one would saturate a pair sum there
+                // and nowhere else.
+                let largest = self
+                    .tensor(w)
+                    .and_then(|t| t.i8s().iter().map(|v| v.unsigned_abs()).max())
+                    .unwrap_or(0);
+                if largest > 127 {
                     return Err("int8 weights hold -128 (symmetric weights are -127..127)");
                 }
-                // AVX2 multiplies 7-bit weights by u8 activations with no flip: a wider
-                // weight would saturate a pair sum there and nowhere else.
-                if narrow
-                    && self
-                        .tensor(w)
-                        .is_some_and(|t| t.i8s().iter().any(|v| v.unsigned_abs() > 63))
-                {
+                if largest > weight_limit(narrow).unsigned_abs() {
                     return Err("7-bit int8 weights hold a value outside -63..63");
                 }
                 if !(x_scale.is_finite() && x_scale > 0.0 && (0..=255).contains(&x_zero)) {
