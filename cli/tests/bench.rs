@@ -9,24 +9,23 @@ mod common;
 use common::{root, tmp, vlm};
 use std::sync::OnceLock;
 
+/// The demo model quantized to `name` with `extra` options.
+fn quantize_demo(name: &str, extra: &[&str]) -> PathBuf {
+    let out = tmp(name);
+    let (model, calib) = (root().join("models/demo"), root().join("models/demo-calib"));
+    let mut args = vec!["quantize", "--model", model.to_str().unwrap()];
+    args.extend(["--calib", calib.to_str().unwrap()]);
+    args.extend(["--out", out.to_str().unwrap(), "--json"]);
+    args.extend(extra);
+    let q = vlm(&args);
+    assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
+    out
+}
+
 /// The demo artifact, quantized once for every test in this file.
 fn artifact() -> &'static Path {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = tmp("demo.vlmq");
-        let q = vlm(&[
-            "quantize",
-            "--model",
-            root().join("models/demo").to_str().unwrap(),
-            "--calib",
-            root().join("models/demo-calib").to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-            "--json",
-        ]);
-        assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
-        out
-    })
+    PATH.get_or_init(|| quantize_demo("demo.vlmq", &[]))
 }
 
 fn stdout_of(out: &Output) -> String {
@@ -204,4 +203,112 @@ fn bench_on_a_missing_model_is_one_error_line() {
     assert!(stderr.starts_with("vlm: error: "), "{stderr}");
     assert!(stderr.contains("vlm-bench-no-such-model.vlmq"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// `vlm` with a kernel set forced and, where given, a library preloaded.
+fn vlm_with(args: &[&str], kernels: Option<&str>, preload: Option<&Path>) -> Output {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"));
+    c.args(args)
+        .env_remove("VLM_MODEL")
+        .env_remove("VLM_KERNELS");
+    if let Some(k) = kernels {
+        c.env("VLM_KERNELS", k);
+    }
+    if let Some(p) = preload {
+        c.env("LD_PRELOAD", p);
+    }
+    c.output().unwrap()
+}
+
+fn cpu_flags() -> Vec<String> {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("flags"))
+        .map(|l| l.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_seven_bit_tower_is_measured_against_the_seven_bit_loop_on_avx2() {
+    if !cpu_flags().iter().any(|f| f == "avx2") {
+        eprintln!("skipped: this CPU has no AVX2");
+        return;
+    }
+    let out = quantize_demo("demo7.vlmq", &["--weight-bits", "7"]);
+    let bench = |model: &Path| -> serde_json::Value {
+        let args = [
+            "bench",
+            "--model",
+            model.to_str().unwrap(),
+            "--runs",
+            "1",
+            "--warmup",
+            "0",
+            "--kernels",
+            "--json",
+        ];
+        serde_json::from_str(&stdout_of(&vlm_with(&args, Some("x86-avx2"), None))).unwrap()
+    };
+    let narrow = bench(&out);
+    assert_eq!(narrow["isa"], "x86-avx2", "{narrow}");
+    let instruction = narrow["peak"]["instruction"].as_str().unwrap();
+    assert!(instruction.contains("7-bit"), "{instruction}");
+    assert!(!instruction.contains("vpsignb"), "{instruction}");
+    // Each shape against its own width's loop: both widths' rows carry a percentage.
+    for s in narrow["kernels"].as_array().unwrap() {
+        assert!(s["peak_percent"].as_f64().is_some_and(|p| p > 0.0), "{s}");
+    }
+    let wide = bench(artifact());
+    let instruction = wide["peak"]["instruction"].as_str().unwrap();
+    assert!(instruction.contains("vpsignb"), "{instruction}");
+}
+
+/// `scripts/tier/x86_avx2_only.c`, the CPUID mask `BENCH_TIER=avx2` preloads into every
+/// engine: under it vlm (like onnxruntime) finds AVX2 and nothing above it.
+#[test]
+fn the_avx2_tier_mask_hides_avx512_and_vnni() {
+    let flags = cpu_flags();
+    let has = |f: &str| flags.iter().any(|x| x == f);
+    if !(has("avx512f") || has("avx_vnni")) || !has("cpuid_fault") {
+        eprintln!("skipped: the mask needs a CPU with AVX-512 or AVX-VNNI and CPUID faulting");
+        return;
+    }
+    let lib = tmp("x86_avx2_only.so");
+    let cc = std::process::Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .arg(&lib)
+        .arg(root().join("scripts/tier/x86_avx2_only.c"))
+        .output();
+    let Ok(cc) = cc else {
+        eprintln!("skipped: no C compiler");
+        return;
+    };
+    assert!(
+        cc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
+    let a = artifact().to_str().unwrap();
+    let isa = |preload: Option<&Path>| -> String {
+        let args = [
+            "bench", "--model", a, "--runs", "1", "--warmup", "0", "--json",
+        ];
+        let v: serde_json::Value =
+            serde_json::from_str(&stdout_of(&vlm_with(&args, None, preload))).unwrap();
+        v["isa"].as_str().unwrap().to_string()
+    };
+    assert_ne!(isa(None), "x86-avx2");
+    assert_eq!(isa(Some(&lib)), "x86-avx2");
+    // A forced kernel set above what the masked CPU has is not taken either.
+    let args = [
+        "bench", "--model", a, "--runs", "1", "--warmup", "0", "--json",
+    ];
+    let v: serde_json::Value = serde_json::from_str(&stdout_of(&vlm_with(
+        &args,
+        Some("x86-avx512vnni"),
+        Some(&lib),
+    )))
+    .unwrap();
+    assert_eq!(v["isa"], "x86-avx2", "{v}");
 }

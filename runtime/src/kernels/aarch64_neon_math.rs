@@ -29,6 +29,11 @@ impl F32Simd for F32x4 {
         vst1q_f32(p, self.0)
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        // `_prefetch` is not stable on AArch64; `prfm` is a hint that never faults.
+        core::arch::asm!("prfm pldl1keep, [{0}]", in(reg) p, options(nostack, readonly, preserves_flags));
+    }
+    #[inline(always)]
     unsafe fn add(self, o: Self) -> Self {
         F32x4(vaddq_f32(self.0, o.0))
     }

@@ -44,4 +44,6 @@ pub trait F32Simd: Copy {
     unsafe fn load_first(p: *const f32, n: usize) -> Self;
     /// The first `n < LANES` lanes to `p`; writes nothing past them.
     unsafe fn store_first(self, p: *mut f32, n: usize);
+    /// Asks for the cache line holding `p` (a hint: never faults, changes no value).
+    unsafe fn prefetch(p: *const f32);
 }

@@ -177,6 +177,10 @@ impl F32Simd for F32x8 {
         _mm256_storeu_ps(p, self.0)
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+    #[inline(always)]
     unsafe fn add(self, o: Self) -> Self {
         F32x8(_mm256_add_ps(self.0, o.0))
     }

@@ -192,6 +192,10 @@ impl F32Simd for F32x16 {
         _mm512_storeu_ps(p, self.0)
     }
     #[inline(always)]
+    unsafe fn prefetch(p: *const f32) {
+        _mm_prefetch::<_MM_HINT_T0>(p as *const i8)
+    }
+    #[inline(always)]
     unsafe fn add(self, o: Self) -> Self {
         F32x16(_mm512_add_ps(self.0, o.0))
     }
