@@ -215,7 +215,7 @@ fn long_inputs_at_the_extremes_stay_exact() {
             let wp = pack(&w, n, k);
             let wp = Panels { w: &wp, narrow };
             for (qname, qv) in [("255", 255u8), ("0", 0), ("128", 128)] {
-                for rows in [1usize, 3] {
+                for rows in [1usize, 3, 5] {
                     let q = vec![qv; rows * q_stride(k)];
                     let ones = vec![1.0f32; n];
                     let ep = Epilogue {
