@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 mod common;
-use common::{root, tmp, vlm};
+use common::{root, tmp, vlm, vlm_command};
 use std::sync::OnceLock;
 
 /// The demo model quantized to `name` with `extra` options.
@@ -207,10 +207,7 @@ fn bench_on_a_missing_model_is_one_error_line() {
 
 /// `vlm` with a kernel set forced and, where given, a library preloaded.
 fn vlm_with(args: &[&str], kernels: Option<&str>, preload: Option<&Path>) -> Output {
-    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"));
-    c.args(args)
-        .env_remove("VLM_MODEL")
-        .env_remove("VLM_KERNELS");
+    let mut c = vlm_command(args);
     if let Some(k) = kernels {
         c.env("VLM_KERNELS", k);
     }

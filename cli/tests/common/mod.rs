@@ -10,14 +10,19 @@ pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// Runs `vlm` with no model or kernel choice inherited from the environment.
-pub fn vlm(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_vlm"))
-        .args(args)
+/// `vlm` with `args` and no model or kernel choice inherited from the environment, for
+/// a test to add its own.
+pub fn vlm_command(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_vlm"));
+    c.args(args)
         .env_remove("VLM_MODEL")
-        .env_remove("VLM_KERNELS")
-        .output()
-        .unwrap()
+        .env_remove("VLM_KERNELS");
+    c
+}
+
+/// Runs [`vlm_command`].
+pub fn vlm(args: &[&str]) -> Output {
+    vlm_command(args).output().unwrap()
 }
 
 /// Runs `vlm` as [`vlm`] does, requires success, and parses its stdout as JSON.

@@ -15,9 +15,7 @@
 //! partial register (the same operations), value columns past the last full register
 //! through scalar code doing the same operations.
 
-use super::scalar::{
-    bf16_round, bf16_score_scale, check_attention_bounds, pair_order, sum16, MatMut, MatRef,
-};
+use super::scalar::{bf16_round, bf16_score_scale, check_attention_bounds, sum16, MatMut, MatRef};
 use super::simd::F32Simd;
 
 /// Query rows per block (`attention` dispatches 1 to 4 rows as constants).
@@ -199,30 +197,18 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
         // share of the next head's keys and values, and for the next block's queries.
         let blocks = q.rows.div_ceil(QB);
         let next = (h + 1 < heads).then_some(c0 + dh);
-        let lines = (dh * 4).div_ceil(64);
-        let ask = |base: *const f32, stride: usize, row: usize, col: usize| {
-            for l in 0..lines {
-                S::prefetch(base.wrapping_add(row * stride + col + 16 * l));
-            }
-        };
         let mut i0 = 0;
         while i0 < q.rows {
             let rb = (q.rows - i0).min(QB);
             if let Some(nc) = next {
-                let t = i0 / QB;
-                for row in t * nk / blocks..(t + 1) * nk / blocks {
-                    ask(k.data.as_ptr(), k.stride, row, nc);
-                    ask(v.data.as_ptr(), v.stride, row, nc);
-                }
+                prefetch_next_head::<S>(&k, &v, i0 / QB, blocks, nc, dh);
             }
             let (next_q, next_c) = match next {
                 _ if i0 + rb < q.rows => (i0 + rb, c0),
                 Some(nc) => (0, nc),
                 None => (q.rows, c0),
             };
-            for row in next_q..(next_q + QB).min(q.rows) {
-                ask(q.data.as_ptr(), q.stride, row, next_c);
-            }
+            prefetch_rows::<S>(&q, next_q..(next_q + QB).min(q.rows), next_c, dh);
             if BF16 {
                 for r in 0..rb {
                     let row = q.data.as_ptr().add((i0 + r) * q.stride + c0);
@@ -325,9 +311,9 @@ impl Block {
         for c in c..self.dh {
             for (r, inv) in inv.iter().enumerate() {
                 let mut acc = 0.0f32;
-                for j in pair_order(self.nk, BF16) {
+                for_pair_order::<BF16>(self.nk, |j| {
                     acc += *self.s.add(r * self.nk + j) * *self.v.add(j * self.vs + c);
-                }
+                });
                 *self.out.add(r * self.os + c) = if BF16 { acc * inv } else { acc };
             }
         }
@@ -408,6 +394,37 @@ impl Block {
             }
         }
     }
+}
+
+/// Asks for columns `col .. col + width` of `rows` of `m` (hints: nothing is read).
+#[inline(always)]
+pub(super) unsafe fn prefetch_rows<S: F32Simd>(
+    m: &MatRef,
+    rows: core::ops::Range<usize>,
+    col: usize,
+    width: usize,
+) {
+    for row in rows {
+        for l in 0..(width * 4).div_ceil(64) {
+            S::prefetch(m.data.as_ptr().wrapping_add(row * m.stride + col + 16 * l));
+        }
+    }
+}
+
+/// Row block `block` of `blocks` asks for its share of the next head's keys and values
+/// (columns `col .. col + dh` of every key row), so that head finds them in cache.
+#[inline(always)]
+pub(super) unsafe fn prefetch_next_head<S: F32Simd>(
+    k: &MatRef,
+    v: &MatRef,
+    block: usize,
+    blocks: usize,
+    col: usize,
+    dh: usize,
+) {
+    let share = block * k.rows / blocks..(block + 1) * k.rows / blocks;
+    prefetch_rows::<S>(k, share.clone(), col, dh);
+    prefetch_rows::<S>(v, share, col, dh);
 }
 
 /// `body` over `0..n` in `pair_order(n, PAIRS)`, written as a loop over whole pairs:
@@ -514,5 +531,27 @@ unsafe fn add_pairs<S: F32Simd>(acc: &mut [S], chunk: *const f32) {
     for (m, a) in acc.iter_mut().enumerate() {
         let (odd, even) = S::load_odd_even(chunk.add(2 * m * S::LANES));
         *a = a.add(odd).add(even);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::for_pair_order;
+    use crate::kernels::scalar::pair_order;
+
+    #[test]
+    fn the_pair_loop_visits_in_the_reference_order() {
+        for n in 0..12 {
+            for pairs in [false, true] {
+                let mut got = Vec::new();
+                if pairs {
+                    for_pair_order::<true>(n, |i| got.push(i));
+                } else {
+                    for_pair_order::<false>(n, |i| got.push(i));
+                }
+                let want: Vec<usize> = pair_order(n, pairs).collect();
+                assert_eq!(got, want, "n = {n}, pairs = {pairs}");
+            }
+        }
     }
 }

@@ -19,52 +19,45 @@ const MACS_PER_OP: u64 = 32;
 /// Runs `iters` rounds of 12 `vpsignb` + `vpmaddubsw` + `vpmaddwd` + `vpaddd` and
 /// returns the multiply-accumulates done. Panics when the CPU has no AVX2.
 pub fn run(iters: u64) -> u64 {
-    assert!(Isa::X86Avx2.supported());
-    // SAFETY: AVX2 support asserted above; the loop touches registers only.
-    let sum = unsafe { chains(iters) };
-    core::hint::black_box(sum);
-    iters * CHAINS as u64 * MACS_PER_OP
+    counted::<true>(iters)
 }
 
 /// [`run`] for 7-bit weights: 12 chains of `vpmaddubsw` + `vpmaddwd` + `vpaddd`.
 pub fn run_narrow(iters: u64) -> u64 {
+    counted::<false>(iters)
+}
+
+fn counted<const SIGNED: bool>(iters: u64) -> u64 {
     assert!(Isa::X86Avx2.supported());
     // SAFETY: AVX2 support asserted above; the loop touches registers only.
-    let sum = unsafe { narrow_chains(iters) };
+    let sum = unsafe { chains::<SIGNED>(iters) };
     core::hint::black_box(sum);
     iters * CHAINS as u64 * MACS_PER_OP
 }
 
+/// `SIGNED`: the 8-bit kernel's step (the weights given the activations' signs, then
+/// the activations' magnitudes times them); otherwise the 7-bit kernel's (the u8
+/// activations times the weights as they are).
 #[target_feature(enable = "avx2")]
-unsafe fn narrow_chains(iters: u64) -> i32 {
-    let b = _mm256_set1_epi32(core::hint::black_box(0x3fc1_013f_u32 as i32));
+unsafe fn chains<const SIGNED: bool>(iters: u64) -> i32 {
+    let w = if SIGNED {
+        0x7f81_017f_u32
+    } else {
+        0x3fc1_013f_u32
+    };
+    let b = _mm256_set1_epi32(core::hint::black_box(w as i32));
     let ones = _mm256_set1_epi16(core::hint::black_box(1));
     let mut acc = [_mm256_set1_epi32(core::hint::black_box(0x0003_00ff)); CHAINS];
     for _ in 0..iters {
         for c in acc.iter_mut() {
-            let pairs = _mm256_maddubs_epi16(*c, b);
+            let pairs = if SIGNED {
+                _mm256_maddubs_epi16(b, _mm256_sign_epi8(*c, b))
+            } else {
+                _mm256_maddubs_epi16(*c, b)
+            };
             *c = _mm256_add_epi32(*c, _mm256_madd_epi16(pairs, ones));
         }
     }
-    lane_sum(acc)
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn chains(iters: u64) -> i32 {
-    let b = _mm256_set1_epi32(core::hint::black_box(0x7f81_017f_u32 as i32));
-    let ones = _mm256_set1_epi16(core::hint::black_box(1));
-    let mut acc = [_mm256_set1_epi32(core::hint::black_box(0x0003_00ff)); CHAINS];
-    for _ in 0..iters {
-        for c in acc.iter_mut() {
-            let pairs = _mm256_maddubs_epi16(b, _mm256_sign_epi8(*c, b));
-            *c = _mm256_add_epi32(*c, _mm256_madd_epi16(pairs, ones));
-        }
-    }
-    lane_sum(acc)
-}
-
-#[target_feature(enable = "avx2")]
-unsafe fn lane_sum(acc: [__m256i; CHAINS]) -> i32 {
     let mut total = _mm256_setzero_si256();
     for c in acc {
         total = _mm256_add_epi32(total, c);

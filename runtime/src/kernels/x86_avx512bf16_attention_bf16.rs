@@ -11,7 +11,8 @@ use core::arch::x86_64::*;
 use core::mem::transmute;
 
 use super::scalar::{bf16_score_scale, check_attention_bounds, MatMut, MatRef};
-use super::x86_avx512_math::{exp2_clamped_below, lanes as mask, sum16};
+use super::simd_attention_f32::prefetch_next_head;
+use super::x86_avx512_math::{exp2_clamped_below, lanes as mask, sum16, F32x16};
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
 /// broadcast fit the 32 vector registers.
@@ -166,22 +167,11 @@ unsafe fn attention_impl(
         // together outgrow L2): each row block prefetches its share of their lines.
         let blocks = q.rows.div_ceil(QB);
         let next = (h + 1 < heads).then(|| c0 + dh);
-        let lines_per_row = (dh * 4).div_ceil(64);
         let mut i0 = 0;
         while i0 < q.rows {
             let rb = (q.rows - i0).min(QB);
             if let Some(nc) = next {
-                let t = i0 / QB;
-                for row in t * nk / blocks..(t + 1) * nk / blocks {
-                    for l in 0..lines_per_row {
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            k.data.as_ptr().add(row * k.stride + nc + 16 * l) as *const i8,
-                        );
-                        _mm_prefetch::<_MM_HINT_T0>(
-                            v.data.as_ptr().add(row * v.stride + nc + 16 * l) as *const i8,
-                        );
-                    }
-                }
+                prefetch_next_head::<F32x16>(&k, &v, i0 / QB, blocks, nc, dh);
             }
             for r in 0..rb {
                 let row = q.data.as_ptr().add((i0 + r) * q.stride + c0);
