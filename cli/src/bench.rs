@@ -221,6 +221,7 @@ type PeakLoop = fn(u64) -> u64;
 
 /// The register-only multiply-accumulate loop matching an ISA's GEMM kernel for this
 /// weight width (`narrow`: 7-bit), if any.
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
 fn peak_loop(isa: Isa, narrow: bool) -> Option<(PeakLoop, &'static str)> {
     match isa {
         #[cfg(target_arch = "x86_64")]

@@ -419,7 +419,8 @@ pub fn cases() -> Vec<Case> {
         b.ops.push(op.into());
         cases.push(b.finish(op.to_string(), "patch_embed", 1));
     }
-    for (rows, cols) in [(5, 37), (1, 300), (9, 16)] {
+    // 50 rows: enough for threads to split them (`kernels::by_rows`).
+    for (rows, cols) in [(5, 37), (1, 300), (9, 16), (50, 24)] {
         let mut b = next();
         let x = b.input(rows, cols, 3.0);
         let (gamma, beta) = (b.f32s(&[cols], 1.0), b.f32s(&[cols], 1.0));
@@ -501,10 +502,11 @@ pub fn cases() -> Vec<Case> {
         };
         cases.push(b.finish(format!("{op} {kind}"), "embedding", 1));
     }
-    {
+    // 40 rows: enough for threads to split them.
+    for rows in [6, 40] {
         let mut b = next();
-        let (x, y) = (b.input(6, 45, 2.0), b.input(6, 45, 2.0));
-        let o = b.out(6, 45);
+        let (x, y) = (b.input(rows, 45, 2.0), b.input(rows, 45, 2.0));
+        let o = b.out(rows, 45);
         let op = Add { a: x, b: y, out: o };
         b.ops.push(op.into());
         cases.push(b.finish(op.to_string(), "add", 1));

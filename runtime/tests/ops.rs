@@ -29,11 +29,12 @@ fn every_op_matches_the_reference_on_every_isa() {
 }
 
 /// Threads change who computes what, never the bits: attention splits a decoder step's
-/// heads and a prompt's rows, each computed exactly as on one thread.
+/// heads and a prompt's rows, layer norms and sums their rows, each computed exactly as
+/// on one thread.
 #[test]
-fn attention_on_threads_matches_one_thread() {
-    let attention = |c: &&Case| matches!(c.op, "attention" | "cache_append_i8");
-    for case in cases().iter().filter(attention) {
+fn split_ops_on_threads_match_one_thread() {
+    let split = |c: &&Case| matches!(c.op, "attention" | "cache_append_i8" | "layer_norm" | "add");
+    for case in cases().iter().filter(split) {
         for isa in ALL.into_iter().filter(|i| i.supported()) {
             let on = |threads| {
                 let mut cpu = Cpu::new(isa);

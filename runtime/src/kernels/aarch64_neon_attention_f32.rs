@@ -5,4 +5,4 @@
 
 use super::aarch64_neon_math::F32x4;
 
-super::simd_attention_f32::entry_points!(F32x4, 4, "neon");
+super::simd_attention_f32::entry_points!(F32x4, 4, 4, "neon");

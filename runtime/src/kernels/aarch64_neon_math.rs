@@ -63,8 +63,8 @@ impl F32Simd for F32x4 {
         vaddvq_f32(self.0)
     }
     #[inline(always)]
-    unsafe fn exp2_clamped_below(self) -> Self {
-        F32x4(exp2_clamped_below(self.0))
+    unsafe fn softmax_weight(self) -> Self {
+        F32x4(softmax_weight(self.0))
     }
     #[inline(always)]
     unsafe fn div(self, o: Self) -> Self {
@@ -176,6 +176,20 @@ pub unsafe fn exp2_clamped_below(t: float32x4_t) -> float32x4_t {
     vmulq_f32(p, vreinterpretq_f32_s32(pow))
 }
 
+/// [`super::scalar::softmax_weight`] of 4 lanes at most 126 (or quiet NaN): 2^t, and 0
+/// below the floor (an ordered compare: NaN too).
+///
+/// # Safety
+/// NEON.
+#[inline(always)]
+pub unsafe fn softmax_weight(t: float32x4_t) -> float32x4_t {
+    let keep = vcgeq_f32(t, vdupq_n_f32(super::scalar::SOFTMAX_FLOOR));
+    vreinterpretq_f32_u32(vandq_u32(
+        keep,
+        vreinterpretq_u32_f32(exp2_clamped_below(t)),
+    ))
+}
+
 /// [`super::scalar::exp2_clamped`] of 4 lanes: t clamped to [−126, 126] first.
 ///
 /// # Safety
@@ -238,7 +252,7 @@ pub fn element_wise(f: super::ElementWise, x: [f32; 4]) -> [f32; 4] {
         let v = vld1q_f32(x.as_ptr());
         let y = match f {
             Exp2 => exp2_clamped(v),
-            Exp2Below => exp2_clamped_below(v),
+            SoftmaxWeight => softmax_weight(v),
             GeluTanh => gelu_tanh(v),
             Bf16Round => bf16_round(v),
         };

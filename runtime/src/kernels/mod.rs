@@ -171,8 +171,9 @@ pub mod x86_avxvnni_peak;
 use crate::ops::{Activation, Precision};
 use scalar::{Epilogue, MatMut, MatRef, Panels};
 
-/// Query rows the SIMD attention kernels process per block (f32, bf16).
-const ATTENTION_ROWS: usize = 4;
+/// Query rows the SIMD attention kernels process per block, at most (each ISA picks its
+/// own count up to this; f32, bf16 emulated in f32).
+const ATTENTION_ROWS: usize = 6;
 const ATTENTION_BF16_ROWS: usize = 6;
 
 /// Scratch floats of the f32 SIMD attention: one head's transposed keys and a block of
@@ -212,9 +213,9 @@ const fn attention_bf16_emulated_scratch(head_dim: usize, nk: usize) -> usize {
 pub enum ElementWise {
     /// `scalar::exp2_clamped`.
     Exp2,
-    /// `scalar::exp2_clamped` through the softmax's variant, for arguments ≤ 126 or a
-    /// quiet NaN (a softmax's differences are arithmetic results: never signalling).
-    Exp2Below,
+    /// `scalar::softmax_weight`, for arguments ≤ 126 or a quiet NaN (a softmax's
+    /// differences are arithmetic results: never signalling).
+    SoftmaxWeight,
     /// `scalar::activate(_, GeluTanh)`.
     GeluTanh,
     /// `scalar::bf16_round`.
@@ -488,13 +489,7 @@ impl Isa {
         out: MatMut,
     ) {
         split_rows(threads, 8, out, core::iter::repeat(()), |row, m, ()| {
-            let xm = MatRef {
-                data: &x.data[row * x.stride..],
-                rows: m.rows,
-                cols: x.cols,
-                stride: x.stride,
-            };
-            self.gemm_f32(xm, w, bias, act, m)
+            self.gemm_f32(x.rows_from(row, m.rows), w, bias, act, m)
         });
     }
 
@@ -695,7 +690,7 @@ impl Isa {
                 )
             }
             _ => scalar::attention_i8kv_head(q, k, v, head, keys, scale, out, scratch, |w| {
-                w.iter_mut().for_each(|x| *x = scalar::exp2_clamped(*x))
+                w.iter_mut().for_each(|x| *x = scalar::softmax_weight(*x))
             }),
         }
     }
@@ -755,6 +750,22 @@ impl Isa {
             }
             _ => scalar::quantize_u8(x, scale, zero, q),
         }
+    }
+}
+
+/// Runs `f(first_row, block)` on `out` split into row blocks, one per thread, for a
+/// row-by-row op (layer norm, a residual sum): each row is computed as on one thread.
+/// Below 16 rows (a decoder step, a short prefill) the hand-off would cost about what
+/// it saves, so those run here whole. Without std, one block.
+pub(crate) fn by_rows(threads: usize, out: MatMut, f: impl Fn(usize, MatMut) + Sync) {
+    #[cfg(feature = "std")]
+    split_rows(threads, 16, out, core::iter::repeat(()), |row, m, ()| {
+        f(row, m)
+    });
+    #[cfg(not(feature = "std"))]
+    {
+        let _ = threads;
+        f(0, out)
     }
 }
 

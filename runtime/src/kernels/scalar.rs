@@ -18,6 +18,16 @@ impl<'a> MatRef<'a> {
     pub fn row(&self, r: usize) -> &'a [f32] {
         &self.data[r * self.stride..r * self.stride + self.cols]
     }
+
+    /// Rows `first .. first + rows` of this window.
+    #[inline]
+    pub fn rows_from(&self, first: usize, rows: usize) -> MatRef<'a> {
+        MatRef {
+            data: &self.data[first * self.stride..],
+            rows,
+            ..*self
+        }
+    }
 }
 
 /// A writable row-major window.
@@ -488,6 +498,26 @@ pub const GELU_TANH_EXP2_CUBE: f32 = GELU_TANH_EXP2 * 0.044715;
 #[allow(clippy::approx_constant)]
 pub const EXP2_POLY: [f32; 5] = [1.0, 0.693_124_2, 0.240_240_99, 0.055_906_415, 0.009_582_836];
 
+/// The base-2 logit, relative to its row's maximum, below which a softmax weight is
+/// exactly 0. Such a weight (below 2^−64 of the largest, itself 1) cannot move an f32
+/// sum of them or an output; as 2^t it would be tiny, and a head whose weights sit
+/// on the clamp's 2^−126 for most keys made a denormal of nearly every product of the
+/// weighted sum of values, each an FP assist of a hundred cycles or more on x86: a
+/// peaked softmax ran its attention 15 times slower.
+pub const SOFTMAX_FLOOR: f32 = -64.0;
+
+/// A softmax weight from its base-2 logit `t ≤ 0` relative to the row's maximum:
+/// [`exp2_clamped`] at or above [`SOFTMAX_FLOOR`], else (NaN too) 0. Every ISA's
+/// softmax computes these bits.
+#[inline]
+pub fn softmax_weight(t: f32) -> f32 {
+    if t >= SOFTMAX_FLOOR {
+        exp2_clamped(t)
+    } else {
+        0.0
+    }
+}
+
 /// 2^t with t clamped to [−126, 126], by the operations the SIMD kernels use (round to
 /// nearest even, a fused polynomial in the fraction, the integer into the exponent), so
 /// bf16 attention's weights come out bit for bit the same on every ISA.
@@ -624,14 +654,20 @@ pub fn attention(
                 Precision::F32 => {
                     let mut sum = 0.0;
                     for s in scores.iter_mut() {
-                        *s = libm::expf(*s - max);
+                        // The same floor as every other softmax (a natural logit here).
+                        let d = *s - max;
+                        *s = if d * core::f32::consts::LOG2_E >= SOFTMAX_FLOOR {
+                            libm::expf(d)
+                        } else {
+                            0.0
+                        };
                         sum += *s;
                     }
                     sum
                 }
                 Precision::Bf16 => {
                     for s in scores.iter_mut() {
-                        *s = bf16_round(exp2_clamped(*s - max));
+                        *s = bf16_round(softmax_weight(*s - max));
                     }
                     bf16_weight_sum(scores)
                 }
@@ -742,7 +778,7 @@ pub const fn attention_i8kv_scratch(head_dim: usize, keys: usize) -> usize {
 /// cache's head `head`, into `out`:
 /// - q·k as an exact integer product, the query quantized per head like the cache
 ///   ([`quantize_head_i8`]), scaled to base-2 logits `(dot·s_k)·(s_q·scale·log2 e)`;
-/// - weights `exp2(s − max s)` (`exp2` applies [`exp2_clamped`] to each, any ISA's
+/// - weights `exp2(s − max s)` (`exp2` applies [`softmax_weight`] to each, any ISA's
 ///   form of it: they agree bit for bit), totalled in key order;
 /// - `Σ_t (w_t·s_v[t])·v[t]` in key order, a product then a sum per element, divided by
 ///   the total.

@@ -31,8 +31,8 @@ pub trait F32Simd: Copy {
     unsafe fn div(self, o: Self) -> Self;
     /// `scalar::exp2_clamped`, bit for bit.
     unsafe fn exp2_clamped(self) -> Self;
-    /// `scalar::exp2_clamped` of arguments at most 126, bit for bit.
-    unsafe fn exp2_clamped_below(self) -> Self;
+    /// `scalar::softmax_weight` of arguments at most 126 or a quiet NaN, bit for bit.
+    unsafe fn softmax_weight(self) -> Self;
     /// `scalar::activate(_, GeluTanh)`, bit for bit.
     unsafe fn gelu_tanh(self) -> Self;
     /// `scalar::bf16_round`, bit for bit.

@@ -3,8 +3,10 @@
 //! where the CPU has no bf16 dot product matching `vdpbf16ps`). Per head, keys are
 //! transposed once into scratch so a block of score rows is FMAs of broadcast query
 //! elements against `NB` registers of keys (no horizontal sums); the softmax uses the
-//! vector exponential; P·V runs up to 4 query rows × `NB` registers of columns at a
-//! time, the row count a constant so every accumulator stays in a register.
+//! vector exponential; P·V runs up to `QB` query rows × `NB` registers of columns at a
+//! time, the row count a constant so every accumulator stays in a register. Keys and
+//! (bf16) values are staged in panels `NB` registers wide ([`PanelLayout`]), so each block
+//! reads one contiguous run of memory.
 //!
 //! `BF16 = true` computes `Precision::Bf16` (Arm's bf16 dot products round differently
 //! from `vdpbf16ps`, and AVX2 has none, so it is emulated): operands rounded to bf16 as
@@ -18,9 +20,8 @@
 use super::scalar::{bf16_round, bf16_score_scale, check_attention_bounds, sum16, MatMut, MatRef};
 use super::simd::F32Simd;
 
-/// Query rows per block (`attention` dispatches 1 to 4 rows as constants).
-const QB: usize = super::ATTENTION_ROWS;
-const _: () = assert!(QB == 4);
+/// Query rows per block at most (scratch is sized for this many score rows).
+const MAX_QB: usize = super::ATTENTION_ROWS;
 /// The widest register an ISA may bring, in lanes (stack buffers are this long).
 const MAX_LANES: usize = 16;
 
@@ -50,7 +51,7 @@ pub(super) fn check<const BF16: bool>(
 /// Each checks its bounds, then runs the plan inside a function that enables
 /// `$features`, so the plan's `inline(always)` code compiles to that ISA's instructions.
 macro_rules! entry_points {
-    ($simd:ty, $nb:expr, $features:literal) => {
+    ($simd:ty, $nb:expr, $qb:expr, $features:literal) => {
         use $crate::kernels::scalar::{MatMut, MatRef};
 
         /// fp32 attention, within the float tolerance of `scalar::attention`.
@@ -120,7 +121,7 @@ macro_rules! entry_points {
             out: MatMut,
             scratch: &mut [f32],
         ) {
-            $crate::kernels::simd_attention_f32::attention::<$simd, { $nb }, BF16>(
+            $crate::kernels::simd_attention_f32::attention::<$simd, { $nb }, { $qb }, BF16>(
                 q, k, v, heads, dh, scale, out, scratch,
             )
         }
@@ -132,7 +133,7 @@ pub(super) use entry_points;
 /// `S`'s features are enabled; [`check`] passed for these arguments.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
+pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const QB: usize, const BF16: bool>(
     q: MatRef,
     k: MatRef,
     v: MatRef,
@@ -142,6 +143,8 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
     out: MatMut,
     scratch: &mut [f32],
 ) {
+    // The block dispatch below has arms for 1 to 6 rows.
+    const { assert!(QB >= 1 && QB <= MAX_QB && QB <= 6) };
     let lanes = S::LANES;
     let nk = k.rows;
     let (kt, rest) = scratch.split_at_mut(dh * nk);
@@ -156,10 +159,15 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
     let round = |x: f32| if BF16 { bf16_round(x) } else { x };
     // bf16 scores are logits in base 2, as `scalar::attention` makes them.
     let score_scale = if BF16 { bf16_score_scale(scale) } else { scale };
+    let wide = NB * lanes;
+    let keys = PanelLayout::new(nk, wide, dh);
+    let values = PanelLayout::new(dh, wide, nk);
     for h in 0..heads {
         let c0 = h * dh;
         for j in 0..nk {
             let row = k.data.as_ptr().add(j * k.stride + c0);
+            let (dst, ds) = keys.at(kt.as_mut_ptr(), j);
+            let dst = dst as *mut f32;
             let mut d = 0;
             if BF16 {
                 // Rounded in registers, then scattered down the transposed column.
@@ -167,26 +175,32 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
                 while d + lanes <= dh {
                     S::load(row.add(d)).bf16_round().store(buf.as_mut_ptr());
                     for (i, &x) in buf[..lanes].iter().enumerate() {
-                        *kt.get_unchecked_mut((d + i) * nk + j) = x;
+                        *dst.add((d + i) * ds) = x;
                     }
                     d += lanes;
                 }
             }
             for d in d..dh {
-                *kt.get_unchecked_mut(d * nk + j) = round(*row.add(d));
+                *dst.add(d * ds) = round(*row.add(d));
             }
         }
         if BF16 {
             for j in 0..nk {
                 let row = v.data.as_ptr().add(j * v.stride + c0);
-                let dst = vr.as_mut_ptr().add(j * dh);
                 let mut d = 0;
-                while d + lanes <= dh {
-                    S::load(row.add(d)).bf16_round().store(dst.add(d));
-                    d += lanes;
+                while d + wide <= dh {
+                    let (dst, ds) = values.at(vr.as_mut_ptr(), d);
+                    let dst = dst as *mut f32;
+                    for b in 0..NB {
+                        let x = S::load(row.add(d + b * lanes)).bf16_round();
+                        x.store(dst.add(j * ds + b * lanes));
+                    }
+                    d += wide;
                 }
-                for d in d..dh {
-                    *dst.add(d) = bf16_round(*row.add(d));
+                let (dst, ds) = values.at(vr.as_mut_ptr(), d);
+                let dst = dst as *mut f32;
+                for (i, d) in (d..dh).enumerate() {
+                    *dst.add(j * ds + i) = bf16_round(*row.add(d));
                 }
             }
         }
@@ -223,27 +237,31 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
             } else {
                 (q.data.as_ptr().add(i0 * q.stride + c0), q.stride)
             };
-            // bf16: the rounded values; f32: the values themselves.
+            // bf16: the rounded values in column panels; f32: the values themselves.
             let (vb, vs) = if BF16 {
-                (vr.as_ptr(), dh)
+                (vr.as_ptr(), None)
             } else {
-                (v.data.as_ptr().add(c0), v.stride)
+                (v.data.as_ptr().add(c0), Some(v.stride))
             };
             let block = Block {
                 q: qb,
                 qs,
                 kt: kt.as_ptr(),
+                keys,
                 nk,
                 dh,
                 scale: score_scale,
                 s: scores.as_mut_ptr(),
                 v: vb,
+                values,
                 vs,
                 out: out.data.as_ptr().add(i0 * out.stride + c0) as *mut f32,
                 os: out.stride,
             };
             // The row count as a constant: every accumulator stays in a register.
             match rb {
+                6 if QB >= 6 => block.run::<S, NB, BF16, 6>(),
+                5 if QB >= 5 => block.run::<S, NB, BF16, 5>(),
                 4 => block.run::<S, NB, BF16, 4>(),
                 3 => block.run::<S, NB, BF16, 3>(),
                 2 => block.run::<S, NB, BF16, 2>(),
@@ -254,22 +272,60 @@ pub(super) unsafe fn attention<S: F32Simd, const NB: usize, const BF16: bool>(
     }
 }
 
+/// `$body` over `$i` in `0..$n` in `pair_order(n, $pairs)`, written as a loop over
+/// whole pairs: the iterator's filter for an odd `n` left a compare and branch, an index
+/// swap and a multiply in every step of the hot loops above, which then issued more
+/// scalar instructions than FMAs (and LLVM re-loaded constants inside them). A macro,
+/// not a function taking a closure: a closure is compiled without its caller's target
+/// features, so whenever LLVM declines to inline one (as it did once a block had 12
+/// accumulators) every intrinsic in it became a call, 40 times slower.
+macro_rules! pair_loop {
+    ($pairs:expr, $n:expr, |$i:ident| $body:block) => {{
+        let n: usize = $n;
+        if $pairs {
+            let mut at = 0;
+            while at + 2 <= n {
+                {
+                    let $i = at + 1;
+                    $body
+                }
+                {
+                    let $i = at;
+                    $body
+                }
+                at += 2;
+            }
+            if at < n {
+                let $i = at;
+                $body
+            }
+        } else {
+            for $i in 0..n {
+                $body
+            }
+        }
+    }};
+}
+
 /// A block of query rows of one head, and where its inputs and output live.
 struct Block {
     /// Row 0's first element of this head; rows `qs` apart.
     q: *const f32,
     qs: usize,
-    /// The head's keys transposed: `dh` rows of `nk`.
+    /// The head's keys transposed, in panels of `keys`.
     kt: *const f32,
+    keys: PanelLayout,
     nk: usize,
     dh: usize,
     /// What dot products are multiplied by.
     scale: f32,
     /// Score rows, `nk` apart.
     s: *mut f32,
-    /// Value row 0 at this head's column 0; rows `vs` apart.
+    /// Value row 0 at this head's column 0: rows `vs` apart, or (`vs` none) in the
+    /// column panels of `values`.
     v: *const f32,
-    vs: usize,
+    values: PanelLayout,
+    vs: Option<usize>,
     /// Output row 0 at this head's column 0; rows `os` apart.
     out: *mut f32,
     os: usize,
@@ -309,13 +365,23 @@ impl Block {
             c += lanes;
         }
         for c in c..self.dh {
+            let (vc, vs) = self.value_column(c);
             for (r, inv) in inv.iter().enumerate() {
                 let mut acc = 0.0f32;
-                for_pair_order::<BF16>(self.nk, |j| {
-                    acc += *self.s.add(r * self.nk + j) * *self.v.add(j * self.vs + c);
+                pair_loop!(BF16, self.nk, |j| {
+                    acc += *self.s.add(r * self.nk + j) * *vc.add(j * vs);
                 });
                 *self.out.add(r * self.os + c) = if BF16 { acc * inv } else { acc };
             }
+        }
+    }
+
+    /// Where value column `c` starts (key 0), and the distance between its keys.
+    #[inline(always)]
+    unsafe fn value_column(&self, c: usize) -> (*const f32, usize) {
+        match self.vs {
+            Some(vs) => (self.v.add(c), vs),
+            None => self.values.at(self.v, c),
         }
     }
 
@@ -327,9 +393,10 @@ impl Block {
         j: usize,
     ) {
         let mut acc = [[S::splat(0.0); NB]; R];
+        let (kj, ks) = self.keys.at(self.kt, j);
         // bf16 sums in `Precision::Bf16`'s order: with exact products, the same bits.
-        for_pair_order::<BF16>(self.dh, |d| {
-            let base = self.kt.add(d * self.nk + j);
+        pair_loop!(BF16, self.dh, |d| {
+            let base = kj.add(d * ks);
             let kv: [S; NB] = core::array::from_fn(|b| S::load(base.add(b * S::LANES)));
             for (r, a) in acc.iter_mut().enumerate() {
                 let qv = S::splat(*self.q.add(r * self.qs + d));
@@ -355,8 +422,9 @@ impl Block {
         n: usize,
     ) {
         let mut acc = [S::splat(0.0); R];
-        for_pair_order::<BF16>(self.dh, |d| {
-            let kv = S::load_first(self.kt.add(d * self.nk + j), n);
+        let (kj, ks) = self.keys.at(self.kt, j);
+        pair_loop!(BF16, self.dh, |d| {
+            let kv = S::load_first(kj.add(d * ks), n);
             for (r, a) in acc.iter_mut().enumerate() {
                 *a = a.mul_add(S::splat(*self.q.add(r * self.qs + d)), kv);
             }
@@ -376,8 +444,9 @@ impl Block {
         inv: &[f32; R],
     ) {
         let mut acc = [[S::splat(0.0); NB]; R];
-        for_pair_order::<BF16>(self.nk, |j| {
-            let base = self.v.add(j * self.vs + c);
+        let (vc, vs) = self.value_column(c);
+        pair_loop!(BF16, self.nk, |j| {
+            let base = vc.add(j * vs);
             let vv: [S; NB] = core::array::from_fn(|b| S::load(base.add(b * S::LANES)));
             for (r, a) in acc.iter_mut().enumerate() {
                 let pv = S::splat(*self.s.add(r * self.nk + j));
@@ -392,6 +461,49 @@ impl Block {
                 let y = if BF16 { a.mul(vinv) } else { a };
                 y.store(self.out.add(r * self.os + c + b * S::LANES));
             }
+        }
+    }
+}
+
+/// `n` items (keys, or value columns) of `depth` values each, staged in panels of `w`
+/// items: a full panel is `depth` rows of `w`, the last `n mod w` items one row of
+/// `n mod w` each after them. A block's loads then walk one contiguous panel: with
+/// the transposed keys as `dh` rows of `nk` (4 KiB apart at 1,024 keys), each score
+/// block's 64 loads per register column touched 64 pages, more streams than the
+/// hardware prefetchers follow, and score blocks waited on L2 for their keys.
+#[derive(Clone, Copy)]
+struct PanelLayout {
+    w: usize,
+    depth: usize,
+    /// Items in full panels.
+    full: usize,
+    /// Items after them.
+    tail: usize,
+}
+
+impl PanelLayout {
+    fn new(n: usize, w: usize, depth: usize) -> Self {
+        let full = n - n % w;
+        Self {
+            w,
+            depth,
+            full,
+            tail: n - full,
+        }
+    }
+
+    /// Item `i`'s first value in panels at `base`, and the distance between its values.
+    /// (A pointer that came from a `*mut` may be cast back to write through it.)
+    #[inline(always)]
+    unsafe fn at(self, base: *const f32, i: usize) -> (*const f32, usize) {
+        if i < self.full {
+            let panel = i - i % self.w;
+            (base.add(panel * self.depth + i % self.w), self.w)
+        } else {
+            (
+                base.add(self.full * self.depth + (i - self.full)),
+                self.tail,
+            )
         }
     }
 }
@@ -427,29 +539,6 @@ pub(super) unsafe fn prefetch_next_head<S: F32Simd>(
     prefetch_rows::<S>(v, share, col, dh);
 }
 
-/// `body` over `0..n` in `pair_order(n, PAIRS)`, written as a loop over whole pairs:
-/// the iterator's filter for an odd `n` left a compare and branch, an index swap and a
-/// multiply in every step of the hot loops above, which then issued more scalar
-/// instructions than FMAs (and LLVM re-loaded constants inside them).
-#[inline(always)]
-fn for_pair_order<const PAIRS: bool>(n: usize, mut body: impl FnMut(usize)) {
-    if PAIRS {
-        let mut i = 0;
-        while i + 2 <= n {
-            body(i + 1);
-            body(i);
-            i += 2;
-        }
-        if i < n {
-            body(i);
-        }
-    } else {
-        for i in 0..n {
-            body(i);
-        }
-    }
-}
-
 /// One score row to softmax weights in place. f32: normalised, returns 1. bf16: the
 /// rounded, unnormalised `exp2(s − max)`, returning 1 / their total in the order
 /// `Precision::Bf16` fixes.
@@ -474,7 +563,7 @@ unsafe fn softmax_row<S: F32Simd, const BF16: bool>(s: &mut [f32]) -> f32 {
     let mut j = 0;
     while j + lanes <= n {
         let d = S::load(p.add(j)).sub(vm);
-        let e = if BF16 { d } else { d.mul(vl) }.exp2_clamped_below();
+        let e = if BF16 { d } else { d.mul(vl) }.softmax_weight();
         let e = if BF16 { e.bf16_round() } else { e };
         e.store(p.add(j));
         vsum = vsum.add(e);
@@ -483,7 +572,7 @@ unsafe fn softmax_row<S: F32Simd, const BF16: bool>(s: &mut [f32]) -> f32 {
     if j < n {
         // The tail in a partial register: the same operations, `n − j` lanes kept.
         let d = S::load_first(p.add(j), n - j).sub(vm);
-        let e = if BF16 { d } else { d.mul(vl) }.exp2_clamped_below();
+        let e = if BF16 { d } else { d.mul(vl) }.softmax_weight();
         let e = if BF16 { e.bf16_round() } else { e };
         e.store_first(p.add(j), n - j);
         vsum = vsum.add(S::load_first(p.add(j), n - j));
@@ -536,7 +625,6 @@ unsafe fn add_pairs<S: F32Simd>(acc: &mut [S], chunk: *const f32) {
 
 #[cfg(test)]
 mod tests {
-    use super::for_pair_order;
     use crate::kernels::scalar::pair_order;
 
     #[test]
@@ -544,11 +632,9 @@ mod tests {
         for n in 0..12 {
             for pairs in [false, true] {
                 let mut got = Vec::new();
-                if pairs {
-                    for_pair_order::<true>(n, |i| got.push(i));
-                } else {
-                    for_pair_order::<false>(n, |i| got.push(i));
-                }
+                pair_loop!(pairs, n, |i| {
+                    got.push(i);
+                });
                 let want: Vec<usize> = pair_order(n, pairs).collect();
                 assert_eq!(got, want, "n = {n}, pairs = {pairs}");
             }

@@ -2,28 +2,28 @@
 //! the body is the reference's, inlined into a function that enables the ISA's
 //! features, so LLVM vectorises its integer q·k sums and its element-wise p·v loop
 //! without changing a bit; the softmax's exponential, a libm-style polynomial LLVM
-//! cannot vectorise, goes through the ISA's [`F32Simd::exp2_clamped_below`], the
+//! cannot vectorise, goes through the ISA's [`F32Simd::softmax_weight`], the
 //! reference's bits. One head and query row a call: a decoder step reads each cached
 //! key and value byte once per query head.
 
 use super::simd::F32Simd;
 
-/// `exp2_clamped` of every weight in place (each at most 0, or NaN).
+/// `scalar::softmax_weight` of every weight in place (each at most 0, or NaN).
 ///
 /// # Safety
 /// `S`'s ISA is enabled.
 #[inline(always)]
-pub unsafe fn exp2_below_in_place<S: F32Simd>(w: &mut [f32]) {
+pub unsafe fn softmax_weights_in_place<S: F32Simd>(w: &mut [f32]) {
     let n = w.len();
     let p = w.as_mut_ptr();
     let mut i = 0;
     while i + S::LANES <= n {
-        S::load(p.add(i)).exp2_clamped_below().store(p.add(i));
+        S::load(p.add(i)).softmax_weight().store(p.add(i));
         i += S::LANES;
     }
     if i < n {
         S::load_first(p.add(i), n - i)
-            .exp2_clamped_below()
+            .softmax_weight()
             .store_first(p.add(i), n - i);
     }
 }
@@ -73,7 +73,7 @@ macro_rules! entry_points {
                 scratch,
                 // SAFETY: `$features` are enabled here.
                 |w| unsafe {
-                    $crate::kernels::simd_attention_i8kv::exp2_below_in_place::<$simd>(w)
+                    $crate::kernels::simd_attention_i8kv::softmax_weights_in_place::<$simd>(w)
                 },
             )
         }

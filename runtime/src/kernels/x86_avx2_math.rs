@@ -83,6 +83,18 @@ pub unsafe fn exp2_clamped_below(t: __m256) -> __m256 {
     _mm256_mul_ps(p, _mm256_castsi256_ps(pow))
 }
 
+/// [`super::scalar::softmax_weight`] of 8 lanes at most 126 (or quiet NaN): 2^t, and 0
+/// below the floor (an ordered compare: NaN too).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA.
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn softmax_weight(t: __m256) -> __m256 {
+    let keep = _mm256_cmp_ps::<_CMP_GE_OQ>(t, _mm256_set1_ps(super::scalar::SOFTMAX_FLOOR));
+    _mm256_and_ps(keep, exp2_clamped_below(t))
+}
+
 /// [`super::scalar::exp2_clamped`] of 8 lanes: t clamped to [−126, 126] first.
 ///
 /// # Safety
@@ -147,7 +159,7 @@ pub fn element_wise(f: super::ElementWise, x: [f32; 8]) -> [f32; 8] {
         let v = _mm256_loadu_ps(x.as_ptr());
         let y = match f {
             Exp2 => exp2_clamped(v),
-            Exp2Below => exp2_clamped_below(v),
+            SoftmaxWeight => softmax_weight(v),
             GeluTanh => gelu_tanh(v),
             Bf16Round => bf16_round(v),
         };
@@ -215,8 +227,8 @@ impl F32Simd for F32x8 {
         sum16(self.0, _mm256_setzero_ps())
     }
     #[inline(always)]
-    unsafe fn exp2_clamped_below(self) -> Self {
-        F32x8(exp2_clamped_below(self.0))
+    unsafe fn softmax_weight(self) -> Self {
+        F32x8(softmax_weight(self.0))
     }
     #[inline(always)]
     unsafe fn div(self, o: Self) -> Self {

@@ -96,6 +96,21 @@ pub unsafe fn exp2_clamped_below(t: __m512) -> __m512 {
     exp2_in_range(_mm512_max_ps(t, _mm512_set1_ps(-126.0)))
 }
 
+/// [`super::scalar::softmax_weight`] of 16 lanes at most 126 (or quiet NaN): 2^t, and 0
+/// below the floor (an ordered compare: NaN too).
+///
+/// # Safety
+/// The CPU must support AVX-512F.
+#[inline]
+#[target_feature(enable = "avx512f")]
+pub unsafe fn softmax_weight(t: __m512) -> __m512 {
+    let floor = _mm512_set1_ps(super::scalar::SOFTMAX_FLOOR);
+    _mm512_maskz_mov_ps(
+        _mm512_cmp_ps_mask::<_CMP_GE_OQ>(t, floor),
+        exp2_clamped_below(t),
+    )
+}
+
 #[inline]
 #[target_feature(enable = "avx512f")]
 unsafe fn exp2_in_range(t: __m512) -> __m512 {
@@ -141,7 +156,7 @@ pub fn element_wise(f: super::ElementWise, x: [f32; 16]) -> [f32; 16] {
         let v = _mm512_loadu_ps(x.as_ptr());
         let y = match f {
             Exp2 => exp2_clamped(v),
-            Exp2Below => exp2_clamped_below(v),
+            SoftmaxWeight => softmax_weight(v),
             GeluTanh => gelu_tanh(v),
             Bf16Round => bf16_round(v),
         };
@@ -225,8 +240,8 @@ impl F32Simd for F32x16 {
         sum16(self.0)
     }
     #[inline(always)]
-    unsafe fn exp2_clamped_below(self) -> Self {
-        F32x16(exp2_clamped_below(self.0))
+    unsafe fn softmax_weight(self) -> Self {
+        F32x16(softmax_weight(self.0))
     }
     #[inline(always)]
     unsafe fn div(self, o: Self) -> Self {

@@ -12,7 +12,7 @@ use core::mem::transmute;
 
 use super::scalar::{bf16_score_scale, check_attention_bounds, MatMut, MatRef};
 use super::simd_attention_f32::prefetch_next_head;
-use super::x86_avx512_math::{exp2_clamped_below, lanes as mask, sum16, F32x16};
+use super::x86_avx512_math::{lanes as mask, softmax_weight, sum16, F32x16};
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
 /// broadcast fit the 32 vector registers.
@@ -113,8 +113,8 @@ unsafe fn attention_impl(
     let zip = _mm512_loadu_si512(zip.as_ptr() as *const _);
     for h in 0..heads {
         let c0 = h * dh;
-        // Key pairs, transposed: kt[p·nk + j] = (k[j][2p], k[j][2p+1]), 16 keys × 16
-        // pairs at a time through registers.
+        // Key pairs, transposed: (k[j][2p], k[j][2p+1]) at `kt_at(p, j)`, 16 keys × 16
+        // pairs at a time through registers (a group never straddles two panels).
         let mut j0 = 0;
         while j0 < nk {
             let nj = (nk - j0).min(16);
@@ -132,7 +132,7 @@ unsafe fn attention_impl(
                 let cols = transpose16(rows);
                 for (p, col) in cols.iter().enumerate().take(np) {
                     _mm512_mask_storeu_epi32(
-                        kt.as_mut_ptr().add((p0 + p) * nk + j0) as *mut _,
+                        kt.as_mut_ptr().add(kt_at(nk, dhp, p0 + p, j0)) as *mut _,
                         mask(nj),
                         *col,
                     );
@@ -193,8 +193,9 @@ unsafe fn attention_impl(
             let mut mx = [_mm512_set1_ps(f32::NEG_INFINITY); QB];
             let mut j = 0;
             while j < nk {
-                let n = (nk - j).min(48);
+                let n = (nk - j).min(KEY_PANEL);
                 let args = (kt as &[u32], qp as &[u32], nk, dhp, j, n, vscale);
+                debug_assert!(n == KEY_PANEL || j + n == nk);
                 macro_rules! go {
                     ($($r:literal),*) => {
                         match (rb, n.div_ceil(16)) {
@@ -222,7 +223,7 @@ unsafe fn attention_impl(
                     let (m0, m1) = (mask(n), mask(n.saturating_sub(16)));
                     let e = |m: __mmask16, at: usize| {
                         let x = _mm512_maskz_loadu_ps(m, s.add(at));
-                        _mm512_maskz_mov_ps(m, exp2_clamped_below(_mm512_sub_ps(x, vmax)))
+                        _mm512_maskz_mov_ps(m, softmax_weight(_mm512_sub_ps(x, vmax)))
                     };
                     let pair = _mm512_cvtne2ps_pbh(e(m1, j + 16), e(m0, j));
                     sum = _mm512_dpbf16_ps(sum, pair, ones);
@@ -258,8 +259,26 @@ unsafe fn attention_impl(
     }
 }
 
-/// `NB` registers (up to 16·NB keys from `j`, `n` of them valid) of score rows for `R`
-/// query rows.
+/// Keys per panel of the transposed key pairs: a score block's 3 registers.
+const KEY_PANEL: usize = 48;
+
+/// Where key pair `p` of key `j` lies among `nk` keys of `dhp` pairs staged in panels of
+/// [`KEY_PANEL`] keys (`dhp` rows of 48; the last `nk mod 48` keys one panel of their
+/// own after them), so a score block's loads walk one contiguous panel. As `dhp` rows of
+/// `nk`, its 32 loads per register touched 32 pages 4 KiB apart at 1,024 keys, more
+/// streams than the hardware prefetchers follow.
+#[inline(always)]
+fn kt_at(nk: usize, dhp: usize, p: usize, j: usize) -> usize {
+    let full = nk - nk % KEY_PANEL;
+    if j < full {
+        (j - j % KEY_PANEL) * dhp + p * KEY_PANEL + j % KEY_PANEL
+    } else {
+        full * dhp + p * (nk - full) + (j - full)
+    }
+}
+
+/// `NB` registers (up to 16·NB keys from `j`, `n` of them valid, the whole of their
+/// panel) of score rows for `R` query rows.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
 #[allow(clippy::type_complexity)]
@@ -270,8 +289,10 @@ unsafe fn scores_block<const R: usize, const NB: usize>(
 ) {
     let masks: [__mmask16; NB] = core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
     let mut acc = [[_mm512_setzero_ps(); NB]; R];
+    // This block's panel: `dhp` rows of its `n` keys.
+    let panel = kt.as_ptr().add(kt_at(nk, dhp, 0, j));
     for p in 0..dhp {
-        let base = kt.as_ptr().add(p * nk + j);
+        let base = panel.add(p * n);
         let kv: [__m512bh; NB] = core::array::from_fn(|b| {
             transmute(_mm512_maskz_loadu_epi32(
                 masks[b],

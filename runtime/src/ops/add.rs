@@ -61,9 +61,11 @@ impl OpSpec for Add {
         c.disjoint(&[a.buf, b.buf], out)
     }
 
-    fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
+    fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {
         let (a, b) = (cx.read(self.a)?, cx.read(self.b)?);
-        k::add(a, b, cx.out(self.out)?);
+        crate::kernels::by_rows(cpu.threads, cx.out(self.out)?, |r0, o| {
+            k::add(a.rows_from(r0, o.rows), b.rows_from(r0, o.rows), o)
+        });
         Ok(())
     }
 }

@@ -254,11 +254,7 @@ impl OpSpec for Attention {
         // Query rows `r0..` (as many as `o` has) over heads `h0 .. h0 + nh`, into `o`
         // (those rows, those heads' columns).
         let block = |r0: usize, h0: usize, nh: usize, mut o: MatMut, s: &mut [f32]| {
-            let q = MatRef {
-                data: &q.data[r0 * q.stride..],
-                rows: o.rows,
-                ..q
-            };
+            let q = q.rows_from(r0, o.rows);
             // One call of `n` heads from `h` (each with its key and value head) over the
             // first `keys` keys.
             let mut call = |q: MatRef, h: usize, n: usize, keys: usize, o: MatMut| {
@@ -283,7 +279,13 @@ impl OpSpec for Attention {
                     Mask::Causal => {
                         let mut oh = oh;
                         for i in 0..q.rows {
-                            call(row(q, i), h, per, past + r0 + i + 1, row_mut(&mut oh, i));
+                            call(
+                                q.rows_from(i, 1),
+                                h,
+                                per,
+                                past + r0 + i + 1,
+                                row_mut(&mut oh, i),
+                            );
                         }
                     }
                 }
@@ -384,15 +386,6 @@ fn cols_mut<'o>(m: &'o mut MatMut, at: usize, n: usize) -> MatMut<'o> {
 
 fn first_rows(m: MatRef, n: usize) -> MatRef {
     MatRef { rows: n, ..m }
-}
-
-fn row(m: MatRef, i: usize) -> MatRef {
-    MatRef {
-        data: &m.data[i * m.stride..],
-        rows: 1,
-        cols: m.cols,
-        stride: m.stride,
-    }
 }
 
 fn row_mut<'o>(m: &'o mut MatMut, i: usize) -> MatMut<'o> {

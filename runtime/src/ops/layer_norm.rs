@@ -78,7 +78,10 @@ impl OpSpec for LayerNorm {
         let x = cx.read(self.x)?;
         let (gamma, beta) = (cx.f32s(self.gamma)?, cx.f32s(self.beta)?);
         let out = cx.out(self.out)?;
-        cpu.isa.layer_norm(x, gamma, beta, self.eps, out);
+        crate::kernels::by_rows(cpu.threads, out, |r0, o| {
+            cpu.isa
+                .layer_norm(x.rows_from(r0, o.rows), gamma, beta, self.eps, o)
+        });
         Ok(())
     }
 }
