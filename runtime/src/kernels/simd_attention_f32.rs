@@ -472,7 +472,7 @@ impl Block {
 /// block's 64 loads per register column touched 64 pages, more streams than the
 /// hardware prefetchers follow, and score blocks waited on L2 for their keys.
 #[derive(Clone, Copy)]
-struct PanelLayout {
+pub(super) struct PanelLayout {
     w: usize,
     depth: usize,
     /// Items in full panels.
@@ -482,7 +482,7 @@ struct PanelLayout {
 }
 
 impl PanelLayout {
-    fn new(n: usize, w: usize, depth: usize) -> Self {
+    pub(super) fn new(n: usize, w: usize, depth: usize) -> Self {
         let full = n - n % w;
         Self {
             w,
@@ -492,19 +492,24 @@ impl PanelLayout {
         }
     }
 
+    /// Where item `i`'s first value lies, in elements from the panels' start, and the
+    /// distance between its values.
+    #[inline(always)]
+    pub(super) fn offset(self, i: usize) -> (usize, usize) {
+        if i < self.full {
+            let panel = i - i % self.w;
+            (panel * self.depth + i % self.w, self.w)
+        } else {
+            (self.full * self.depth + (i - self.full), self.tail)
+        }
+    }
+
     /// Item `i`'s first value in panels at `base`, and the distance between its values.
     /// (A pointer that came from a `*mut` may be cast back to write through it.)
     #[inline(always)]
     unsafe fn at(self, base: *const f32, i: usize) -> (*const f32, usize) {
-        if i < self.full {
-            let panel = i - i % self.w;
-            (base.add(panel * self.depth + i % self.w), self.w)
-        } else {
-            (
-                base.add(self.full * self.depth + (i - self.full)),
-                self.tail,
-            )
-        }
+        let (at, stride) = self.offset(i);
+        (base.add(at), stride)
     }
 }
 

@@ -11,7 +11,7 @@ use core::arch::x86_64::*;
 use core::mem::transmute;
 
 use super::scalar::{bf16_score_scale, check_attention_bounds, MatMut, MatRef};
-use super::simd_attention_f32::prefetch_next_head;
+use super::simd_attention_f32::{prefetch_next_head, PanelLayout};
 use super::x86_avx512_math::{lanes as mask, softmax_weight, sum16, F32x16};
 
 /// Query rows per block: 6 rows × 4 registers of p·v sums (24) plus 4 of values and a
@@ -105,6 +105,7 @@ unsafe fn attention_impl(
     let (scores, rest) = rest.split_at_mut(QB * nk);
     let pp = &mut rest[..QB * nkp];
     let scores: &mut [f32] = bytemuck::cast_slice_mut(scores);
+    let keys = PanelLayout::new(nk, KEY_PANEL, dhp);
     let vscale = _mm512_set1_ps(bf16_score_scale(scale));
     // bf16 1.0 in both halves: a dot product with it sums a vector's pairs.
     let ones: __m512bh = transmute(_mm512_set1_epi32(0x3F80_3F80));
@@ -113,8 +114,9 @@ unsafe fn attention_impl(
     let zip = _mm512_loadu_si512(zip.as_ptr() as *const _);
     for h in 0..heads {
         let c0 = h * dh;
-        // Key pairs, transposed: (k[j][2p], k[j][2p+1]) at `kt_at(p, j)`, 16 keys × 16
-        // pairs at a time through registers (a group never straddles two panels).
+        // Key pairs, transposed: (k[j][2p], k[j][2p+1]) in `keys`' panel of key j, row p,
+        // 16 keys × 16 pairs at a time through registers (a group never straddles two
+        // panels).
         let mut j0 = 0;
         while j0 < nk {
             let nj = (nk - j0).min(16);
@@ -130,9 +132,10 @@ unsafe fn attention_impl(
                     }
                 });
                 let cols = transpose16(rows);
+                let (at, stride) = keys.offset(j0);
                 for (p, col) in cols.iter().enumerate().take(np) {
                     _mm512_mask_storeu_epi32(
-                        kt.as_mut_ptr().add(kt_at(nk, dhp, p0 + p, j0)) as *mut _,
+                        kt.as_mut_ptr().add(at + (p0 + p) * stride) as *mut _,
                         mask(nj),
                         *col,
                     );
@@ -194,7 +197,7 @@ unsafe fn attention_impl(
             let mut j = 0;
             while j < nk {
                 let n = (nk - j).min(KEY_PANEL);
-                let args = (kt as &[u32], qp as &[u32], nk, dhp, j, n, vscale);
+                let args = (kt as &[u32], keys, qp as &[u32], nk, dhp, j, n, vscale);
                 debug_assert!(n == KEY_PANEL || j + n == nk);
                 macro_rules! go {
                     ($($r:literal),*) => {
@@ -259,23 +262,11 @@ unsafe fn attention_impl(
     }
 }
 
-/// Keys per panel of the transposed key pairs: a score block's 3 registers.
+/// Keys per panel of the transposed key pairs (`PanelLayout`): a score block's 3
+/// registers, so its loads walk one contiguous panel. As `dhp` rows of `nk`, its 32
+/// loads per register touched 32 pages 4 KiB apart at 1,024 keys, more streams than the
+/// hardware prefetchers follow.
 const KEY_PANEL: usize = 48;
-
-/// Where key pair `p` of key `j` lies among `nk` keys of `dhp` pairs staged in panels of
-/// [`KEY_PANEL`] keys (`dhp` rows of 48; the last `nk mod 48` keys one panel of their
-/// own after them), so a score block's loads walk one contiguous panel. As `dhp` rows of
-/// `nk`, its 32 loads per register touched 32 pages 4 KiB apart at 1,024 keys, more
-/// streams than the hardware prefetchers follow.
-#[inline(always)]
-fn kt_at(nk: usize, dhp: usize, p: usize, j: usize) -> usize {
-    let full = nk - nk % KEY_PANEL;
-    if j < full {
-        (j - j % KEY_PANEL) * dhp + p * KEY_PANEL + j % KEY_PANEL
-    } else {
-        full * dhp + p * (nk - full) + (j - full)
-    }
-}
 
 /// `NB` registers (up to 16·NB keys from `j`, `n` of them valid, the whole of their
 /// panel) of score rows for `R` query rows.
@@ -283,16 +274,25 @@ fn kt_at(nk: usize, dhp: usize, p: usize, j: usize) -> usize {
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16,fma")]
 #[allow(clippy::type_complexity)]
 unsafe fn scores_block<const R: usize, const NB: usize>(
-    (kt, qp, nk, dhp, j, n, vscale): (&[u32], &[u32], usize, usize, usize, usize, __m512),
+    (kt, keys, qp, nk, dhp, j, n, vscale): (
+        &[u32],
+        PanelLayout,
+        &[u32],
+        usize,
+        usize,
+        usize,
+        usize,
+        __m512,
+    ),
     scores: &mut [f32],
     mx: &mut [__m512; QB],
 ) {
     let masks: [__mmask16; NB] = core::array::from_fn(|b| mask(n.saturating_sub(16 * b)));
     let mut acc = [[_mm512_setzero_ps(); NB]; R];
     // This block's panel: `dhp` rows of its `n` keys.
-    let panel = kt.as_ptr().add(kt_at(nk, dhp, 0, j));
+    let (at, stride) = keys.offset(j);
     for p in 0..dhp {
-        let base = panel.add(p * n);
+        let base = kt.as_ptr().add(at + p * stride);
         let kv: [__m512bh; NB] = core::array::from_fn(|b| {
             transmute(_mm512_maskz_loadu_epi32(
                 masks[b],
