@@ -161,6 +161,42 @@ proptest! {
         }
     }
 
+    /// Quantizing inside the threaded GEMM (each row block its own rows) gives one
+    /// thread's bytes and bits: few rows quantized whole and split by panels, more split
+    /// by rows, on every ISA.
+    #[test]
+    fn quantize_gemm_on_threads_matches_one_thread(rows in prop_oneof![1usize..20, 20usize..70],
+                                                  k in 1usize..150, n in 60usize..200,
+                                                  threads in 2usize..6, seed in any::<u64>(),
+                                                  narrow in any::<bool>()) {
+        let mut s = seed;
+        let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
+        let x: Vec<f32> = (0..rows * k).map(|_| (next() % 4001) as f32 * 1e-3 - 2.0).collect();
+        let x = MatRef { data: &x, rows, cols: k, stride: k };
+        let top = u32::from(weight_limit(narrow).unsigned_abs());
+        let w: Vec<i8> = (0..n * k).map(|_| ((next() % (2 * top + 1)) as i32 - top as i32) as i8).collect();
+        let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
+        let ep = Epilogue { x_scale: 0.02, w_scale: &w_scale, bias: None, act: Activation::None };
+        let wp = pack(&w, n, k);
+        let wp = Panels { w: &wp, narrow };
+        for isa in ALL.into_iter().filter(|i| i.supported()) {
+            let mut q_want = vec![0u8; rows * q_stride(k)];
+            isa.quantize_u8(x, 0.02, 7, &mut q_want);
+            let want = run(isa, &q_want, k, wp, &ep, rows, n, n);
+            let mut q = vec![0xAAu8; rows * q_stride(k)];
+            let mut got = vec![f32::NAN; rows * n];
+            let mut spare = vec![f32::NAN; gemm_u8i8_spare_floats(rows, n, threads)];
+            let out = MatMut { data: &mut got, rows, cols: n, stride: n };
+            isa.quantize_gemm_u8i8_threads(threads, Some((x, 0.02, 7)), &mut q, k, wp, &ep, out, &mut spare);
+            for r in 0..rows {
+                let row = r * q_stride(k)..r * q_stride(k) + k;
+                prop_assert_eq!(&q[row.clone()], &q_want[row], "{} on {} threads, {} rows", isa.name(), threads, rows);
+            }
+            prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{} on {} threads, {} rows", isa.name(), threads, rows);
+        }
+    }
+
     /// Activation quantization: identical bytes, NaN and infinities included.
     #[test]
     fn quantize_equals_the_reference(rows in 1usize..6, cols in 1usize..100, scale in 1e-3f32..10.0,

@@ -195,9 +195,7 @@ pub(super) fn linear_cpu(
         } => {
             let qn = x.rows * k::q_stride(x.cols);
             let (q, rest) = scratch.split_at_mut_checked(qn)?;
-            if !cpu.reuse_quantized {
-                isa.quantize_u8(x, x_scale, x_zero, q);
-            }
+            let quantize = (!cpu.reuse_quantized).then_some((x, x_scale, x_zero));
             let ep = k::Epilogue {
                 x_scale,
                 w_scale: tensors.get(w_scale)?.f32s(),
@@ -215,11 +213,15 @@ pub(super) fn linear_cpu(
                 let whole = spare.len() / 4 * 4;
                 let spare: &mut [f32] =
                     bytemuck::try_cast_slice_mut(&mut spare[..whole]).unwrap_or_default();
-                isa.gemm_u8i8_threads(threads, q, x.cols, w, &ep, out.reborrow(), spare);
+                let o = out.reborrow();
+                isa.quantize_gemm_u8i8_threads(threads, quantize, q, x.cols, w, &ep, o, spare);
             }
             #[cfg(not(feature = "std"))]
             {
                 let _ = (threads, rest);
+                if let Some((x, scale, zero)) = quantize {
+                    isa.quantize_u8(x, scale, zero, q);
+                }
                 isa.gemm_u8i8(q, x.cols, w, &ep, out.reborrow());
             }
         }
