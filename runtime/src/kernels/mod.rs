@@ -511,16 +511,19 @@ impl Isa {
         out: MatMut,
         spare: &mut [f32],
     ) {
-        let need = gemm_u8i8_spare_floats(out.rows, out.cols, threads);
-        if out.rows <= PANEL_SPLIT_ROWS && spare.len() >= need {
+        if splits_by_panels(threads, &out, spare) {
             return split_panels(threads, k, w, ep, out, spare, &|w, ep, m| {
                 self.gemm_u8i8(q, k, w, ep, m)
             });
         }
         let qs = scalar::q_stride(k);
-        split_rows(threads, 8, out, core::iter::repeat(()), |row, m, ()| {
-            self.gemm_u8i8(&q[row * qs..], k, w, ep, m)
-        });
+        split_rows(
+            threads,
+            ROW_SPLIT_MIN_ROWS,
+            out,
+            core::iter::repeat(()),
+            |row, m, ()| self.gemm_u8i8(&q[row * qs..], k, w, ep, m),
+        );
     }
 
     /// Quantizes `x` to u8 into `q` ([`Isa::quantize_u8`]; with no `x`, `q` holds it
@@ -540,15 +543,14 @@ impl Isa {
         out: MatMut,
         spare: &mut [f32],
     ) {
-        let need = gemm_u8i8_spare_floats(out.rows, out.cols, threads);
-        if out.rows <= PANEL_SPLIT_ROWS && spare.len() >= need {
+        if splits_by_panels(threads, &out, spare) {
             if let Some((x, scale, zero)) = x {
                 self.quantize_u8(x, scale, zero, q);
             }
             return self.gemm_u8i8_threads(threads, q, k, w, ep, out, spare);
         }
         let qs = scalar::q_stride(k);
-        split_rows_with_bytes(threads, 8, out, q, qs, |row, m, q| {
+        split_rows_with_bytes(threads, ROW_SPLIT_MIN_ROWS, out, q, qs, |row, m, q| {
             if let Some((x, scale, zero)) = x {
                 self.quantize_u8(x.rows_from(row, m.rows), scale, zero, q);
             }
@@ -889,6 +891,18 @@ fn blocks<T: Send, I: Iterator<Item = T> + Send>(
 /// Rows at most that [`Isa::gemm_u8i8_threads`] splits by weight panels: below this, a
 /// row split would have every thread stream all the weights for a few rows each.
 pub const PANEL_SPLIT_ROWS: usize = 16;
+
+/// Rows at least in each block of a threaded int8 GEMM split by rows.
+#[cfg(feature = "std")]
+const ROW_SPLIT_MIN_ROWS: usize = 8;
+
+/// Whether [`Isa::gemm_u8i8_threads`] splits `out` by weight panels (few rows, and the
+/// spare they need) rather than by rows.
+#[cfg(feature = "std")]
+fn splits_by_panels(threads: usize, out: &MatMut, spare: &[f32]) -> bool {
+    out.rows <= PANEL_SPLIT_ROWS
+        && spare.len() >= gemm_u8i8_spare_floats(out.rows, out.cols, threads)
+}
 
 /// Spare floats [`Isa::gemm_u8i8_threads`] wants for a `rows × cols` output on
 /// `threads` threads (none for one row or one thread, or rows it splits by rows).
