@@ -320,6 +320,41 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// fp32 GEMM on layers deep and wide enough for the kernels' column blocks and their
+    /// chunks of `k` (sums carried between chunks): still the reference's bits, on one
+    /// thread and on three.
+    #[test]
+    fn gemm_f32_deep_layers_equal_the_reference(rows in 1usize..30,
+                        k in prop_oneof![Just(1024usize), Just(1025), Just(2048), Just(2063), 1000usize..3200],
+                        n in 1usize..90, with_bias in any::<bool>(), seed in any::<u64>()) {
+        let mut state = seed | 1;
+        let mut next = || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        let x: Vec<f32> = (0..rows * k).map(|_| next()).collect();
+        let w: Vec<f32> = (0..n * k).map(|_| next()).collect();
+        let b: Vec<f32> = (0..n).map(|_| next()).collect();
+        let bias = with_bias.then_some(&b[..]);
+        let xr = MatRef { data: &x, rows, cols: k, stride: k };
+        let mut want = vec![0.0f32; rows * n];
+        scalar::linear_f32(xr, &w, bias, Activation::None, MatMut { data: &mut want, rows, cols: n, stride: n });
+        for isa in others() {
+            for threads in [1, 3] {
+                let mut got = vec![0.0f32; rows * n];
+                isa.gemm_f32_threads(threads, xr, &w, bias, Activation::None, MatMut { data: &mut got, rows, cols: n, stride: n });
+                let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+                prop_assert!(bad.is_none(), "{} on {} threads, output {:?}", isa.name(), threads, bad);
+            }
+        }
+    }
+}
+
 /// Attention: the vectorised exp and another summation order. A logit `s` summed in
 /// another order moves by a few f32 steps of its magnitude, and the output with it by
 /// that much times |v|: so besides 1e-5 relative, 8·ε·(largest possible |logit|)·max|v|.

@@ -109,7 +109,7 @@ pub mod x86_avx2_attention_f32;
 pub mod x86_avx2_attention_i8kv;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-pub mod x86_avx2_gemm_f32_2x2;
+pub mod x86_avx2_gemm_f32_3x2;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub mod x86_avx2_gemm_u8i7_4x16;
@@ -466,7 +466,7 @@ impl Isa {
             }
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
-                x86_avx2_gemm_f32_2x2::gemm(x, w, bias, act, out)
+                x86_avx2_gemm_f32_3x2::gemm(x, w, bias, act, out)
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {

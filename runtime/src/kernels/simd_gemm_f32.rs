@@ -4,7 +4,10 @@
 //! `sum16`), written once over the ISA ([`F32Simd`]) and instantiated for AVX-512 (one
 //! register per 16-lane group), AVX2 (two) and NEON (four). Tiles of `M` rows × `N`
 //! outputs keep `M·N` groups of accumulators in registers; the last `k mod 16` elements go
-//! through partial registers (zeros past the end add nothing).
+//! through partial registers (zeros past the end add nothing). Sixteen lanes of sums per
+//! output make the tiles small, so the caches do the rest: outputs in column blocks whose
+//! weights stay in L2, long rows a chunk of `k` at a time with the sums carried between
+//! chunks, neither of which changes any lane's order.
 //!
 //! One order on every ISA is what makes calibration, which runs the fp32 graph whose
 //! ranges become an artifact's scales, give the same numbers on every CPU; a multiply
@@ -28,39 +31,59 @@ pub(super) fn check(x: &MatRef, w: &[f32], bias: Option<&[f32]>, out: &MatMut) {
     assert!(rows_fit(out.rows, out.stride, out.cols, out.data.len()));
 }
 
-/// `M × N` dot products, rows `r..r+M` of `x` with weight rows `o..o+N`, into `out`
-/// (after bias and activation).
+/// Running sums of an `M × N` tile: per row and output, one 16-lane group.
+type Acc<S, const M: usize, const N: usize> = [[[S; MAX_GROUP]; N]; M];
+
+/// Elements of `k` one pass of a tile covers. Rows longer than this are taken a chunk at a
+/// time across a whole column block, so the chunk of the tile's rows (16 KiB at 4 rows)
+/// stays in L1 while the block's weights stream past it; the tile's sums wait in `Carry`
+/// between chunks. A multiple of [`DOT_LANES`]: each lane keeps its order.
+const CHUNK: usize = 1024;
+
+/// Floats of running sums kept between chunks: `M · 16` per output of a column block.
+/// 16 KiB of stack, no arena: the fp32 kernels run on std hosts (the microcontroller
+/// path is the scalar reference).
+const CARRY_FLOATS: usize = 4096;
+
+/// Bytes of weights one column block may hold: what a core's L2 keeps beside the rows it
+/// streams, on the smallest L2 these kernels run with (512 KiB on a Zen 3 or a Cortex-A76).
+const BLOCK_BYTES: usize = 256 * 1024;
+
+type Carry = [f32; CARRY_FLOATS];
+
+/// Adds `x[r+i] · w[o+j]` over elements `c0..c1` (`c0` a multiple of 16; `c1` one too,
+/// or `k`) to `acc`, lane `c mod 16` for element `c`, in order.
 ///
 /// # Safety
-/// `S`'s features are enabled; `check` passed and the tile is inside `out`.
+/// `S`'s features are enabled; `check` passed; rows `r..r+M` and weight rows `o..o+N`
+/// exist.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile<S: F32Simd, const M: usize, const N: usize>(
+unsafe fn accumulate_range<S: F32Simd, const M: usize, const N: usize>(
     x: &MatRef,
     r: usize,
     w: &[f32],
     o: usize,
-    bias: Option<&[f32]>,
-    act: Activation,
-    out: &mut MatMut,
+    c0: usize,
+    c1: usize,
+    acc: &mut Acc<S, M, N>,
 ) {
     let k = x.cols;
     let g = DOT_LANES / S::LANES;
     let xp: [*const f32; M] = core::array::from_fn(|i| x.data.as_ptr().add((r + i) * x.stride));
     let wp: [*const f32; N] = core::array::from_fn(|j| w.as_ptr().add((o + j) * k));
-    let mut acc = [[[S::splat(0.0); MAX_GROUP]; N]; M];
-    let full = k - k % DOT_LANES;
-    let mut c = 0;
+    let full = c1 - (c1 - c0) % DOT_LANES;
+    let mut c = c0;
     while c < full {
         for l in 0..g {
             let at = c + l * S::LANES;
             let xv: [S; M] = core::array::from_fn(|i| S::load(xp[i].add(at)));
             let wv: [S; N] = core::array::from_fn(|j| S::load(wp[j].add(at)));
-            accumulate(&mut acc, l, xv, wv);
+            accumulate(acc, l, xv, wv);
         }
         c += DOT_LANES;
     }
-    let rem = k - full;
+    let rem = c1 - full;
     for l in 0..g {
         let start = l * S::LANES;
         if start >= rem {
@@ -76,8 +99,40 @@ unsafe fn tile<S: F32Simd, const M: usize, const N: usize>(
         };
         let xv: [S; M] = core::array::from_fn(|i| load(xp[i].add(full + start)));
         let wv: [S; N] = core::array::from_fn(|j| load(wp[j].add(full + start)));
-        accumulate(&mut acc, l, xv, wv);
+        accumulate(acc, l, xv, wv);
     }
+}
+
+/// Adds `x[i]·w[j]` (a multiply, then an add) to register `l` of each accumulator group.
+#[inline(always)]
+unsafe fn accumulate<S: F32Simd, const M: usize, const N: usize>(
+    acc: &mut Acc<S, M, N>,
+    l: usize,
+    xv: [S; M],
+    wv: [S; N],
+) {
+    for (acc_i, x) in acc.iter_mut().zip(xv) {
+        for (regs, w) in acc_i.iter_mut().zip(wv) {
+            regs[l] = regs[l].add(x.mul(w));
+        }
+    }
+}
+
+/// Sums each group's 16 lanes ([`sum16`]), adds the bias, activates, and writes rows
+/// `r..r+M`, outputs `o..o+N`.
+///
+/// # Safety
+/// `S`'s features are enabled; `check` passed and the tile is inside `out`.
+#[inline(always)]
+unsafe fn finish<S: F32Simd, const M: usize, const N: usize>(
+    acc: &Acc<S, M, N>,
+    r: usize,
+    o: usize,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut MatMut,
+) {
+    let g = DOT_LANES / S::LANES;
     for (i, acc_i) in acc.iter().enumerate() {
         let y = out.row_mut(r + i);
         for (j, regs) in acc_i.iter().enumerate() {
@@ -91,22 +146,67 @@ unsafe fn tile<S: F32Simd, const M: usize, const N: usize>(
     }
 }
 
-/// Adds `x[i]·w[j]` (a multiply, then an add) to register `l` of each accumulator group.
+/// One tile's share of a chunk: its sums from `carry` (zeros on the first chunk), the
+/// chunk added, then back to `carry` or, on the last chunk, finished into `out`. The tile
+/// of output `o` keeps its `M · N · 16` floats at `(o − start) · M · 16`.
+///
+/// # Safety
+/// As [`accumulate_range`] and [`finish`]; `carry` holds `(o − start + N) · M · 16` floats.
 #[inline(always)]
-unsafe fn accumulate<S: F32Simd, const M: usize, const N: usize>(
-    acc: &mut [[[S; MAX_GROUP]; N]; M],
-    l: usize,
-    xv: [S; M],
-    wv: [S; N],
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile_chunk<S: F32Simd, const M: usize, const N: usize>(
+    x: &MatRef,
+    r: usize,
+    w: &[f32],
+    (o, start): (usize, usize),
+    (c0, c1): (usize, usize),
+    carry: &mut Carry,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut MatMut,
 ) {
-    for (acc_i, x) in acc.iter_mut().zip(xv) {
-        for (regs, w) in acc_i.iter_mut().zip(wv) {
-            regs[l] = regs[l].add(x.mul(w));
+    let g = DOT_LANES / S::LANES;
+    let at =
+        |i: usize, j: usize, l: usize| ((o - start) * M + i * N + j) * DOT_LANES + l * S::LANES;
+    let mut acc: Acc<S, M, N> = [[[S::splat(0.0); MAX_GROUP]; N]; M];
+    if c0 > 0 {
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            for (j, regs) in acc_i.iter_mut().enumerate() {
+                for (l, reg) in regs.iter_mut().enumerate().take(g) {
+                    *reg = S::load(carry.as_ptr().add(at(i, j, l)));
+                }
+            }
+        }
+    }
+    accumulate_range(x, r, w, o, c0, c1, &mut acc);
+    if c1 == x.cols {
+        finish(&acc, r, o, bias, act, out);
+    } else {
+        for (i, acc_i) in acc.iter().enumerate() {
+            for (j, regs) in acc_i.iter().enumerate() {
+                for (l, reg) in regs.iter().enumerate().take(g) {
+                    reg.store(carry.as_mut_ptr().add(at(i, j, l)));
+                }
+            }
         }
     }
 }
 
-/// The whole GEMM in `M × N` tiles, the edges in narrower ones.
+/// Outputs per column block, a multiple of the tile's `n`: every row sweeps one block
+/// before the next, so the block's weights are read from L2 by each row tile instead of
+/// from memory (a 3072-wide layer's 768 weight rows are 9 MiB); with chunks, no more
+/// outputs than `Carry` holds sums for.
+fn block_cols(k: usize, m: usize, n: usize) -> usize {
+    let mut fit = BLOCK_BYTES / (k.max(1) * core::mem::size_of::<f32>());
+    if k > CHUNK {
+        fit = fit.min(CARRY_FLOATS / (m * DOT_LANES));
+    }
+    (fit / n).max(1) * n
+}
+
+/// The whole GEMM: column blocks, each swept by `M`-row tiles (the last rows one by one),
+/// each row tile a chunk of `k` at a time across the block, in `N`-output tiles (the
+/// block's last outputs one by one).
 ///
 /// # Safety
 /// `S`'s features are enabled and `check` passed.
@@ -118,31 +218,58 @@ pub(super) unsafe fn gemm<S: F32Simd, const M: usize, const N: usize>(
     act: Activation,
     mut out: MatMut,
 ) {
-    let (rows, cols) = (out.rows, out.cols);
-    let mut r = 0;
-    while r + M <= rows {
-        let mut o = 0;
-        while o + N <= cols {
-            tile::<S, M, N>(&x, r, w, o, bias, act, &mut out);
-            o += N;
+    let rows = out.rows;
+    let block = block_cols(x.cols, M, N);
+    let mut carry: Carry = [0.0; CARRY_FLOATS];
+    let mut start = 0;
+    while start < out.cols {
+        let end = (start + block).min(out.cols);
+        let mut r = 0;
+        while r + M <= rows {
+            row_tiles::<S, M, N>(&x, r, w, (start, end), &mut carry, bias, act, &mut out);
+            r += M;
         }
-        while o < cols {
-            tile::<S, M, 1>(&x, r, w, o, bias, act, &mut out);
-            o += 1;
+        while r < rows {
+            row_tiles::<S, 1, N>(&x, r, w, (start, end), &mut carry, bias, act, &mut out);
+            r += 1;
         }
-        r += M;
+        start = end;
     }
-    while r < rows {
-        let mut o = 0;
-        while o + N <= cols {
-            tile::<S, 1, N>(&x, r, w, o, bias, act, &mut out);
+}
+
+/// Rows `r..r+M` against outputs `start..end`, a chunk of `k` at a time.
+///
+/// # Safety
+/// As [`tile_chunk`], for every output in `start..end`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn row_tiles<S: F32Simd, const M: usize, const N: usize>(
+    x: &MatRef,
+    r: usize,
+    w: &[f32],
+    (start, end): (usize, usize),
+    carry: &mut Carry,
+    bias: Option<&[f32]>,
+    act: Activation,
+    out: &mut MatMut,
+) {
+    let k = x.cols;
+    let mut c0 = 0;
+    loop {
+        let c1 = if k - c0 > CHUNK { c0 + CHUNK } else { k };
+        let mut o = start;
+        while o + N <= end {
+            tile_chunk::<S, M, N>(x, r, w, (o, start), (c0, c1), carry, bias, act, out);
             o += N;
         }
-        while o < cols {
-            tile::<S, 1, 1>(&x, r, w, o, bias, act, &mut out);
+        while o < end {
+            tile_chunk::<S, M, 1>(x, r, w, (o, start), (c0, c1), carry, bias, act, out);
             o += 1;
         }
-        r += 1;
+        if c1 == k {
+            break;
+        }
+        c0 = c1;
     }
 }
 
