@@ -17,6 +17,7 @@
 use super::scalar::{activate, rows_fit, sum16, MatMut, MatRef, DOT_LANES};
 use super::simd::F32Simd;
 use crate::ops::Activation;
+use core::mem::MaybeUninit;
 
 /// Registers per 16-lane group on the narrowest ISA (NEON's 4 lanes).
 const MAX_GROUP: usize = 4;
@@ -36,20 +37,18 @@ type Acc<S, const M: usize, const N: usize> = [[[S; MAX_GROUP]; N]; M];
 
 /// Elements of `k` one pass of a tile covers. Rows longer than this are taken a chunk at a
 /// time across a whole column block, so the chunk of the tile's rows (16 KiB at 4 rows)
-/// stays in L1 while the block's weights stream past it; the tile's sums wait in `Carry`
+/// stays in L1 while the block's weights stream past it; the tile's sums wait in a carry
 /// between chunks. A multiple of [`DOT_LANES`]: each lane keeps its order.
 const CHUNK: usize = 1024;
 
 /// Floats of running sums kept between chunks: `M · 16` per output of a column block.
-/// 16 KiB of stack, no arena: the fp32 kernels run on std hosts (the microcontroller
-/// path is the scalar reference).
+/// 16 KiB of stack, not the arena: the fp32 kernels run on std hosts (the microcontroller
+/// path is the scalar reference), and the plan's scratch sizes stay as they are.
 const CARRY_FLOATS: usize = 4096;
 
 /// Bytes of weights one column block may hold: what a core's L2 keeps beside the rows it
 /// streams, on the smallest L2 these kernels run with (512 KiB on a Zen 3 or a Cortex-A76).
 const BLOCK_BYTES: usize = 256 * 1024;
-
-type Carry = [f32; CARRY_FLOATS];
 
 /// Adds `x[r+i] · w[o+j]` over elements `c0..c1` (`c0` a multiple of 16; `c1` one too,
 /// or `k`) to `acc`, lane `c mod 16` for element `c`, in order.
@@ -151,7 +150,8 @@ unsafe fn finish<S: F32Simd, const M: usize, const N: usize>(
 /// of output `o` keeps its `M · N · 16` floats at `(o − start) · M · 16`.
 ///
 /// # Safety
-/// As [`accumulate_range`] and [`finish`]; `carry` holds `(o − start + N) · M · 16` floats.
+/// As [`accumulate_range`] and [`finish`]; `carry` points to `(o − start + N) · M · 16`
+/// writable floats, the tile's written by its previous chunk when `c0 > 0`.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
 unsafe fn tile_chunk<S: F32Simd, const M: usize, const N: usize>(
@@ -160,7 +160,7 @@ unsafe fn tile_chunk<S: F32Simd, const M: usize, const N: usize>(
     w: &[f32],
     (o, start): (usize, usize),
     (c0, c1): (usize, usize),
-    carry: &mut Carry,
+    carry: *mut f32,
     bias: Option<&[f32]>,
     act: Activation,
     out: &mut MatMut,
@@ -173,7 +173,7 @@ unsafe fn tile_chunk<S: F32Simd, const M: usize, const N: usize>(
         for (i, acc_i) in acc.iter_mut().enumerate() {
             for (j, regs) in acc_i.iter_mut().enumerate() {
                 for (l, reg) in regs.iter_mut().enumerate().take(g) {
-                    *reg = S::load(carry.as_ptr().add(at(i, j, l)));
+                    *reg = S::load(carry.add(at(i, j, l)));
                 }
             }
         }
@@ -185,7 +185,7 @@ unsafe fn tile_chunk<S: F32Simd, const M: usize, const N: usize>(
         for (i, acc_i) in acc.iter().enumerate() {
             for (j, regs) in acc_i.iter().enumerate() {
                 for (l, reg) in regs.iter().enumerate().take(g) {
-                    reg.store(carry.as_mut_ptr().add(at(i, j, l)));
+                    reg.store(carry.add(at(i, j, l)));
                 }
             }
         }
@@ -195,7 +195,7 @@ unsafe fn tile_chunk<S: F32Simd, const M: usize, const N: usize>(
 /// Outputs per column block, a multiple of the tile's `n`: every row sweeps one block
 /// before the next, so the block's weights are read from L2 by each row tile instead of
 /// from memory (a 3072-wide layer's 768 weight rows are 9 MiB); with chunks, no more
-/// outputs than `Carry` holds sums for.
+/// outputs than the carry ([`CARRY_FLOATS`]) holds sums for.
 fn block_cols(k: usize, m: usize, n: usize) -> usize {
     let mut fit = BLOCK_BYTES / (k.max(1) * core::mem::size_of::<f32>());
     if k > CHUNK {
@@ -218,19 +218,24 @@ pub(super) unsafe fn gemm<S: F32Simd, const M: usize, const N: usize>(
     act: Activation,
     mut out: MatMut,
 ) {
+    // `block_cols` rounds up to one tile: the carry must hold at least that.
+    const { assert!(M * N * DOT_LANES <= CARRY_FLOATS) };
     let rows = out.rows;
     let block = block_cols(x.cols, M, N);
-    let mut carry: Carry = [0.0; CARRY_FLOATS];
+    // Uninitialised: a tile's sums are read only after its previous chunk wrote them,
+    // and a GEMM with one chunk (a decoder step's) never touches them.
+    let mut carry = MaybeUninit::<[f32; CARRY_FLOATS]>::uninit();
+    let carry = carry.as_mut_ptr().cast::<f32>();
     let mut start = 0;
     while start < out.cols {
         let end = (start + block).min(out.cols);
         let mut r = 0;
         while r + M <= rows {
-            row_tiles::<S, M, N>(&x, r, w, (start, end), &mut carry, bias, act, &mut out);
+            row_tiles::<S, M, N>(&x, r, w, (start, end), carry, bias, act, &mut out);
             r += M;
         }
         while r < rows {
-            row_tiles::<S, 1, N>(&x, r, w, (start, end), &mut carry, bias, act, &mut out);
+            row_tiles::<S, 1, N>(&x, r, w, (start, end), carry, bias, act, &mut out);
             r += 1;
         }
         start = end;
@@ -248,7 +253,7 @@ unsafe fn row_tiles<S: F32Simd, const M: usize, const N: usize>(
     r: usize,
     w: &[f32],
     (start, end): (usize, usize),
-    carry: &mut Carry,
+    carry: *mut f32,
     bias: Option<&[f32]>,
     act: Activation,
     out: &mut MatMut,
