@@ -24,6 +24,12 @@
 #   BENCH_WEIGHT7  1: also time vlm with 7-bit weights on every layer (`vlm quantize
 #                  --weight-bits 7`, what AVX2 multiplies fastest); 0: never (default:
 #                  when onnxruntime runs reduce_range, its 7-bit counterpart)
+#   BENCH_ACT7     1: also time vlm with 7-bit weights and activations (`--weight-bits 7
+#                  --activation-bits 7`, AVX2's paired kernel); 0: never (default: as
+#                  BENCH_WEIGHT7)
+#   BENCH_ACT7_MIN_COSINE  that artifact's quantization budget (default 0.9985: the
+#                  quantizer checks on a quarter of the calibration photos, here 4, a
+#                  noisy median; the cosine column measures the held-out photos)
 #   BENCH_OPENVINO 0 skips OpenVINO (default 1: its venv, OPENVINO_VENV or
 #                  ~/.cache/vlm-edge/openvino-venv, is made once from
 #                  models/recipes/requirements-openvino.txt)
@@ -142,6 +148,13 @@ if [ "$weight7" = 1 ] && [ ! -f "$work/model7.vlmq" ]; then
   "$vlm" quantize --model "$work/model" --calib "$work/calib" --weight-bits 7 \
     --out "$work/model7.vlmq" --json >"$work/quantize7.json"
 fi
+act7="${BENCH_ACT7:-$weight7}"
+if [ "$act7" = 1 ] && [ ! -f "$work/model77.vlmq" ]; then
+  say "vlm quantize --weight-bits 7 --activation-bits 7"
+  "$vlm" quantize --model "$work/model" --calib "$work/calib" --weight-bits 7 \
+    --activation-bits 7 --min-cosine "${BENCH_ACT7_MIN_COSINE:-0.9985}" \
+    --out "$work/model77.vlmq" --json >"$work/quantize77.json"
+fi
 
 openvino="${BENCH_OPENVINO:-1}"
 ov_venv="${OPENVINO_VENV:-$HOME/.cache/vlm-edge/openvino-venv}"
@@ -174,6 +187,9 @@ mapfile -t holdout < <(find "$work/holdout" -maxdepth 1 -name '*.png' | sort)
 if [ "$weight7" = 1 ]; then
   "$vlm" embed --model "$work/model7.vlmq" "${holdout[@]/#/--image=}" >"$emb/vlm-int8w7.json"
 fi
+if [ "$act7" = 1 ]; then
+  "$vlm" embed --model "$work/model77.vlmq" "${holdout[@]/#/--image=}" >"$emb/vlm-int8w7x7.json"
+fi
 ort_embed() { recipes vlm_recipes.bench_ort --model "$work/model" --embed "$work/holdout" "$@"; }
 ort_embed --out "$emb/ort-fp32.npy"
 ort_embed --onnx "$work/vision.int8.onnx" --out "$emb/ort-int8.npy"
@@ -204,6 +220,11 @@ for r in $(seq "$rounds"); do
       say "round $r of $rounds: vlm int8 with 7-bit weights, $n thread(s)"
       "$vlm" bench --model "$work/model7.vlmq" --threads "$n" --runs "$per" --warmup "$warmup" \
         --json >"$out/vlm-int8w7-$n.$r.json"
+    fi
+    if [ "$act7" = 1 ]; then
+      say "round $r of $rounds: vlm int8 with 7-bit weights and activations, $n thread(s)"
+      "$vlm" bench --model "$work/model77.vlmq" --threads "$n" --runs "$per" --warmup "$warmup" \
+        --json >"$out/vlm-int8w7x7-$n.$r.json"
     fi
     say "round $r of $rounds: onnxruntime int8 dynamic, $n thread(s)"
     ort --onnx "$work/vision.int8.onnx" --threads "$n" --label "onnxruntime int8 dynamic" \
@@ -295,6 +316,13 @@ for n in threads:
             peaks.append(f"{r['peak']['gmac_per_s']:.0f} GMAC/s on {n} thread(s) with"
                          f" {r['peak']['instruction']}")
         rows.append(("vlm int8, 7-bit weights" + note(r), str(n), r, base, cosine("vlm-int8w7.json")))
+    if os.path.exists(os.path.join(out, f"vlm-int8w7x7-{n}.1.json")):
+        r = load(f"vlm-int8w7x7-{n}")
+        if r.get("peak") and r["peak"]["instruction"] != (vlm.get("peak") or {}).get("instruction"):
+            peaks.append(f"{r['peak']['gmac_per_s']:.0f} GMAC/s on {n} thread(s) with"
+                         f" {r['peak']['instruction']}")
+        rows.append(("vlm int8, 7-bit weights and activations" + note(r), str(n), r, base,
+                     cosine("vlm-int8w7x7.json")))
     for prefix, label, e in [(f"ort-int8-{n}", "onnxruntime int8 dynamic (U8S8)", "ort-int8.npy"),
                              (f"ort-int8rr-{n}", "onnxruntime int8 dynamic reduce_range", "ort-int8rr.npy"),
                              (f"ort-fp32-{n}", "onnxruntime fp32", "ort-fp32.npy")]:
@@ -344,7 +372,8 @@ for n in threads:
     if not os.path.exists(rr):
         continue
     peer = load(f"ort-int8rr-{n}")["median_ms"]
-    for prefix, label in [(f"vlm-int8-{n}", "vlm int8"), (f"vlm-int8w7-{n}", "vlm int8, 7-bit weights")]:
+    for prefix, label in [(f"vlm-int8-{n}", "vlm int8"), (f"vlm-int8w7-{n}", "vlm int8, 7-bit weights"),
+                          (f"vlm-int8w7x7-{n}", "vlm int8, 7-bit weights and activations")]:
         if os.path.exists(os.path.join(out, f"{prefix}.1.json")):
             print(f"{n} thread(s): {label} / onnxruntime reduce_range = "
                   f"{load(prefix)['median_ms'] / peer:.2f} (goal <= 0.8)")

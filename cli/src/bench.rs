@@ -112,6 +112,8 @@ struct KernelShape {
     n: usize,
     /// 7-bit weights (`Weights::I8::narrow`), which some CPUs multiply faster.
     narrow: bool,
+    /// 7-bit activations too (`Weights::I8::narrow_x`), faster still on AVX2.
+    narrow_x: bool,
     layers: usize,
     /// Fraction of the tower's MACs these layers do.
     mac_share: f64,
@@ -219,13 +221,41 @@ fn ms(d: Duration) -> f64 {
 /// `run(iters)` of a `kernels::x86_*_peak` module: the multiply-accumulates it did.
 type PeakLoop = fn(u64) -> u64;
 
+/// An int8 layer's widths: 7-bit weights (`narrow`), and 7-bit activations with them
+/// (`narrow_x`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Width {
+    pub narrow: bool,
+    pub narrow_x: bool,
+}
+
+impl Width {
+    pub const EIGHT: Width = Width {
+        narrow: false,
+        narrow_x: false,
+    };
+
+    fn name(self) -> &'static str {
+        match (self.narrow, self.narrow_x) {
+            (_, true) => "7+7-bit",
+            (true, false) => "7-bit",
+            (false, false) => "8-bit",
+        }
+    }
+}
+
 /// The register-only multiply-accumulate loop matching an ISA's GEMM kernel for this
-/// weight width (`narrow`: 7-bit), if any.
+/// width, if any.
 #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
-fn peak_loop(isa: Isa, narrow: bool) -> Option<(PeakLoop, &'static str)> {
+fn peak_loop(isa: Isa, width: Width) -> Option<(PeakLoop, &'static str)> {
     match isa {
         #[cfg(target_arch = "x86_64")]
-        Isa::X86Avx2 if narrow => Some((
+        Isa::X86Avx2 if width.narrow_x => Some((
+            vlm_runtime::kernels::x86_avx2_peak::run_narrow_x,
+            "2 vpmaddubsw+vpaddw+vpmaddwd+vpaddd ymm, 7-bit weights and activations",
+        )),
+        #[cfg(target_arch = "x86_64")]
+        Isa::X86Avx2 if width.narrow => Some((
             vlm_runtime::kernels::x86_avx2_peak::run_narrow,
             "vpmaddubsw+vpmaddwd+vpaddd ymm, 7-bit weights",
         )),
@@ -304,16 +334,19 @@ type Shape = (usize, usize, usize);
 /// A random int8 product as the runtime meets one: `m` rows of activations
 /// (`q_stride(k)` bytes each) and `[n, k]` weights packed in panels, symmetric
 /// (−127..=127: what the quantizer writes and the loader accepts), padding zero as the
-/// writer leaves it.
+/// writer leaves it; both within `width`'s ranges.
 pub(crate) fn random_problem(
     rng: &mut Rng,
     m: usize,
     k: usize,
     n: usize,
-    narrow: bool,
+    width: Width,
 ) -> (Vec<u8>, Vec<i8>) {
-    let q: Vec<u8> = (0..m * q_stride(k)).map(|_| rng.next_u64() as u8).collect();
-    let top = i16::from(vlm_runtime::format::weight_limit(narrow));
+    let x_top = vlm_runtime::format::activation_limit(width.narrow_x);
+    let q: Vec<u8> = (0..m * q_stride(k))
+        .map(|_| rng.next_u64() as u8 & x_top)
+        .collect();
+    let top = i16::from(vlm_runtime::format::weight_limit(width.narrow));
     let mut w = vec![0i8; packed_len(n, k)];
     for o in 0..n {
         for j in 0..k {
@@ -337,13 +370,17 @@ pub(crate) fn plain_epilogue(w_scale: &[f32]) -> Epilogue<'_> {
 fn time_gemm(
     isa: Isa,
     threads: usize,
-    ((m, k, n), narrow): (Shape, bool),
+    ((m, k, n), width): (Shape, Width),
     warmup: usize,
     runs: usize,
 ) -> Result<Duration> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (m * 31 + k * 17 + n) as u64);
-    let (q, w) = random_problem(&mut rng, m, k, n, narrow);
-    let w = Panels { w: &w, narrow };
+    let (q, w) = random_problem(&mut rng, m, k, n, width);
+    let w = Panels {
+        w: &w,
+        narrow: width.narrow,
+        narrow_x: width.narrow_x,
+    };
     let w_scale = vec![1.0f32 / 4096.0; n];
     let ep = plain_epilogue(&w_scale);
     let mut out = vec![0.0f32; m * n];
@@ -374,14 +411,19 @@ fn time_gemm(
 
 /// Each distinct (M, K, N) and weight width of the tower's int8 linear layers, in order
 /// of first use, with how many layers have it.
-fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<((Shape, bool), usize)> {
-    let mut shapes: Vec<((Shape, bool), usize)> = Vec::new();
+fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<((Shape, Width), usize)> {
+    let mut shapes: Vec<((Shape, Width), usize)> = Vec::new();
     for op in ops {
-        let (Some(Weights::I8 { narrow, .. }), Some(shape)) = (op.weights(), op.gemm_shape())
+        let (
+            Some(Weights::I8 {
+                narrow, narrow_x, ..
+            }),
+            Some(shape),
+        ) = (op.weights(), op.gemm_shape())
         else {
             continue;
         };
-        let shape = (shape, narrow);
+        let shape = (shape, Width { narrow, narrow_x });
         match shapes.iter_mut().find(|(s, _)| *s == shape) {
             Some((_, count)) => *count += 1,
             None => shapes.push((shape, 1)),
@@ -479,35 +521,42 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
     let gmac_per_s = gmacs(macs, timing.median);
     let shapes = int8_shapes(tower.ops().map(|(_, op)| op));
     // The tower's peak is the loop of the width most of its int8 MACs have: on AVX2,
-    // 7-bit weights take a shorter loop than 8-bit ones.
-    let int8_macs = |narrow: bool| -> u64 {
+    // 7-bit weights take a shorter loop than 8-bit ones, and 7-bit activations with
+    // them a shorter one still.
+    let int8_macs = |width: Width| -> u64 {
         shapes
             .iter()
-            .filter(|((_, w), _)| *w == narrow)
+            .filter(|((_, w), _)| *w == width)
             .map(|(((m, k, n), _), layers)| (m * k * n * layers) as u64)
             .sum()
     };
-    let tower_narrow = int8_macs(true) > int8_macs(false);
-    let peak_of = |narrow: bool| {
-        peak_loop(isa, narrow).map(|(f, instruction)| Peak {
+    let tower_width = shapes
+        .iter()
+        .map(|((_, w), _)| *w)
+        .max_by_key(|w| int8_macs(*w))
+        .unwrap_or(Width::EIGHT);
+    let peak_of = |width: Width| {
+        peak_loop(isa, width).map(|(f, instruction)| Peak {
             instruction,
             threads: args.threads,
             gmac_per_s: measure_peak(f, args.threads) / 1e9,
         })
     };
-    let peak = peak_of(tower_narrow);
+    let peak = peak_of(tower_width);
     let percent = |g: f64| peak.as_ref().map(|p| 100.0 * g / p.gmac_per_s);
     let mut kernels = Vec::new();
     if args.kernels {
-        // A shape of the other width is measured against its own loop's peak, where the
-        // ISA has one.
-        let own_loop = |narrow: bool| peak_loop(isa, narrow).map(|l| l.1);
-        let other = (shapes.iter().any(|((_, w), _)| *w != tower_narrow)
-            && own_loop(true) != own_loop(false))
-        .then(|| peak_of(!tower_narrow))
-        .flatten();
-        for (((m, k, n), narrow), layers) in shapes {
-            let shape = ((m, k, n), narrow);
+        // A shape of another width is measured against its own loop's peak, where the
+        // ISA has one of its own.
+        let own_loop = |width: Width| peak_loop(isa, width).map(|l| l.1);
+        let mut others: Vec<(Width, Option<Peak>)> = Vec::new();
+        for &((_, w), _) in &shapes {
+            if own_loop(w) != own_loop(tower_width) && !others.iter().any(|(o, _)| *o == w) {
+                others.push((w, peak_of(w)));
+            }
+        }
+        for (((m, k, n), width), layers) in shapes {
+            let shape = ((m, k, n), width);
             let per_call = time_gemm(isa, args.threads, shape, args.warmup, args.runs)?;
             let shape_macs = (m * k * n) as u64;
             let g = gmacs(shape_macs, per_call);
@@ -515,14 +564,15 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
                 m,
                 k,
                 n,
-                narrow,
+                narrow: width.narrow,
+                narrow_x: width.narrow_x,
                 layers,
                 mac_share: (shape_macs * layers as u64) as f64 / macs.max(1) as f64,
                 median_ms: ms(per_call),
                 gmac_per_s: g,
-                peak_percent: match &other {
-                    Some(p) if narrow != tower_narrow => Some(100.0 * g / p.gmac_per_s),
-                    _ => percent(g),
+                peak_percent: match others.iter().find(|(o, _)| *o == width) {
+                    Some((_, p)) => p.as_ref().map(|p| 100.0 * g / p.gmac_per_s),
+                    None => percent(g),
                 },
             });
         }
@@ -676,7 +726,11 @@ fn print_text(r: &Report, requested_threads: usize) {
                 s.m,
                 s.k,
                 s.n,
-                if s.narrow { "7-bit" } else { "8-bit" },
+                Width {
+                    narrow: s.narrow,
+                    narrow_x: s.narrow_x
+                }
+                .name(),
                 s.layers,
                 100.0 * s.mac_share,
                 1e3 * s.median_ms,
@@ -778,6 +832,7 @@ mod tests {
             x_scale: 1.0,
             x_zero: 0,
             narrow: false,
+            narrow_x: false,
         };
         let lin = |rows, cols, n| {
             Op::Linear(vlm_runtime::ops::Linear {
@@ -791,7 +846,10 @@ mod tests {
         let ops = [lin(4, 8, 16), lin(4, 16, 8), lin(4, 8, 16)];
         assert_eq!(
             int8_shapes(ops.into_iter()),
-            vec![(((4, 8, 16), false), 2), (((4, 16, 8), false), 1)]
+            vec![
+                (((4, 8, 16), Width::EIGHT), 2),
+                (((4, 16, 8), Width::EIGHT), 1)
+            ]
         );
     }
 

@@ -12,7 +12,7 @@ use vlm_runtime::kernels::scalar::{MatMut, Panels};
 use vlm_runtime::kernels::{Isa, ALL};
 use vlm_runtime::Cpu;
 
-use crate::bench::{plain_epilogue, random_problem, BenchArgs};
+use crate::bench::{plain_epilogue, random_problem, BenchArgs, Width};
 
 #[derive(Serialize)]
 struct OpRow {
@@ -97,7 +97,7 @@ pub fn bench_gemv(args: &BenchArgs) -> Result<()> {
     let mut rng = Rng(0x6e3a_9c1d_52f7_b804);
     let mut rows = Vec::new();
     for (product, k, n) in DECODE_PRODUCTS {
-        let (q, one) = random_problem(&mut rng, 1, k, n, false);
+        let (q, one) = random_problem(&mut rng, 1, k, n, Width::EIGHT);
         let len = one.len();
         let copies = GEMV_STREAM_BYTES.div_ceil(len).max(2);
         let mut ws = Vec::with_capacity(copies * len);

@@ -249,6 +249,22 @@ fn quantize_refuses_bad_input_and_writes_nothing() {
         &run(&demo, &calib, &tmp("no-such-dir/out.vlmq")),
         "output folder does not exist",
     );
+    // 7-bit activations exist only beside 7-bit weights.
+    let x7 = vlm(&[
+        "quantize",
+        "--model",
+        p(&demo),
+        "--calib",
+        p(&calib),
+        "--activation-bits",
+        "7",
+        "--out",
+        p(&out),
+    ]);
+    assert_clean_failure(
+        &x7,
+        "--activation-bits 7 applies to layers with 7-bit weights",
+    );
     assert!(!out.exists(), "a failed run left {}", out.display());
     let left: Vec<_> = std::fs::read_dir(out.parent().unwrap())
         .unwrap()
@@ -420,21 +436,45 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
 /// the others compute the same sums.
 #[test]
 fn seven_bit_weights_embed_the_same_under_every_kernel_set() {
-    let out = tmp("demo-w7.vlmq");
-    let q = vlm(&[
+    narrow_demo_embeds_alike(
+        "demo-w7.vlmq",
+        &["--weight-bits", "7"],
+        "int8 (7-bit weights)",
+    );
+}
+
+/// `--activation-bits 7` with `--weight-bits 7`: the layers that keep the budget take
+/// their inputs in 0..127 too, the report says which, and the artifact embeds to the
+/// same bits under every kernel set: AVX2's paired GEMM (two byte multiplies summed in
+/// 16 bits) and the others compute the same sums, and every ISA quantizes to 0..127.
+#[test]
+fn seven_bit_activations_embed_the_same_under_every_kernel_set() {
+    narrow_demo_embeds_alike(
+        "demo-w7x7.vlmq",
+        &["--weight-bits", "7", "--activation-bits", "7"],
+        "int8 (7-bit weights and activations)",
+    );
+}
+
+/// Quantizes the demo with `args`: more than half of each tower's int8 layers must end at
+/// `precision` within the budget, and every kernel set must embed alike.
+fn narrow_demo_embeds_alike(name: &str, args: &[&str], precision: &str) {
+    let out = tmp(name);
+    let (model, calib) = (root().join("models/demo"), root().join("models/demo-calib"));
+    let mut cmd = vec![
         "quantize",
         "--model",
-        p(&root().join("models/demo")),
+        p(&model),
         "--calib",
-        p(&root().join("models/demo-calib")),
+        p(&calib),
         "--attention",
         DEMO_ATTENTION,
-        "--weight-bits",
-        "7",
         "--json",
         "--out",
         p(&out),
-    ]);
+    ];
+    cmd.extend_from_slice(args);
+    let q = vlm(&cmd);
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     let report: serde_json::Value = serde_json::from_slice(&q.stdout).unwrap();
     assert_eq!(report["options"]["weight_bits"], "seven");
@@ -446,13 +486,10 @@ fn seven_bit_weights_embed_the_same_under_every_kernel_set() {
             .filter(|l| !l["own_sqnr_db"].is_null())
             .map(|l| l["precision"].as_str().unwrap())
             .collect();
-        let narrow = precisions
-            .iter()
-            .filter(|p| **p == "int8 (7-bit weights)")
-            .count();
+        let narrow = precisions.iter().filter(|p| **p == precision).count();
         assert!(
             2 * narrow > precisions.len(),
-            "{}: {narrow} of {} layers 7-bit",
+            "{}: {narrow} of {} layers {precision}",
             tower["tower"],
             precisions.len()
         );

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use vlm_runtime::format::activation_limit;
 use vlm_runtime::kernels::scalar::MatRef;
 use vlm_runtime::ops::Op;
 use vlm_runtime::{Input, Observed, Observer};
@@ -197,10 +198,10 @@ impl Histogram {
         self.hi
     }
 
-    /// Expected squared error of quantizing the histogram's mass to 256 levels over
-    /// `[lo, hi]` (clipping outside, uniform rounding error inside).
-    fn error(&self, lo: f64, hi: f64) -> f64 {
-        let step = (hi - lo) / 255.0;
+    /// Expected squared error of quantizing the histogram's mass to `steps + 1` levels
+    /// over `[lo, hi]` (clipping outside, uniform rounding error inside).
+    fn error(&self, lo: f64, hi: f64, steps: f64) -> f64 {
+        let step = (hi - lo) / steps;
         let round = step * step / 12.0;
         let mut e = 0.0;
         for (b, &c) in self.counts.iter().enumerate() {
@@ -235,19 +236,36 @@ impl Observer for HistObserver<'_> {
     }
 }
 
+/// Each quantized layer's activation range for 8-bit activations (0..=255) and for
+/// 7-bit ones (0..=127): fewer levels move the MSE optimum towards more clipping.
+#[derive(Debug, Clone, Default)]
+pub struct ActivationRanges {
+    pub eight: HashMap<usize, (f32, f32)>,
+    pub seven: HashMap<usize, (f32, f32)>,
+}
+
 /// Pass 2 (percentile and MSE only): histograms of each linear input over its known
-/// range, then the chosen range per layer. Min-max needs no second pass.
+/// range, then the chosen range per layer, for 7-bit activations too if `seven`.
+/// Min-max needs no second pass.
 pub fn activation_ranges(
     graph: &Graph,
     samples: &[Sample],
     ranges: &HashMap<usize, ChannelRange>,
     method: Method,
+    seven: bool,
     mut progress: impl FnMut(),
-) -> Result<HashMap<usize, (f32, f32)>> {
+) -> Result<ActivationRanges> {
     let overall: HashMap<usize, (f32, f32)> =
         ranges.iter().map(|(&n, r)| (n, r.overall())).collect();
     if method == Method::MinMax {
-        return Ok(overall);
+        return Ok(ActivationRanges {
+            seven: if seven {
+                overall.clone()
+            } else {
+                HashMap::new()
+            },
+            eight: overall,
+        });
     }
     let mut hists: HashMap<usize, Histogram> = overall
         .iter()
@@ -260,34 +278,37 @@ pub fn activation_ranges(
         s.run(&artifact, kind, Some(&mut obs))?;
         progress();
     }
-    Ok(hists
-        .into_iter()
-        .map(|(n, h)| {
-            let r = match method {
-                Method::Percentile(p) => {
-                    let tail = (1.0 - p).max(0.0);
-                    (h.quantile(tail).min(0.0), h.quantile(1.0 - tail).max(0.0))
-                }
-                _ => mse_range(&h),
-            };
-            (n, r)
-        })
-        .collect())
+    let choose = |h: &Histogram, top: u8| match method {
+        Method::Percentile(p) => {
+            let tail = (1.0 - p).max(0.0);
+            (h.quantile(tail).min(0.0), h.quantile(1.0 - tail).max(0.0))
+        }
+        _ => mse_range(h, f64::from(top)),
+    };
+    let mut out = ActivationRanges::default();
+    for (n, h) in hists {
+        if seven {
+            out.seven.insert(n, choose(&h, activation_limit(true)));
+        }
+        out.eight.insert(n, choose(&h, activation_limit(false)));
+    }
+    Ok(out)
 }
 
-/// Searches clipping points on a grid of fractions of each side's full extent.
-fn mse_range(h: &Histogram) -> (f32, f32) {
+/// Searches clipping points on a grid of fractions of each side's full extent, for
+/// `steps + 1` levels.
+fn mse_range(h: &Histogram, steps: f64) -> (f32, f32) {
     let (lo0, hi0) = (h.lo.min(0.0) as f64, h.hi.max(0.0) as f64);
-    let steps = 40;
-    let frac = |i: usize| 0.2 + 0.8 * i as f64 / steps as f64;
-    let mut best = (h.error(lo0, hi0), lo0, hi0);
-    for i in 0..=steps {
-        for j in 0..=steps {
+    let grid = 40;
+    let frac = |i: usize| 0.2 + 0.8 * i as f64 / grid as f64;
+    let mut best = (h.error(lo0, hi0, steps), lo0, hi0);
+    for i in 0..=grid {
+        for j in 0..=grid {
             let (lo, hi) = (lo0 * frac(i), hi0 * frac(j));
             if hi - lo <= 0.0 {
                 continue;
             }
-            let e = h.error(lo, hi);
+            let e = h.error(lo, hi, steps);
             if e < best.0 {
                 best = (e, lo, hi);
             }
@@ -336,15 +357,20 @@ mod tests {
             })
             .collect();
         let h = hist_of(&lap);
-        let (lo, hi) = mse_range(&h);
+        let (lo, hi) = mse_range(&h, 255.0);
         assert!(hi < 0.9 * h.hi && hi > 4.0, "hi {hi} of {}", h.hi);
         assert!(lo > 0.9 * h.lo && lo < -4.0, "lo {lo} of {}", h.lo);
-        assert!(h.error(lo as f64, hi as f64) <= h.error(h.lo as f64, h.hi as f64));
+        let e = |lo: f32, hi: f32, steps| h.error(lo as f64, hi as f64, steps);
+        assert!(e(lo, hi, 255.0) <= e(h.lo, h.hi, 255.0));
+        // Half the levels: coarser steps make clipping cheaper, so the range narrows.
+        let (lo7, hi7) = mse_range(&h, 127.0);
+        assert!(hi7 < hi && lo7 > lo, "7-bit {lo7}..{hi7}, 8-bit {lo}..{hi}");
+        assert!(e(lo7, hi7, 127.0) <= e(lo, hi, 127.0));
         // Uniform data: nothing to clip.
         let u: Vec<f32> = (0..10_000)
             .map(|i| -1.0 + 2.0 * i as f32 / 9999.0)
             .collect();
-        let (lo, hi) = mse_range(&hist_of(&u));
+        let (lo, hi) = mse_range(&hist_of(&u), 255.0);
         assert!(hi > 0.95 && lo < -0.95, "{lo} {hi}");
     }
 

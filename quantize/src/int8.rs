@@ -7,14 +7,15 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use serde::Serialize;
-use vlm_runtime::format::weight_limit;
+use vlm_runtime::format::{activation_limit, weight_limit};
 use vlm_runtime::kernels::scalar::{quantize_one, MatRef};
 use vlm_runtime::ops::{Embedding, LayerNorm, Linear, Op, PatchEmbed, Precision, RmsNorm, Weights};
 use vlm_runtime::score::cosine;
 use vlm_runtime::{Observed, Observer};
 
 use crate::calibrate::{
-    activation_ranges, channel_ranges, linear_nodes, tower_kind, ChannelRange, Method, Sample,
+    activation_ranges, channel_ranges, linear_nodes, tower_kind, ActivationRanges, ChannelRange,
+    Method, Sample,
 };
 use crate::graph::{Graph, TensorData};
 use crate::runner::single_tower;
@@ -37,6 +38,21 @@ pub struct Options {
     /// Which layers get 7-bit weights (−63..=63), which AVX2 multiplies in two thirds
     /// of the instructions 8-bit ones take; every other CPU runs them at the same speed.
     pub weight_bits: WeightBits,
+    /// Which 7-bit-weight layers quantize their input to 0..=127 too.
+    pub activation_bits: ActivationBits,
+}
+
+/// Activation widths the quantizer may give a layer with 7-bit weights.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ActivationBits {
+    /// 0..=255 everywhere (the default).
+    Eight,
+    /// 0..=127 on every layer with 7-bit weights, then back to 8 bits, most sensitive
+    /// layer first, while the budget is missed: AVX2 adds two byte multiplies' pair sums
+    /// before widening them (3 multiplier µops per 64 products instead of 4), at about
+    /// a quarter of the activations' rounding error more. Other CPUs gain nothing.
+    Seven,
 }
 
 /// Weight widths the quantizer may give a linear layer.
@@ -74,6 +90,7 @@ impl Default for Options {
             max_fallback: 8,
             attention: Precision::Bf16,
             weight_bits: WeightBits::Eight,
+            activation_bits: ActivationBits::Eight,
         }
     }
 }
@@ -122,6 +139,8 @@ pub struct LayerReport {
     pub own_sqnr_db: Option<f64>,
     /// The same with 7-bit weights.
     pub own_sqnr_7bit_db: Option<f64>,
+    /// The same with 7-bit weights and activations (when the options allow them).
+    pub own_sqnr_7bit_x_db: Option<f64>,
     /// The static activation range the layer's input is quantized over.
     pub input_range: Option<(f32, f32)>,
 }
@@ -168,11 +187,12 @@ pub fn quantize_tower(
     }
     let means: HashMap<usize, Vec<f64>> = ranges.iter().map(|(&n, r)| (n, r.mean())).collect();
     let mut done = 0;
-    let act = activation_ranges(&smoothed, calib, &ranges, opts.method, || {
+    let seven_x = opts.activation_bits == ActivationBits::Seven;
+    let act = activation_ranges(&smoothed, calib, &ranges, opts.method, seven_x, || {
         done += 1;
         progress(&format!("{tower}: {} ranges", opts.method.name()), done, n);
     })?;
-    let (own, own7) = own_sqnr(
+    let [own, own7, own7x] = own_sqnr(
         &smoothed,
         &act,
         calib.get(..calib.len().min(4)).unwrap_or(&[]),
@@ -191,6 +211,14 @@ pub fn quantize_tower(
             .collect(),
         WeightBits::Seven => own.keys().copied().collect(),
     };
+    let mut narrow_x: HashSet<usize> = match opts.activation_bits {
+        ActivationBits::Eight => HashSet::new(),
+        ActivationBits::Seven => narrow
+            .iter()
+            .copied()
+            .filter(|i| act.seven.contains_key(i))
+            .collect(),
+    };
 
     // Smoothing changes LayerNorm outputs (not the function), so per-op errors are
     // measured against the smoothed fp32 graph.
@@ -202,8 +230,16 @@ pub fn quantize_tower(
     let mut order: Vec<usize> = own.keys().copied().collect();
     // Ties (layers as sensitive as each other) in node order, not the hash map's.
     order.sort_by(|a, b| own[a].total_cmp(&own[b]).then(a.cmp(b)));
+    // 7-bit activations come off in the order of their own error with them.
+    let mut order_x: Vec<usize> = narrow_x.iter().copied().collect();
+    let db_x = |i: &usize| own7x.get(i).copied().unwrap_or(f64::NEG_INFINITY);
+    order_x.sort_by(|a, b| db_x(a).total_cmp(&db_x(b)).then(a.cmp(b)));
     loop {
-        let q = to_int8(&smoothed, &act, &means, &fallback, &narrow, opts.attention);
+        let widths = Widths {
+            narrow: &narrow,
+            narrow_x: &narrow_x,
+        };
+        let q = to_int8(&smoothed, &act, &means, &fallback, widths, opts.attention);
         let (cos, layers) = compare(&q, &reference, eval, &mut |d, t| {
             progress(&format!("{tower}: int8 check"), d, t)
         })?;
@@ -238,15 +274,19 @@ pub fn quantize_tower(
                         sqnr_db: layers.get(i).copied().unwrap_or(f64::NAN),
                         own_sqnr_db: own.get(&i).copied(),
                         own_sqnr_7bit_db: own7.get(&i).copied(),
-                        input_range: act.get(&i).copied(),
+                        own_sqnr_7bit_x_db: own7x.get(&i).copied(),
+                        input_range: act.of(i, narrow_x.contains(&i)),
                     })
                     .collect(),
             };
             return Ok(QuantizedTower { graph: q, report });
         }
-        // One rung up for the most sensitive layer not yet at the top: 7-bit weights
-        // become 8-bit before any 8-bit layer becomes fp32 (which costs far more time).
-        if let Some(&next) = order.iter().find(|i| narrow.contains(i)) {
+        // One rung up for the most sensitive layer not yet at the top: 7-bit activations
+        // become 8-bit before any 7-bit weights do, and those before any 8-bit layer
+        // becomes fp32 (each rung costs more time than the one before).
+        if let Some(&next) = order_x.iter().find(|i| narrow_x.contains(i)) {
+            narrow_x.remove(&next);
+        } else if let Some(&next) = order.iter().find(|i| narrow.contains(i)) {
             narrow.remove(&next);
         } else if let Some(&next) = order.iter().find(|i| !fallback.contains(i)) {
             fallback.insert(next);
@@ -360,22 +400,39 @@ pub fn quantize_rows_to(w: &[f32], cols: usize, top: i8) -> (Vec<i8>, Vec<f32>) 
     (q, scales)
 }
 
-/// The u8 scale and zero point of a range that contains 0.
-pub fn activation_params(lo: f32, hi: f32) -> (f32, i32) {
+/// The u8 scale and zero point of a range that contains 0, over 0..=`top`.
+pub fn activation_params(lo: f32, hi: f32, top: u8) -> (f32, i32) {
     let (lo, hi) = (lo.min(0.0), hi.max(0.0));
-    let scale = if hi > lo { (hi - lo) / 255.0 } else { 1.0 };
-    let zero = (-lo / scale).round().clamp(0.0, 255.0) as i32;
+    let top = f32::from(top);
+    let scale = if hi > lo { (hi - lo) / top } else { 1.0 };
+    let zero = (-lo / scale).round().clamp(0.0, top) as i32;
     (scale, zero)
 }
 
-/// The graph with int8 weights on every linear layer not in `fallback` (7-bit on those
-/// in `narrow`), and an int8 token-embedding table.
+impl ActivationRanges {
+    /// Layer `i`'s range for 7-bit activations (`seven`) or 8-bit ones.
+    fn of(&self, i: usize, seven: bool) -> Option<(f32, f32)> {
+        if seven { &self.seven } else { &self.eight }
+            .get(&i)
+            .copied()
+    }
+}
+
+/// The layers given 7-bit weights, and of those the ones given 7-bit activations.
+#[derive(Clone, Copy)]
+struct Widths<'a> {
+    narrow: &'a HashSet<usize>,
+    narrow_x: &'a HashSet<usize>,
+}
+
+/// The graph with int8 weights on every linear layer not in `fallback` (7-bit weights
+/// and activations as `widths` says), and an int8 token-embedding table.
 fn to_int8(
     g: &Graph,
-    act: &HashMap<usize, (f32, f32)>,
+    act: &ActivationRanges,
     means: &HashMap<usize, Vec<f64>>,
     fallback: &HashSet<usize>,
-    narrow: &HashSet<usize>,
+    widths: Widths,
     attention: Precision,
 ) -> Graph {
     let mut q = g.clone();
@@ -393,16 +450,17 @@ fn to_int8(
                 weights: Weights::F32 { w },
                 ..
             }) if !fallback.contains(&i) => {
-                let Some(&(lo, hi)) = act.get(&i) else {
+                let is_narrow = widths.narrow.contains(&i);
+                let is_narrow_x = is_narrow && widths.narrow_x.contains(&i);
+                let Some((lo, hi)) = act.of(i, is_narrow_x) else {
                     continue;
                 };
                 let t = q.tensor(w).clone();
                 let (rows, cols) = (t.dims[0], t.dims[1]);
-                let is_narrow = narrow.contains(&i);
                 let top = weight_limit(is_narrow);
                 let (qw, scales) = quantize_rows_to(t.data.as_f32().unwrap_or(&[]), cols, top);
-                let (x_scale, x_zero) = activation_params(lo, hi);
-                // The kernels sum q·w with q in 0..=255; the zero point's share,
+                let (x_scale, x_zero) = activation_params(lo, hi, activation_limit(is_narrow_x));
+                // The kernels sum q·w with q in 0..=255 (or 127); the zero point's share,
                 // x_scale·w_scale·x_zero·Σw, is a constant per output: folded into the
                 // bias (or the patch embedding's add table) here, once.
                 // Bias correction (Nagel et al.): rounding the weights shifts output o's
@@ -437,6 +495,7 @@ fn to_int8(
                     x_scale,
                     x_zero,
                     narrow: is_narrow,
+                    narrow_x: is_narrow_x,
                 };
                 match q.nodes[i].op {
                     Op::Linear(Linear { bias, .. }) => {
@@ -492,12 +551,16 @@ fn to_int8(
 /// A graph with int8 token-embedding tables (per-row scales): what a lookup needs, no
 /// calibration (a table row is copied, not multiplied with activations).
 pub fn quantize_embedding(g: &Graph) -> Graph {
+    let none = HashSet::new();
     to_int8(
         g,
+        &ActivationRanges::default(),
         &HashMap::new(),
-        &HashMap::new(),
-        &HashSet::new(),
-        &HashSet::new(),
+        &none,
+        Widths {
+            narrow: &none,
+            narrow_x: &none,
+        },
         Precision::F32,
     )
 }
@@ -535,12 +598,14 @@ pub fn adopt(target: &mut Graph, quantized: &Graph) {
                         x_scale,
                         x_zero,
                         narrow,
+                        narrow_x,
                     } => Weights::I8 {
                         w: take(w),
                         w_scale: take(w_scale),
                         x_scale,
                         x_zero,
                         narrow,
+                        narrow_x,
                     },
                 };
                 l.bias = s.bias.map(&mut take);
@@ -670,12 +735,13 @@ type QuantizedRows = (Vec<i8>, Vec<f32>);
 /// per sample): the sensitivity that orders the fallback.
 struct OwnError<'g> {
     graph: &'g Graph,
-    act: &'g HashMap<usize, (f32, f32)>,
+    act: &'g ActivationRanges,
     /// Each layer's weights at 8 and at 7 bits.
     quantized: HashMap<usize, [QuantizedRows; 2]>,
     signal: HashMap<usize, f64>,
-    /// The output noise with 8-bit and with 7-bit weights.
-    noise: HashMap<usize, [f64; 2]>,
+    /// The output noise with 8-bit weights and activations, 7-bit weights, and 7-bit
+    /// weights and activations.
+    noise: HashMap<usize, [f64; 3]>,
 }
 
 impl Observer for OwnError<'_> {
@@ -683,7 +749,8 @@ impl Observer for OwnError<'_> {
         if what != Observed::LinearInput {
             return;
         }
-        let (Some(&(lo, hi)), Some(op)) = (self.act.get(&node), self.graph.nodes.get(node)) else {
+        let (Some((lo, hi)), Some(op)) = (self.act.of(node, false), self.graph.nodes.get(node))
+        else {
             return;
         };
         let Some(Weights::F32 { w }) = op.op.weights() else {
@@ -696,16 +763,29 @@ impl Observer for OwnError<'_> {
             .quantized
             .entry(node)
             .or_insert_with(|| [false, true].map(|n| quantize_rows_to(wf, k, weight_limit(n))));
-        let (xs, xz) = activation_params(lo, hi);
-        let inv = 1.0 / xs;
+        // The input as each activation width rounds it (8 bits; 7 where the options
+        // allow them), dequantized.
+        let dequantize = |row: &[f32], (lo, hi): (f32, f32), narrow_x: bool| -> Vec<f32> {
+            let top = activation_limit(narrow_x);
+            let (xs, xz) = activation_params(lo, hi, top);
+            let inv = 1.0 / xs;
+            row.iter()
+                .map(|&v| (quantize_one(v, inv, xz, top) as i32 - xz) as f32 * xs)
+                .collect()
+        };
+        let seven = self.act.of(node, true);
         let step = (x.rows / 16).max(1);
-        let (mut sig, mut noi) = (0.0f64, [0.0f64; 2]);
+        let (mut sig, mut noi) = (0.0f64, [0.0f64; 3]);
         for r in (0..x.rows).step_by(step) {
             let row = x.row(r);
-            let xq: Vec<f32> = row
-                .iter()
-                .map(|&v| (quantize_one(v, inv, xz) as i32 - xz) as f32 * xs)
-                .collect();
+            let xq = dequantize(row, (lo, hi), false);
+            let xq7 = seven.map(|range| dequantize(row, range, true));
+            // (activations, weights) per noise slot.
+            let pairs = [
+                (Some(&xq), &widths[0]),
+                (Some(&xq), &widths[1]),
+                (xq7.as_ref(), &widths[1]),
+            ];
             for (o, wrow) in wf.chunks(k).enumerate() {
                 let y: f64 = row
                     .iter()
@@ -713,7 +793,8 @@ impl Observer for OwnError<'_> {
                     .map(|(a, b)| (*a as f64) * (*b as f64))
                     .sum();
                 sig += y * y;
-                for ((qw, ws), noi) in widths.iter().zip(&mut noi) {
+                for ((xq, (qw, ws)), noi) in pairs.iter().zip(&mut noi) {
+                    let Some(xq) = xq else { continue };
                     let yq: f64 = xq
                         .iter()
                         .zip(&qw[o * k..(o + 1) * k])
@@ -725,17 +806,22 @@ impl Observer for OwnError<'_> {
         }
         *self.signal.entry(node).or_default() += sig;
         let n = self.noise.entry(node).or_default();
-        n[0] += noi[0];
-        n[1] += noi[1];
+        for (n, v) in n.iter_mut().zip(noi) {
+            *n += v;
+        }
+        if seven.is_none() {
+            n[2] = f64::NAN;
+        }
     }
 }
 
-/// Each linear layer's own SQNR (dB) with 8-bit and with 7-bit weights.
+/// Each linear layer's own SQNR (dB) with 8-bit weights and activations, with 7-bit
+/// weights, and with 7-bit weights and activations (only layers with a 7-bit range).
 fn own_sqnr(
     g: &Graph,
-    act: &HashMap<usize, (f32, f32)>,
+    act: &ActivationRanges,
     samples: &[Sample],
-) -> Result<(HashMap<usize, f64>, HashMap<usize, f64>)> {
+) -> Result<[HashMap<usize, f64>; 3]> {
     let a = single_tower(g)?;
     let kind = tower_kind(g);
     let mut obs = OwnError {
@@ -751,8 +837,11 @@ fn own_sqnr(
     let width = |b: usize| {
         linear_nodes(g)
             .into_iter()
-            .filter_map(|n| Some((n, sqnr_db(*obs.signal.get(&n)?, obs.noise.get(&n)?[b]))))
+            .filter_map(|n| {
+                let (signal, noise) = (*obs.signal.get(&n)?, obs.noise.get(&n)?[b]);
+                (!noise.is_nan()).then(|| (n, sqnr_db(signal, noise)))
+            })
             .collect()
     };
-    Ok((width(0), width(1)))
+    Ok([width(0), width(1), width(2)])
 }

@@ -27,8 +27,12 @@ fn options_line(o: &crate::int8::Options, per: &str) -> String {
         crate::int8::WeightBits::Auto => "7-bit where they cost little",
         crate::int8::WeightBits::Seven => "7-bit",
     };
+    let x_bits = match o.activation_bits {
+        crate::int8::ActivationBits::Eight => "8-bit",
+        crate::int8::ActivationBits::Seven => "7-bit where the weights are",
+    };
     format!(
-        "options: ranges {}, SmoothQuant {smooth}, weights {bits}, budget median cosine >= {}, at most {} fp32 fallback layers{per}",
+        "options: ranges {}, SmoothQuant {smooth}, weights {bits}, activations {x_bits}, budget median cosine >= {}, at most {} fp32 fallback layers{per}",
         o.method.name(),
         o.min_cosine,
         o.max_fallback
@@ -617,6 +621,7 @@ mod tests {
             sqnr_db: sqnr,
             own_sqnr_db: own,
             own_sqnr_7bit_db: own.map(|db| db - 2.5),
+            own_sqnr_7bit_x_db: None,
             input_range: own.map(|_| (-3.5, 4.25)),
         }
     }

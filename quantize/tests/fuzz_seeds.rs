@@ -72,6 +72,7 @@ fn i8_weights(g: &mut Graph, rng: &mut Rng, name: &str, out: usize, inp: usize) 
         x_scale: 0.02,
         x_zero: 128,
         narrow: false,
+        narrow_x: false,
     }
 }
 
@@ -457,6 +458,7 @@ fn deepest_int8_layer(depth: usize) -> Graph {
                 x_scale: 1.0,
                 x_zero: 0,
                 narrow: false,
+                narrow_x: false,
             },
             bias: None,
             act: Activation::None,

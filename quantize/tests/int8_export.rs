@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 mod common;
 use common::{python_or_skip, recipe};
 
-use vlm_quantize::int8::Options;
+use vlm_quantize::int8::{ActivationBits, Options, WeightBits};
 use vlm_quantize::pipeline::{fidelity, image_files, quantize_model, Request};
 use vlm_quantize::{Artifact, Fp32Siglip};
 
@@ -55,11 +55,18 @@ fn setup(tag: &str, overrides: Option<&str>, side: u32) -> Option<(PathBuf, Path
     Some((model, calib, check))
 }
 
-fn run(tag: &str, model: &Path, calib: &Path, check: &Path) -> (f32, f32) {
+/// Quantizes with `options`; the held-out image and text cosine medians, and the share of
+/// each tower's linear layers at `precision` (if given).
+fn run(
+    tag: &str,
+    (model, calib, check): (&Path, &Path, &Path),
+    options: Options,
+    precision: Option<&str>,
+) -> (f32, f32, Vec<f64>) {
     let req = Request {
         model_dir: model.to_owned(),
         calib_dir: calib.to_owned(),
-        options: Options::default(),
+        options,
         labels: vec![],
         prompts: vec![],
         eval_data: None,
@@ -93,9 +100,26 @@ fn run(tag: &str, model: &Path, calib: &Path, check: &Path) -> (f32, f32) {
             .collect::<Vec<_>>()
     );
     assert_eq!(f.images.count, 20);
+    let shares = report
+        .towers
+        .iter()
+        .map(|t| {
+            let linears: Vec<_> = t
+                .layers
+                .iter()
+                .filter(|l| l.own_sqnr_db.is_some())
+                .collect();
+            let at = linears
+                .iter()
+                .filter(|l| Some(l.precision) == precision)
+                .count();
+            at as f64 / linears.len().max(1) as f64
+        })
+        .collect();
     (
         f.images.median,
         f.texts.expect("synthetic token ids").median,
+        shares,
     )
 }
 
@@ -104,7 +128,7 @@ fn base_size_siglip_int8_matches_fp32() {
     let Some((model, calib, check)) = setup("base", None, 256) else {
         return;
     };
-    let (img, txt) = run("base", &model, &calib, &check);
+    let (img, txt, _) = run("base", (&model, &calib, &check), Options::default(), None);
     assert!(img >= BASE_MIN_MEDIAN_COSINE, "median image cosine {img}");
     assert!(txt >= BASE_MIN_MEDIAN_COSINE, "median text cosine {txt}");
     let _ = std::fs::remove_dir_all(model.parent().unwrap());
@@ -123,7 +147,25 @@ fn differently_shaped_siglip_quantizes_and_runs() {
     let Some((model, calib, check)) = setup("odd", Some(ODD), 96) else {
         return;
     };
-    let (img, txt) = run("odd", &model, &calib, &check);
+    let sets = (model.as_path(), calib.as_path(), check.as_path());
+    let (img, txt, _) = run("odd", sets, Options::default(), None);
     assert!(img >= 0.99 && txt >= 0.99, "median cosines {img} {txt}");
+    // 7-bit weights and activations (the AVX2 opt-in) on a shape no other test names:
+    // the same budget, and most layers keep both 7-bit widths.
+    let seven = Options {
+        weight_bits: WeightBits::Seven,
+        activation_bits: ActivationBits::Seven,
+        ..Options::default()
+    };
+    let both = "int8 (7-bit weights and activations)";
+    let (img, txt, shares) = run("odd 7+7", sets, seven, Some(both));
+    assert!(
+        img >= 0.99 && txt >= 0.99,
+        "7+7: median cosines {img} {txt}"
+    );
+    assert!(
+        shares.iter().all(|s| *s > 0.5),
+        "7+7 layer shares {shares:?}"
+    );
     let _ = std::fs::remove_dir_all(model.parent().unwrap());
 }

@@ -36,6 +36,17 @@ pub const fn weight_limit(narrow: bool) -> i8 {
     }
 }
 
+/// The largest quantized activation an int8 layer's input takes: 255, or 127 where the
+/// layer's activations are 7-bit too (`Weights::I8::narrow_x`, only with 7-bit weights).
+/// Then four products sum within 16 bits (4·127·63 < 2¹⁵), which AVX2 exploits.
+pub const fn activation_limit(narrow_x: bool) -> u8 {
+    if narrow_x {
+        127
+    } else {
+        255
+    }
+}
+
 /// Output channels per weight panel, and inputs per group: the layout every int8 GEMM
 /// kernel reads (a 64-byte AVX-512 register, four 16-byte NEON registers, one `sdot`
 /// or `vpdpbusd` group of 4).

@@ -270,8 +270,10 @@ impl Build {
                 w: self.f32s(&[rows, cols], 0.3),
             };
         }
-        // Half the layers 7-bit, as the quantizer makes them where they cost nothing.
+        // Half the layers 7-bit, as the quantizer makes them where they cost nothing, and
+        // half of those with 7-bit activations too (the AVX2 opt-in).
         let narrow = self.rng.next_u64().is_multiple_of(2);
+        let narrow_x = narrow && self.rng.next_u64().is_multiple_of(2);
         let top = crate::format::weight_limit(narrow);
         let mut w = vec![0i8; packed_len(rows, cols)];
         for o in 0..rows {
@@ -298,8 +300,9 @@ impl Build {
             w,
             w_scale,
             x_scale: 0.01,
-            x_zero: 128,
+            x_zero: (i32::from(crate::format::activation_limit(narrow_x)) + 1) / 2,
             narrow,
+            narrow_x,
         }
     }
 

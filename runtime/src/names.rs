@@ -156,12 +156,15 @@ pub mod weights {
     pub const I8: u32 = 1;
     /// int8 storage, every weight within −63..=63.
     pub const I8_NARROW: u32 = 2;
+    /// int8 storage, every weight within −63..=63, activations quantized to 0..=127.
+    pub const I8_NARROW_X: u32 = 3;
 }
 
 pub const WEIGHTS: Codes = &[
     (weights::F32, "fp32"),
     (weights::I8, "int8"),
     (weights::I8_NARROW, "int8, 7-bit"),
+    (weights::I8_NARROW_X, "int8, 7-bit weights and activations"),
 ];
 
 /// What attention's two matrix products multiply.

@@ -829,6 +829,39 @@ fn seven_bit_weights_outside_their_range_are_refused() {
     assert!(checked >= 3, "{checked} int8 linear layers in the seeds");
 }
 
+/// A layer with 7-bit activations quantizes them to 0..=127, so its zero point must lie
+/// there: AVX2 adds two pair sums of such activations in 16 bits, and a zero point above
+/// 127 would put values past it and saturate there and nowhere else.
+#[test]
+fn seven_bit_activations_with_a_wider_zero_point_are_refused() {
+    let mut checked = 0;
+    for (name, art) in seeds() {
+        for p in art.plans() {
+            for (at, op) in art.ops(&p) {
+                let Op::Linear(mut l) = op else { continue };
+                let Weights::I8 {
+                    narrow,
+                    narrow_x,
+                    x_zero,
+                    ..
+                } = &mut l.weights
+                else {
+                    continue;
+                };
+                (*narrow, *narrow_x, *x_zero) = (true, true, 128);
+                let a = art.edited(|a| a.set_op(at, Op::Linear(l)));
+                bad_op_why(
+                    &a,
+                    "7-bit int8 activations have a zero point above 127",
+                    &format!("{name}: op at {at}"),
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert!(checked >= 3, "{checked} int8 linear layers in the seeds");
+}
+
 #[test]
 fn graph_count_duplicates_and_state_regions() {
     // Graphs are told apart by role and name: two with both the same are refused.
@@ -1581,11 +1614,11 @@ fn ops_that_leave_their_operands_are_refused() {
         ("weights tensor", 7, 999),
         ("weights tensor of another shape", 7, 1),
         ("weights kind int8 without scales", 6, 1),
-        ("weights kind", 6, 3),
+        ("weights kind", 6, 4),
         ("added table", 11, 0),
     ] {
         let a = sealed(&|a| a.set_u32(word(w), v));
-        if w == 6 && v == 3 {
+        if w == 6 && v == 4 {
             expect(
                 &a,
                 FormatError::BadField {
@@ -1749,6 +1782,7 @@ fn op_sizes_saturate() {
         x_scale: 1.0,
         x_zero: 0,
         narrow: false,
+        narrow_x: false,
     };
     let attention = Attention {
         q: Query::Mat(huge),

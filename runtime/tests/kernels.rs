@@ -4,8 +4,8 @@
 //! being listed in `kernels::ALL`.
 
 use proptest::prelude::*;
-use vlm_runtime::format::{packed_index, packed_len, weight_limit};
-use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef, Panels};
+use vlm_runtime::format::{activation_limit, packed_index, packed_len, weight_limit};
+use vlm_runtime::kernels::scalar::{self, q_stride, Epilogue, MatMut, MatRef, Panels, XQuant};
 use vlm_runtime::kernels::{gemm_u8i8_spare_floats, ElementWise, Isa, ALL};
 use vlm_runtime::ops::{Activation, Precision};
 
@@ -52,8 +52,20 @@ fn run(
     out
 }
 
-fn edge_u8() -> impl Strategy<Value = u8> {
-    prop_oneof![Just(0u8), Just(255u8), any::<u8>()]
+/// Activations with their ends: 0..=255, or 0..=127 for a layer with 7-bit activations
+/// (AVX2's paired kernel rests on that bound, which the layer's quantizer keeps).
+fn edge_u8(narrow_x: bool) -> BoxedStrategy<u8> {
+    let top = activation_limit(narrow_x);
+    prop_oneof![Just(0u8), Just(top), 0..=top].boxed()
+}
+
+/// The widths a layer may have: 8-bit, 7-bit weights, 7-bit weights and activations.
+fn widths() -> impl Strategy<Value = (bool, bool)> {
+    prop_oneof![
+        Just((false, false)),
+        Just((true, false)),
+        Just((true, true))
+    ]
 }
 
 /// Weights: symmetric, −127..=127 (the format's contract, checked at load; the AVX2 and
@@ -64,21 +76,21 @@ fn edge_i8(narrow: bool) -> BoxedStrategy<i8> {
     prop_oneof![Just(top), Just(-top), -top..=top].boxed()
 }
 
-type Case = (usize, usize, usize, usize, Vec<u8>, Vec<i8>, bool);
+type Case = (usize, usize, usize, usize, Vec<u8>, Vec<i8>, (bool, bool));
 
 fn case() -> impl Strategy<Value = Case> {
     // One row often: a decoder step's, which ISAs may give a matrix–vector kernel of its own.
     let rows = prop_oneof![Just(1usize), 1usize..20];
-    (rows, 1usize..300, 1usize..70, 0usize..5, any::<bool>()).prop_flat_map(
-        |(rows, k, n, pad, narrow)| {
+    (rows, 1usize..300, 1usize..70, 0usize..5, widths()).prop_flat_map(
+        |(rows, k, n, pad, (narrow, narrow_x))| {
             (
                 Just(rows),
                 Just(k),
                 Just(n),
                 Just(n + pad),
-                prop::collection::vec(edge_u8(), rows * q_stride(k)),
+                prop::collection::vec(edge_u8(narrow_x), rows * q_stride(k)),
                 prop::collection::vec(edge_i8(narrow), n * k),
-                Just(narrow),
+                Just((narrow, narrow_x)),
             )
         },
     )
@@ -90,9 +102,9 @@ proptest! {
     /// Integer results bit for bit: with unit scale and no bias the output *is* the
     /// accumulator (exact in f32 below 2^24, which these sizes stay under).
     #[test]
-    fn gemm_accumulators_equal_the_reference((rows, k, n, stride, q, w, narrow) in case()) {
+    fn gemm_accumulators_equal_the_reference((rows, k, n, stride, q, w, (narrow, narrow_x)) in case()) {
         let wp = pack(&w, n, k);
-        let wp = Panels { w: &wp, narrow };
+        let wp = Panels { w: &wp, narrow, narrow_x };
         let ones = vec![1.0f32; n];
         let ep = Epilogue { x_scale: 1.0, w_scale: &ones, bias: None, act: Activation::None };
         let want = run(Isa::Scalar, &q, k, wp, &ep, rows, n, stride);
@@ -110,10 +122,10 @@ proptest! {
     /// The epilogue (scale, bias, GELU) is one formula on every ISA, operation for
     /// operation: bit for bit too.
     #[test]
-    fn gemm_epilogue_matches((rows, k, n, stride, q, w, narrow) in case(),
+    fn gemm_epilogue_matches((rows, k, n, stride, q, w, (narrow, narrow_x)) in case(),
                              xs in 1e-4f32..1.0, seed in any::<u64>(), gelu in any::<bool>()) {
         let wp = pack(&w, n, k);
-        let wp = Panels { w: &wp, narrow };
+        let wp = Panels { w: &wp, narrow, narrow_x };
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1); ((s >> 40) as f32 / (1u64 << 24) as f32) - 0.5 };
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + next().abs() * 1e-2).collect();
@@ -140,17 +152,17 @@ proptest! {
     fn gemm_u8i8_on_threads_matches_one_thread(rows in prop_oneof![Just(1usize), 1usize..20],
                                               k in 1usize..150, n in 60usize..400,
                                               threads in 2usize..6, seed in any::<u64>(),
-                                              bias in any::<bool>(), narrow in any::<bool>()) {
+                                              bias in any::<bool>(), (narrow, narrow_x) in widths()) {
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
-        let q: Vec<u8> = (0..rows * q_stride(k)).map(|_| next() as u8).collect();
+        let q: Vec<u8> = (0..rows * q_stride(k)).map(|_| next() as u8 & activation_limit(narrow_x)).collect();
         let top = u32::from(weight_limit(narrow).unsigned_abs());
         let w: Vec<i8> = (0..n * k).map(|_| ((next() % (2 * top + 1)) as i32 - top as i32) as i8).collect();
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
         let b: Vec<f32> = (0..n).map(|_| (next() % 2000) as f32 * 1e-3 - 1.0).collect();
         let ep = Epilogue { x_scale: 0.02, w_scale: &w_scale, bias: bias.then_some(&b[..]), act: Activation::GeluTanh };
         let wp = pack(&w, n, k);
-        let wp = Panels { w: &wp, narrow };
+        let wp = Panels { w: &wp, narrow, narrow_x };
         for isa in ALL.into_iter().filter(|i| i.supported()) {
             let want = run(isa, &q, k, wp, &ep, rows, n, n);
             let mut got = vec![f32::NAN; rows * n];
@@ -168,7 +180,7 @@ proptest! {
     fn quantize_gemm_on_threads_matches_one_thread(rows in prop_oneof![1usize..20, 20usize..70],
                                                   k in 1usize..150, n in 60usize..200,
                                                   threads in 2usize..6, seed in any::<u64>(),
-                                                  narrow in any::<bool>()) {
+                                                  (narrow, narrow_x) in widths()) {
         let mut s = seed;
         let mut next = || { s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407); (s >> 33) as u32 };
         let x: Vec<f32> = (0..rows * k).map(|_| (next() % 4001) as f32 * 1e-3 - 2.0).collect();
@@ -178,16 +190,17 @@ proptest! {
         let w_scale: Vec<f32> = (0..n).map(|_| 1e-3 + (next() % 1000) as f32 * 1e-5).collect();
         let ep = Epilogue { x_scale: 0.02, w_scale: &w_scale, bias: None, act: Activation::None };
         let wp = pack(&w, n, k);
-        let wp = Panels { w: &wp, narrow };
+        let wp = Panels { w: &wp, narrow, narrow_x };
+        let xq = XQuant { scale: 0.02, zero: 7, top: activation_limit(narrow_x) };
         for isa in ALL.into_iter().filter(|i| i.supported()) {
             let mut q_want = vec![0u8; rows * q_stride(k)];
-            isa.quantize_u8(x, 0.02, 7, &mut q_want);
+            isa.quantize_u8(x, xq.scale, xq.zero, xq.top, &mut q_want);
             let want = run(isa, &q_want, k, wp, &ep, rows, n, n);
             let mut q = vec![0xAAu8; rows * q_stride(k)];
             let mut got = vec![f32::NAN; rows * n];
             let mut spare = vec![f32::NAN; gemm_u8i8_spare_floats(rows, n, threads)];
             let out = MatMut { data: &mut got, rows, cols: n, stride: n };
-            isa.quantize_gemm_u8i8_threads(threads, Some((x, 0.02, 7)), &mut q, k, wp, &ep, out, &mut spare);
+            isa.quantize_gemm_u8i8_threads(threads, Some((x, xq)), &mut q, k, wp, &ep, out, &mut spare);
             for r in 0..rows {
                 let row = r * q_stride(k)..r * q_stride(k) + k;
                 prop_assert_eq!(&q[row.clone()], &q_want[row], "{} on {} threads, {} rows", isa.name(), threads, rows);
@@ -200,15 +213,17 @@ proptest! {
     /// Activation quantization: identical bytes, NaN and infinities included.
     #[test]
     fn quantize_equals_the_reference(rows in 1usize..6, cols in 1usize..100, scale in 1e-3f32..10.0,
-                                     zero in 0i32..=255, vals in prop::collection::vec(
+                                     zero in 0i32..=255, narrow_x in any::<bool>(), vals in prop::collection::vec(
                                          prop_oneof![Just(f32::NAN), Just(f32::INFINITY), Just(f32::NEG_INFINITY),
                                                      Just(0.5f32), Just(-0.5f32), -1e3f32..1e3], 600)) {
         let x = MatRef { data: &vals[..rows * cols], rows, cols, stride: cols };
         let mut want = vec![0u8; rows * q_stride(cols)];
-        scalar::quantize_u8(x, scale, zero, &mut want);
+        let (top, zero) = (activation_limit(narrow_x), zero.min(activation_limit(narrow_x).into()));
+        scalar::quantize_u8(x, scale, zero, top, &mut want);
+        prop_assert!(want.iter().all(|&b| b <= top));
         for isa in others() {
             let mut got = vec![0u8; rows * q_stride(cols)];
-            isa.quantize_u8(x, scale, zero, &mut got);
+            isa.quantize_u8(x, scale, zero, top, &mut got);
             for r in 0..rows {
                 let row = r * q_stride(cols)..r * q_stride(cols) + cols;
                 prop_assert_eq!(&got[row.clone()], &want[row], "{}", isa.name());
@@ -246,11 +261,21 @@ fn long_inputs_at_the_extremes_stay_exact() {
                 true,
             ),
         ];
-        for ((wname, wf), narrow) in weights {
+        // 7-bit weights run with 7-bit activations too (AVX2 adds two pair sums of
+        // 2·127·63 in 16 bits), at those activations' own ends.
+        let with_x = weights.into_iter().flat_map(|(wf, narrow)| {
+            core::iter::once((wf, narrow, false)).chain(narrow.then_some((wf, narrow, true)))
+        });
+        for ((wname, wf), narrow, narrow_x) in with_x {
             let w: Vec<i8> = (0..n * k).map(wf).collect();
             let wp = pack(&w, n, k);
-            let wp = Panels { w: &wp, narrow };
-            for (qname, qv) in [("255", 255u8), ("0", 0), ("128", 128)] {
+            let wp = Panels {
+                w: &wp,
+                narrow,
+                narrow_x,
+            };
+            let top = activation_limit(narrow_x);
+            for (qname, qv) in [("top", top), ("0", 0), ("middle", top / 2 + 1)] {
                 for rows in [1usize, 3, 5] {
                     let q = vec![qv; rows * q_stride(k)];
                     let ones = vec![1.0f32; n];

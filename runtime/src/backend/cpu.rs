@@ -15,7 +15,7 @@ pub struct Cpu {
     /// The input window, scale bits and zero point whose u8 quantization the scratch
     /// holds, after an int8 linear layer: q, k and v projections read one input, and
     /// quantize it once.
-    quantized: Option<(Mat, u32, i32)>,
+    quantized: Option<(Mat, u32, i32, bool)>,
 }
 
 impl Cpu {

@@ -122,7 +122,7 @@ pub unsafe fn sum16(l: [float32x4_t; 4]) -> f32 {
 /// [`super::scalar::quantize_u8`], 4 lanes at a time: the same multiply, round-half-even,
 /// add and clamp (`fmaxnm` sends NaN to 0, as the scalar comparisons do), so the bytes
 /// are identical.
-pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
+pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, top: u8, q: &mut [u8]) {
     let stride = q_stride(x.cols);
     assert!(x.rows == 0 || q.len() >= (x.rows - 1) * stride + x.cols);
     assert!(x.rows == 0 || x.data.len() >= (x.rows - 1) * x.stride + x.cols);
@@ -131,7 +131,7 @@ pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
     // the rows asserted above.
     unsafe {
         let (vinv, vzero) = (vdupq_n_f32(inv), vdupq_n_f32(zero as f32));
-        let (lo, hi) = (vdupq_n_f32(0.0), vdupq_n_f32(255.0));
+        let (lo, hi) = (vdupq_n_f32(0.0), vdupq_n_f32(f32::from(top)));
         for r in 0..x.rows {
             let src = x.data.as_ptr().add(r * x.stride);
             let dst = q.as_mut_ptr().add(r * stride);
@@ -149,7 +149,7 @@ pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
                 c += 8;
             }
             for c in c..x.cols {
-                *dst.add(c) = quantize_one(*src.add(c), inv, zero);
+                *dst.add(c) = quantize_one(*src.add(c), inv, zero, top);
             }
         }
     }

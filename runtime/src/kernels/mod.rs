@@ -112,6 +112,9 @@ pub mod x86_avx2_attention_i8kv;
 pub mod x86_avx2_gemm_f32_3x2;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
+pub mod x86_avx2_gemm_u7i7_4x16;
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
 pub mod x86_avx2_gemm_u8i7_4x16;
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -399,10 +402,14 @@ impl Isa {
     /// `out = epilogue(q · Wᵀ)`: `q` is `out.rows` rows of `scalar::q_stride(k)` bytes,
     /// `w` panel-packed int8 `[out.cols, k]`. Callers pass only supported ISAs.
     pub fn gemm_u8i8(self, q: &[u8], k: usize, w: Panels, ep: &Epilogue, out: MatMut) {
-        let Panels { w, narrow } = w;
-        // Only AVX2 has a kernel of its own for 7-bit weights.
+        let Panels {
+            w,
+            narrow,
+            narrow_x,
+        } = w;
+        // Only AVX2 has kernels of their own for 7-bit weights and activations.
         #[cfg(not(target_arch = "x86_64"))]
-        let _ = narrow;
+        let _ = (narrow, narrow_x);
         match self {
             #[cfg(target_arch = "x86_64")]
             // One row: the matrix–vector kernel (the same bits, read at memory speed).
@@ -424,6 +431,10 @@ impl Isa {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 if self.supported() && out.rows == 1 => {
                 x86_avx2_gemv_u8i8_1x16::gemv(q, k, w, ep, out)
+            }
+            #[cfg(target_arch = "x86_64")]
+            Isa::X86Avx2 if self.supported() && narrow && narrow_x => {
+                x86_avx2_gemm_u7i7_4x16::gemm(q, k, w, ep, out)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 if self.supported() && narrow => {
@@ -535,7 +546,7 @@ impl Isa {
     pub fn quantize_gemm_u8i8_threads(
         self,
         threads: usize,
-        x: Option<(MatRef, f32, i32)>,
+        x: Option<(MatRef, scalar::XQuant)>,
         q: &mut [u8],
         k: usize,
         w: Panels,
@@ -544,15 +555,15 @@ impl Isa {
         spare: &mut [f32],
     ) {
         if splits_by_panels(threads, &out, spare) {
-            if let Some((x, scale, zero)) = x {
-                self.quantize_u8(x, scale, zero, q);
+            if let Some((x, p)) = x {
+                self.quantize_u8(x, p.scale, p.zero, p.top, q);
             }
             return self.gemm_u8i8_threads(threads, q, k, w, ep, out, spare);
         }
         let qs = scalar::q_stride(k);
         split_rows_with_bytes(threads, ROW_SPLIT_MIN_ROWS, out, q, qs, |row, m, q| {
-            if let Some((x, scale, zero)) = x {
-                self.quantize_u8(x.rows_from(row, m.rows), scale, zero, q);
+            if let Some((x, p)) = x {
+                self.quantize_u8(x.rows_from(row, m.rows), p.scale, p.zero, p.top, q);
             }
             self.gemm_u8i8(q, k, w, ep, m)
         });
@@ -769,21 +780,21 @@ impl Isa {
     }
 
     /// Quantizes activations to u8 (see [`scalar::quantize_u8`]).
-    pub fn quantize_u8(self, x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
+    pub fn quantize_u8(self, x: MatRef, scale: f32, zero: i32, top: u8, q: &mut [u8]) {
         match self {
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx512Vnni if self.supported() => {
-                x86_avx512_math::quantize_u8(x, scale, zero, q)
+                x86_avx512_math::quantize_u8(x, scale, zero, top, q)
             }
             #[cfg(target_arch = "x86_64")]
             Isa::X86Avx2 | Isa::X86AvxVnni if self.supported() => {
-                x86_avx2_math::quantize_u8(x, scale, zero, q)
+                x86_avx2_math::quantize_u8(x, scale, zero, top, q)
             }
             #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
             Isa::ArmNeon | Isa::ArmDotprod | Isa::ArmI8mm if self.supported() => {
-                aarch64_neon_math::quantize_u8(x, scale, zero, q)
+                aarch64_neon_math::quantize_u8(x, scale, zero, top, q)
             }
-            _ => scalar::quantize_u8(x, scale, zero, q),
+            _ => scalar::quantize_u8(x, scale, zero, top, q),
         }
     }
 }

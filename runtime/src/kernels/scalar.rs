@@ -104,19 +104,29 @@ pub fn linear_f32(x: MatRef, w: &[f32], bias: Option<&[f32]>, act: Activation, m
     }
 }
 
-/// `q = clamp(round_half_even(x · (1/scale)) + zero, 0, 255)`, rows of
-/// [`q_stride`]`(cols)` bytes (the padding is never read against a non-zero weight).
+/// `q = clamp(round_half_even(x · (1/scale)) + zero, 0, top)`, rows of
+/// [`q_stride`]`(cols)` bytes (the padding is never read against a non-zero weight);
+/// `top` is 255, or 127 for 7-bit activations (`format::activation_limit`).
 /// Round-half-to-even is what SIMD conversion instructions do by default, so every ISA
 /// can match this bit for bit.
-pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
+pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, top: u8, q: &mut [u8]) {
     let inv = 1.0 / scale;
     let stride = q_stride(x.cols);
     for r in 0..x.rows {
         let qr = &mut q[r * stride..r * stride + x.cols];
         for (d, &v) in qr.iter_mut().zip(x.row(r)) {
-            *d = quantize_one(v, inv, zero);
+            *d = quantize_one(v, inv, zero, top);
         }
     }
+}
+
+/// How a layer quantizes its input ([`quantize_u8`]): scale, zero point and the largest
+/// value (255, or 127 for 7-bit activations).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct XQuant {
+    pub scale: f32,
+    pub zero: i32,
+    pub top: u8,
 }
 
 /// Bytes per row of quantized activations: `k` rounded up to the kernels' group of 4.
@@ -128,11 +138,11 @@ pub const fn q_stride(k: usize) -> usize {
 }
 
 #[inline]
-pub fn quantize_one(v: f32, inv_scale: f32, zero: i32) -> u8 {
+pub fn quantize_one(v: f32, inv_scale: f32, zero: i32, top: u8) -> u8 {
     let t = libm::rintf(v * inv_scale) + zero as f32;
     // NaN fails both comparisons and lands on 0.
-    if t >= 255.0 {
-        255
+    if t >= f32::from(top) {
+        top
     } else if t > 0.0 {
         t as u8
     } else {
@@ -277,21 +287,25 @@ pub struct Panels<'a> {
     /// Every weight is within −63..=63 (7 bits; the model checks it at load): AVX2's
     /// `vpmaddubsw` then takes the u8 activations as they are.
     pub narrow: bool,
+    /// With `narrow`: every activation is within 0..=127 too (the layer quantized them
+    /// so), and AVX2 adds two `vpmaddubsw` pair sums in 16 bits before widening.
+    pub narrow_x: bool,
 }
 
 impl<'a> Panels<'a> {
     /// 8-bit weights (−127..=127), the general case.
     pub fn full(w: &'a [i8]) -> Self {
-        Self { w, narrow: false }
+        Self {
+            w,
+            narrow: false,
+            narrow_x: false,
+        }
     }
 
     /// The first `bytes` of the panels and the rest, each of the same width.
     pub fn split_at(self, bytes: usize) -> (Self, Self) {
         let (head, tail) = self.w.split_at(bytes);
-        let part = |w| Self {
-            w,
-            narrow: self.narrow,
-        };
+        let part = |w| Self { w, ..self };
         (part(head), part(tail))
     }
 }

@@ -26,19 +26,19 @@ pub unsafe fn sum16(lo: __m256, hi: __m256) -> f32 {
 /// [`super::scalar::quantize_u8`], 8 lanes at a time: the same multiply, round-half-even,
 /// add and clamp (`vmaxps` returns its second operand, 0, for NaN, as the scalar
 /// comparisons do), so the bytes are identical.
-pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
+pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, top: u8, q: &mut [u8]) {
     let stride = q_stride(x.cols);
     assert!(x.rows == 0 || q.len() >= (x.rows - 1) * stride + x.cols);
     assert!(x.rows == 0 || x.data.len() >= (x.rows - 1) * x.stride + x.cols);
     // SAFETY: the dispatcher selected this kernel only where AVX2 is supported; every
     // access stays within the rows asserted above.
-    unsafe { quantize_impl(x, 1.0 / scale, zero, q, stride) }
+    unsafe { quantize_impl(x, 1.0 / scale, zero, top, q, stride) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: usize) {
+unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, top: u8, q: &mut [u8], stride: usize) {
     let (vinv, vzero) = (_mm256_set1_ps(inv), _mm256_set1_ps(zero as f32));
-    let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(255.0));
+    let (lo, hi) = (_mm256_setzero_ps(), _mm256_set1_ps(f32::from(top)));
     for r in 0..x.rows {
         let src = x.data.as_ptr().add(r * x.stride);
         let dst = q.as_mut_ptr().add(r * stride);
@@ -54,7 +54,7 @@ unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: us
             c += 8;
         }
         for c in c..x.cols {
-            *dst.add(c) = quantize_one(*src.add(c), inv, zero);
+            *dst.add(c) = quantize_one(*src.add(c), inv, zero, top);
         }
     }
 }

@@ -36,20 +36,20 @@ pub unsafe fn sum16(v: __m512) -> f32 {
 
 /// [`super::scalar::quantize_u8`], 16 lanes at a time: the same multiply, round-half-even,
 /// add and clamp, so the bytes are identical.
-pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, q: &mut [u8]) {
+pub fn quantize_u8(x: MatRef, scale: f32, zero: i32, top: u8, q: &mut [u8]) {
     let stride = q_stride(x.cols);
     assert!(q.len() >= x.rows.saturating_sub(1) * stride + x.cols);
     // SAFETY: the caller selected this kernel only where AVX-512 is supported; every
     // access below stays within `x.row(r)` and the row of `q` asserted above.
-    unsafe { quantize_impl(x, 1.0 / scale, zero, q, stride) }
+    unsafe { quantize_impl(x, 1.0 / scale, zero, top, q, stride) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
-unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, q: &mut [u8], stride: usize) {
+unsafe fn quantize_impl(x: MatRef, inv: f32, zero: i32, top: u8, q: &mut [u8], stride: usize) {
     let vinv = _mm512_set1_ps(inv);
     let vzero = _mm512_set1_ps(zero as f32);
     let lo = _mm512_setzero_ps();
-    let hi = _mm512_set1_ps(255.0);
+    let hi = _mm512_set1_ps(f32::from(top));
     for r in 0..x.rows {
         let row = x.row(r);
         let dst = &mut q[r * stride..r * stride + x.cols];

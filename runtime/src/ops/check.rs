@@ -1,7 +1,7 @@
 //! What an op's validation may ask of the graph and tensors it belongs to.
 
 use super::{Mat, Weights};
-use crate::format::{weight_limit, MAX_I8_DEPTH};
+use crate::format::{activation_limit, weight_limit, MAX_I8_DEPTH};
 use crate::graph::{Graph, PortKind};
 use crate::model::{DType, TensorRef, Tensors};
 
@@ -68,6 +68,7 @@ impl<'a> Check<'_, 'a> {
                 x_scale,
                 x_zero,
                 narrow,
+                narrow_x,
             } => {
                 if !dims_ok(w, DType::I8Panels) {
                     return Err("int8 weights do not match the layer's shape");
@@ -77,6 +78,17 @@ impl<'a> Check<'_, 'a> {
                 }
                 if !self.f32_len(w_scale, rows) {
                     return Err("weight scales do not match the output channels");
+                }
+                if !(x_scale.is_finite() && x_scale > 0.0 && (0..=255).contains(&x_zero)) {
+                    return Err("bad activation quantization parameters");
+                }
+                // AVX2 adds two pair sums in 16 bits only on 7-bit weights and
+                // activations; anything wider would saturate there and nowhere else.
+                if narrow_x && !narrow {
+                    return Err("7-bit int8 activations need 7-bit weights");
+                }
+                if x_zero > i32::from(activation_limit(narrow_x)) {
+                    return Err("7-bit int8 activations have a zero point above 127");
                 }
                 // One pass over the weights for both bounds. Symmetric weights never
                 // reach −128, and the AVX2 and plain NEON GEMMs sum pairs of products in
@@ -93,9 +105,6 @@ impl<'a> Check<'_, 'a> {
                 }
                 if largest > weight_limit(narrow).unsigned_abs() {
                     return Err("7-bit int8 weights hold a value outside -63..63");
-                }
-                if !(x_scale.is_finite() && x_scale > 0.0 && (0..=255).contains(&x_zero)) {
-                    return Err("bad activation quantization parameters");
                 }
                 Ok(())
             }

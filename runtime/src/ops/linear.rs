@@ -3,6 +3,7 @@
 use super::{align, product, Activation, Buffers, Check, CpuKernels, Mat, OpContext, OpSpec};
 use super::{operands, Reader, Weights, Words};
 use crate::exec::Observed;
+use crate::format::activation_limit;
 use crate::kernels::scalar::{self as k, MatMut, MatRef};
 use crate::model::Tensors;
 use crate::names::opcode;
@@ -192,10 +193,16 @@ pub(super) fn linear_cpu(
             x_scale,
             x_zero,
             narrow,
+            narrow_x,
         } => {
             let qn = x.rows * k::q_stride(x.cols);
             let (q, rest) = scratch.split_at_mut_checked(qn)?;
-            let quantize = (!cpu.reuse_quantized).then_some((x, x_scale, x_zero));
+            let xq = k::XQuant {
+                scale: x_scale,
+                zero: x_zero,
+                top: activation_limit(narrow_x),
+            };
+            let quantize = (!cpu.reuse_quantized).then_some((x, xq));
             let ep = k::Epilogue {
                 x_scale,
                 w_scale: tensors.get(w_scale)?.f32s(),
@@ -205,6 +212,7 @@ pub(super) fn linear_cpu(
             let w = k::Panels {
                 w: tensors.get(w)?.i8s(),
                 narrow,
+                narrow_x,
             };
             #[cfg(feature = "std")]
             {
@@ -219,8 +227,8 @@ pub(super) fn linear_cpu(
             #[cfg(not(feature = "std"))]
             {
                 let _ = (threads, rest);
-                if let Some((x, scale, zero)) = quantize {
-                    isa.quantize_u8(x, scale, zero, q);
+                if let Some((x, p)) = quantize {
+                    isa.quantize_u8(x, p.scale, p.zero, p.top, q);
                 }
                 isa.gemm_u8i8(q, x.cols, w, &ep, out.reborrow());
             }

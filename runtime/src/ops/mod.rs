@@ -297,17 +297,21 @@ impl Op {
         each!(self, op => op.run_cpu(cx, cpu))
     }
 
-    /// The input window, scale bits and zero point an int8 linear layer quantizes: the
+    /// The input window, scale bits, zero point and width an int8 linear layer quantizes: the
     /// CPU backend reuses the quantization when the next op quantizes the same.
-    pub fn quantized_input(&self) -> Option<(Mat, u32, i32)> {
+    pub fn quantized_input(&self) -> Option<(Mat, u32, i32, bool)> {
         match *self {
             Op::Linear(Linear {
                 x,
-                weights: Weights::I8 {
-                    x_scale, x_zero, ..
-                },
+                weights:
+                    Weights::I8 {
+                        x_scale,
+                        x_zero,
+                        narrow_x,
+                        ..
+                    },
                 ..
-            }) => Some((x, x_scale.to_bits(), x_zero)),
+            }) => Some((x, x_scale.to_bits(), x_zero, narrow_x)),
             _ => None,
         }
     }

@@ -133,12 +133,18 @@ pub enum Weights {
     /// The sums are the same on every CPU either way; CPUs whose byte multiplies sum
     /// pairs in 16 bits (AVX2) multiply such weights with fewer instructions, and the
     /// quantizer chooses them per layer where they cost no accuracy.
+    ///
+    /// `narrow_x` (only with `narrow`): the activations are quantized to 0..=127 instead
+    /// (`format::activation_limit`). Four products then sum within 16 bits, so AVX2 adds
+    /// two byte multiplies' pair sums before widening them: an opt-in of the quantizer
+    /// for AVX2-only targets, at some accuracy.
     I8 {
         w: u32,
         w_scale: u32,
         x_scale: f32,
         x_zero: i32,
         narrow: bool,
+        narrow_x: bool,
     },
 }
 
@@ -161,12 +167,18 @@ impl Weights {
         }
     }
 
-    /// "fp32", "int8" or "int8 (7-bit weights)", for reports.
+    /// "fp32", "int8", "int8 (7-bit weights)" or "int8 (7-bit weights and activations)",
+    /// for reports.
     pub fn precision(&self) -> &'static str {
         match self {
             Weights::F32 { .. } => "fp32",
             Weights::I8 { narrow: false, .. } => "int8",
-            Weights::I8 { narrow: true, .. } => "int8 (7-bit weights)",
+            Weights::I8 {
+                narrow: true,
+                narrow_x: false,
+                ..
+            } => "int8 (7-bit weights)",
+            Weights::I8 { narrow_x: true, .. } => "int8 (7-bit weights and activations)",
         }
     }
 
@@ -179,11 +191,12 @@ impl Weights {
                 x_scale,
                 x_zero,
                 narrow,
+                narrow_x,
             } => [
-                if narrow {
-                    weights::I8_NARROW
-                } else {
-                    weights::I8
+                match (narrow, narrow_x) {
+                    (_, true) => weights::I8_NARROW_X,
+                    (true, false) => weights::I8_NARROW,
+                    (false, false) => weights::I8,
                 },
                 w,
                 w_scale,
@@ -204,12 +217,13 @@ impl Weights {
         let x_zero = r.next()? as i32;
         match kind {
             weights::F32 => Ok(Weights::F32 { w }),
-            weights::I8 | weights::I8_NARROW => Ok(Weights::I8 {
+            weights::I8 | weights::I8_NARROW | weights::I8_NARROW_X => Ok(Weights::I8 {
                 w,
                 w_scale,
                 x_scale,
                 x_zero,
-                narrow: kind == weights::I8_NARROW,
+                narrow: kind != weights::I8,
+                narrow_x: kind == weights::I8_NARROW_X,
             }),
             _ => Err(FormatError::BadField {
                 field: "weights kind",
