@@ -133,7 +133,7 @@ struct QuantizeArgs {
     #[arg(long, value_enum, default_value = "8")]
     weight_bits: WeightBitsArg,
     /// Activation widths of the 7-bit-weight layers. 7 quantizes their inputs to 0..127
-    /// too, which AVX2-only CPUs multiply about 1.3× faster again at some accuracy; the
+    /// too, which AVX2-only CPUs multiply about 1.2× faster again at some accuracy; the
     /// budget sends the most sensitive layers back to 8 bits. Needs --weight-bits 7 or
     /// auto.
     #[arg(long, value_enum, default_value = "8")]
