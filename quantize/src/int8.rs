@@ -50,8 +50,9 @@ pub enum ActivationBits {
     Eight,
     /// 0..=127 on every layer with 7-bit weights, then back to 8 bits, most sensitive
     /// layer first, while the budget is missed: AVX2 adds two byte multiplies' pair sums
-    /// before widening them (3 multiplier µops per 64 products instead of 4), at about
-    /// a quarter of the activations' rounding error more. Other CPUs gain nothing.
+    /// before widening them (3 multiplier µops per 64 products instead of 4). The
+    /// activations' rounding step doubles: about 3 dB of each layer's own SQNR on the
+    /// base-size SigLIP (BENCHMARKS.md). Other CPUs gain nothing.
     Seven,
 }
 
