@@ -110,10 +110,10 @@ struct KernelShape {
     m: usize,
     k: usize,
     n: usize,
-    /// 7-bit weights (`Weights::I8::narrow`), which some CPUs multiply faster.
-    narrow: bool,
-    /// 7-bit activations too (`Weights::I8::narrow_x`), faster still on AVX2.
-    narrow_x: bool,
+    /// 7-bit weights and activations (`narrow`, `narrow_x` in the JSON), which AVX2
+    /// multiplies faster.
+    #[serde(flatten)]
+    width: Width,
     layers: usize,
     /// Fraction of the tower's MACs these layers do.
     mac_share: f64,
@@ -223,7 +223,7 @@ type PeakLoop = fn(u64) -> u64;
 
 /// An int8 layer's widths: 7-bit weights (`narrow`), and 7-bit activations with them
 /// (`narrow_x`).
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize)]
 pub(crate) struct Width {
     pub narrow: bool,
     pub narrow_x: bool,
@@ -564,8 +564,7 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
                 m,
                 k,
                 n,
-                narrow: width.narrow,
-                narrow_x: width.narrow_x,
+                width,
                 layers,
                 mac_share: (shape_macs * layers as u64) as f64 / macs.max(1) as f64,
                 median_ms: ms(per_call),
@@ -726,11 +725,7 @@ fn print_text(r: &Report, requested_threads: usize) {
                 s.m,
                 s.k,
                 s.n,
-                Width {
-                    narrow: s.narrow,
-                    narrow_x: s.narrow_x
-                }
-                .name(),
+                s.width.name(),
                 s.layers,
                 100.0 * s.mac_share,
                 1e3 * s.median_ms,

@@ -803,25 +803,20 @@ fn int8_weights_at_minus_128_are_refused() {
     assert!(checked >= 3, "{checked} int8 weight tensors in the seeds");
 }
 
-/// A layer marked 7-bit must keep to −63..63: AVX2 multiplies such weights without the
-/// flip, and a wider one would saturate a pair sum there and nowhere else.
-#[test]
-fn seven_bit_weights_outside_their_range_are_refused() {
+/// Every int8 linear layer of every seed, its weights edited by `edit`, must be refused
+/// with `why`.
+fn int8_linears_refused_after(edit: impl Fn(&mut Weights), why: &str) {
     let mut checked = 0;
     for (name, art) in seeds() {
         for p in art.plans() {
             for (at, op) in art.ops(&p) {
                 let Op::Linear(mut l) = op else { continue };
-                let Weights::I8 { narrow, .. } = &mut l.weights else {
+                if !matches!(l.weights, Weights::I8 { .. }) {
                     continue;
-                };
-                *narrow = true;
+                }
+                edit(&mut l.weights);
                 let a = art.edited(|a| a.set_op(at, Op::Linear(l)));
-                bad_op_why(
-                    &a,
-                    "7-bit int8 weights hold a value outside -63..63",
-                    &format!("{name}: op at {at}"),
-                );
+                bad_op_why(&a, why, &format!("{name}: op at {at}"));
                 checked += 1;
             }
         }
@@ -829,37 +824,39 @@ fn seven_bit_weights_outside_their_range_are_refused() {
     assert!(checked >= 3, "{checked} int8 linear layers in the seeds");
 }
 
+/// A layer marked 7-bit must keep to −63..63: AVX2 multiplies such weights without the
+/// flip, and a wider one would saturate a pair sum there and nowhere else.
+#[test]
+fn seven_bit_weights_outside_their_range_are_refused() {
+    int8_linears_refused_after(
+        |w| {
+            if let Weights::I8 { narrow, .. } = w {
+                *narrow = true;
+            }
+        },
+        "7-bit int8 weights hold a value outside -63..63",
+    );
+}
+
 /// A layer with 7-bit activations quantizes them to 0..=127, so its zero point must lie
 /// there: AVX2 adds two pair sums of such activations in 16 bits, and a zero point above
 /// 127 would put values past it and saturate there and nowhere else.
 #[test]
 fn seven_bit_activations_with_a_wider_zero_point_are_refused() {
-    let mut checked = 0;
-    for (name, art) in seeds() {
-        for p in art.plans() {
-            for (at, op) in art.ops(&p) {
-                let Op::Linear(mut l) = op else { continue };
-                let Weights::I8 {
-                    narrow,
-                    narrow_x,
-                    x_zero,
-                    ..
-                } = &mut l.weights
-                else {
-                    continue;
-                };
+    int8_linears_refused_after(
+        |w| {
+            if let Weights::I8 {
+                narrow,
+                narrow_x,
+                x_zero,
+                ..
+            } = w
+            {
                 (*narrow, *narrow_x, *x_zero) = (true, true, 128);
-                let a = art.edited(|a| a.set_op(at, Op::Linear(l)));
-                bad_op_why(
-                    &a,
-                    "7-bit int8 activations have a zero point above 127",
-                    &format!("{name}: op at {at}"),
-                );
-                checked += 1;
             }
-        }
-    }
-    assert!(checked >= 3, "{checked} int8 linear layers in the seeds");
+        },
+        "7-bit int8 activations have a zero point above 127",
+    );
 }
 
 #[test]
