@@ -115,7 +115,8 @@ struct QuantizeArgs {
     /// Accuracy budget: median fp32-vs-int8 embedding cosine per tower.
     #[arg(long, default_value_t = 0.999)]
     min_cosine: f32,
-    /// Most layers kept in fp32 to meet the budget.
+    /// Most layers kept in fp32 to meet the budget. 0 keeps every layer int8; the 7-bit
+    /// widths still go back to 8 bits while the budget is missed.
     #[arg(long, default_value_t = 8)]
     max_fallback: usize,
     /// What attention's two matrix products multiply (the softmax is fp32 either way):

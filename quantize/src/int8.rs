@@ -198,7 +198,7 @@ pub fn quantize_tower(
         &act,
         calib.get(..calib.len().min(4)).unwrap_or(&[]),
     )?;
-    let mut narrow: HashSet<usize> = match opts.weight_bits {
+    let narrow: HashSet<usize> = match opts.weight_bits {
         WeightBits::Eight => HashSet::new(),
         WeightBits::Auto => own
             .iter()
@@ -212,7 +212,7 @@ pub fn quantize_tower(
             .collect(),
         WeightBits::Seven => own.keys().copied().collect(),
     };
-    let mut narrow_x: HashSet<usize> = match opts.activation_bits {
+    let narrow_x: HashSet<usize> = match opts.activation_bits {
         ActivationBits::Eight => HashSet::new(),
         ActivationBits::Seven => narrow
             .iter()
@@ -226,7 +226,6 @@ pub fn quantize_tower(
     let reference = outputs(&smoothed, eval, &mut |d, t| {
         progress(&format!("{tower}: fp32 reference"), d, t)
     })?;
-    let mut fallback: HashSet<usize> = HashSet::new();
     // Most sensitive first: the lowest SQNR of a layer quantized on its own.
     let mut order: Vec<usize> = own.keys().copied().collect();
     // Ties (layers as sensitive as each other) in node order, not the hash map's.
@@ -235,64 +234,146 @@ pub fn quantize_tower(
     let mut order_x: Vec<usize> = narrow_x.iter().copied().collect();
     let db_x = |i: &usize| own7x.get(i).copied().unwrap_or(f64::NEG_INFINITY);
     order_x.sort_by(|a, b| db_x(a).total_cmp(&db_x(b)).then(a.cmp(b)));
-    loop {
+    // The ladder, one layer a rung, each kind of rung costing more time than the one
+    // before: 7-bit activations become 8-bit, then 7-bit weights 8-bit, then 8-bit
+    // layers fp32 (at most `max_fallback` of those). `--max-fallback 0` ends the ladder
+    // before its fp32 rungs only: the 7-bit rungs still climb while the budget is missed.
+    let rungs: Vec<Rung> = order_x
+        .iter()
+        .map(|&i| Rung::Activations(i))
+        .chain(
+            order
+                .iter()
+                .filter(|i| narrow.contains(i))
+                .map(|&i| Rung::Weights(i)),
+        )
+        .chain(order.iter().take(opts.max_fallback).map(|&i| Rung::Fp32(i)))
+        .collect();
+    let mut check = |k: usize| -> Result<(Checked, bool)> {
+        let mut fallback = HashSet::new();
+        let (mut narrow, mut narrow_x) = (narrow.clone(), narrow_x.clone());
+        for rung in &rungs[..k] {
+            match *rung {
+                Rung::Activations(i) => narrow_x.remove(&i),
+                Rung::Weights(i) => narrow.remove(&i),
+                Rung::Fp32(i) => fallback.insert(i),
+            };
+        }
         let widths = Widths {
             narrow: &narrow,
             narrow_x: &narrow_x,
         };
         let q = to_int8(&smoothed, &act, &means, &fallback, widths, opts.attention);
         let (cos, layers) = compare(&q, &reference, eval, &mut |d, t| {
-            progress(&format!("{tower}: int8 check"), d, t)
+            progress(
+                &format!("{tower}: int8 check, {k} of {} rungs", rungs.len()),
+                d,
+                t,
+            )
         })?;
         let stats = CosineStats::of(&cos);
         let met = stats.median >= opts.min_cosine || eval.is_empty();
-        if met || fallback.len() >= opts.max_fallback || fallback.len() == order.len() {
-            let report = TowerReport {
-                tower,
-                calibration_samples: calib.len(),
-                evaluation_samples: eval.len(),
-                macs: fp32.macs(),
-                cosine: stats,
-                fallback: order
-                    .iter()
-                    .filter(|i| fallback.contains(i))
-                    .map(|&i| q.nodes[i].name.clone())
-                    .collect(),
-                budget_met: met,
-                layers: q
-                    .nodes
-                    .iter()
-                    .enumerate()
-                    .map(|(i, node)| LayerReport {
-                        index: i,
-                        name: node.name.clone(),
-                        kind: node.op.kind(),
-                        precision: match node.op {
-                            // A scaled fp32 table (Gemma's) has per-row scales too.
-                            Op::Embedding(e) if q.tensor(e.table).data.as_f32().is_some() => "fp32",
-                            op => op.precision(),
-                        },
-                        sqnr_db: layers.get(i).copied().unwrap_or(f64::NAN),
-                        own_sqnr_db: own.get(&i).copied(),
-                        own_sqnr_7bit_db: own7.get(&i).copied(),
-                        own_sqnr_7bit_x_db: own7x.get(&i).copied(),
-                        input_range: act.of(i, narrow_x.contains(&i)),
-                    })
-                    .collect(),
-            };
-            return Ok(QuantizedTower { graph: q, report });
+        let checked = Checked {
+            q,
+            stats,
+            layers,
+            fallback,
+            narrow_x,
+        };
+        Ok((checked, met))
+    };
+    let (_, (c, met)) = fewest_rungs(rungs.len(), &mut check)?;
+    let report = TowerReport {
+        tower,
+        calibration_samples: calib.len(),
+        evaluation_samples: eval.len(),
+        macs: fp32.macs(),
+        cosine: c.stats,
+        fallback: order
+            .iter()
+            .filter(|i| c.fallback.contains(i))
+            .map(|&i| c.q.nodes[i].name.clone())
+            .collect(),
+        budget_met: met,
+        layers: c
+            .q
+            .nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| LayerReport {
+                index: i,
+                name: node.name.clone(),
+                kind: node.op.kind(),
+                precision: match node.op {
+                    // A scaled fp32 table (Gemma's) has per-row scales too.
+                    Op::Embedding(e) if c.q.tensor(e.table).data.as_f32().is_some() => "fp32",
+                    op => op.precision(),
+                },
+                sqnr_db: c.layers.get(i).copied().unwrap_or(f64::NAN),
+                own_sqnr_db: own.get(&i).copied(),
+                own_sqnr_7bit_db: own7.get(&i).copied(),
+                own_sqnr_7bit_x_db: own7x.get(&i).copied(),
+                input_range: act.of(i, c.narrow_x.contains(&i)),
+            })
+            .collect(),
+    };
+    Ok(QuantizedTower { graph: c.q, report })
+}
+
+/// One step up the fallback ladder for one layer.
+enum Rung {
+    Activations(usize),
+    Weights(usize),
+    Fp32(usize),
+}
+
+/// A tower with the first k rungs taken, and its check against fp32.
+struct Checked {
+    q: Graph,
+    stats: CosineStats,
+    layers: Vec<f64>,
+    fallback: HashSet<usize>,
+    narrow_x: HashSet<usize>,
+}
+
+/// The fewest rungs `k` in `0..=n` whose check meets the budget (`check(k)` says
+/// whether it does), or `n` when none does, with that check's result. Checks 0, 1, 3,
+/// 7, … (doubling the step) until one meets it, then halves the gap: about 2·log2(k) checks where one a
+/// rung took k + 1 (a base-size tower's full ladder: 15 checks instead of 150). Where
+/// the budget is met from some rung on, as taking back precision makes it, this is
+/// the first such rung; otherwise it is a rung that meets it after one that did not.
+fn fewest_rungs<T>(
+    n: usize,
+    check: &mut dyn FnMut(usize) -> Result<(T, bool)>,
+) -> Result<(usize, (T, bool))> {
+    let first = check(0)?;
+    if first.1 || n == 0 {
+        return Ok((0, first));
+    }
+    // lo: a rung count known to miss; (hi, best): the fewest known to meet.
+    let (mut lo, mut step) = (0, 1);
+    let (mut hi, mut best) = loop {
+        let k = (lo + step).min(n);
+        let c = check(k)?;
+        if c.1 || k == n {
+            break (k, c);
         }
-        // One rung up for the most sensitive layer not yet at the top: 7-bit activations
-        // become 8-bit before any 7-bit weights do, and those before any 8-bit layer
-        // becomes fp32 (each rung costs more time than the one before).
-        if let Some(&next) = order_x.iter().find(|i| narrow_x.contains(i)) {
-            narrow_x.remove(&next);
-        } else if let Some(&next) = order.iter().find(|i| narrow.contains(i)) {
-            narrow.remove(&next);
-        } else if let Some(&next) = order.iter().find(|i| !fallback.contains(i)) {
-            fallback.insert(next);
+        lo = k;
+        step *= 2;
+    };
+    if !best.1 {
+        return Ok((n, best));
+    }
+    while hi - lo > 1 {
+        let mid = lo + (hi - lo) / 2;
+        let c = check(mid)?;
+        if c.1 {
+            (hi, best) = (mid, c);
+        } else {
+            lo = mid;
         }
     }
+    Ok((hi, best))
 }
 
 /// The buffers each node reads.
@@ -845,4 +926,46 @@ fn own_sqnr(
             .collect()
     };
     Ok([width(0), width(1), width(2)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the budget is met from rung t on, the search lands on t (on n where t is
+    /// past the ladder), checking far fewer rungs than one at a time would.
+    #[test]
+    fn fewest_rungs_finds_the_first_rung_that_meets_the_budget() {
+        for n in 0..70usize {
+            for t in 0..=n + 1 {
+                let mut checks = Vec::new();
+                let (k, (seen, met)) = fewest_rungs(n, &mut |k| {
+                    checks.push(k);
+                    Ok((k, k >= t))
+                })
+                .unwrap();
+                assert_eq!(k, t.min(n), "n {n}, t {t}, checks {checks:?}");
+                assert_eq!((seen, met), (k, t <= n), "the result is k's own check");
+                assert!(checks.iter().all(|&c| c <= n));
+                let log = (usize::BITS - t.min(n).leading_zeros()) as usize;
+                assert!(checks.len() <= 2 * log + 2, "n {n}, t {t}: {checks:?}");
+            }
+        }
+    }
+
+    /// A failing check ends the search with its error.
+    #[test]
+    fn fewest_rungs_passes_a_checks_error_on() {
+        let mut calls = 0;
+        let r = fewest_rungs(8, &mut |_| {
+            calls += 1;
+            if calls == 3 {
+                Err(crate::Error::NoLabels)
+            } else {
+                Ok(((), false))
+            }
+        });
+        assert!(matches!(r, Err(crate::Error::NoLabels)));
+        assert_eq!(calls, 3, "no check after the failing one");
+    }
 }

@@ -10,16 +10,24 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-#[test]
-fn demo_model_quantizes_within_budget() {
-    let req = Request {
+/// The shipped demo model on its calibration folder, no labels.
+fn demo(options: Options) -> Request {
+    Request {
         model_dir: root().join("models/demo"),
         calib_dir: root().join("models/demo-calib"),
-        options: Options::default(),
-        labels: vec!["a red circle".into(), "a blue star".into()],
+        options,
+        labels: vec![],
         prompts: vec![],
         eval_data: None,
         image_only: false,
+    }
+}
+
+#[test]
+fn demo_model_quantizes_within_budget() {
+    let req = Request {
+        labels: vec!["a red circle".into(), "a blue star".into()],
+        ..demo(Options::default())
     };
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
     eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
@@ -48,19 +56,11 @@ fn missed_budget_keeps_the_most_sensitive_layers_in_fp32() {
     use vlm_runtime::ops::{Linear, Op, PatchEmbed, Weights};
     use vlm_runtime::Role;
 
-    let req = Request {
-        model_dir: root().join("models/demo"),
-        calib_dir: root().join("models/demo-calib"),
-        options: Options {
-            min_cosine: 1.0 + 1e-6,
-            max_fallback: 2,
-            ..Options::default()
-        },
-        labels: vec![],
-        prompts: vec![],
-        eval_data: None,
-        image_only: false,
-    };
+    let req = demo(Options {
+        min_cosine: 1.0 + 1e-6,
+        max_fallback: 2,
+        ..Options::default()
+    });
     let (bytes, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
     let artifact = Artifact::from_aligned(bytes, Path::new("fallback")).unwrap();
     for (t, kind) in report
@@ -110,23 +110,45 @@ fn missed_budget_keeps_the_most_sensitive_layers_in_fp32() {
         .all(|v| v.is_finite()));
 }
 
+/// No fp32 fallback (`--max-fallback 0`) does not stop the 7-bit rungs of the ladder:
+/// with a budget no int8 tower meets, every 7-bit activation and weight goes back to 8
+/// bits, and no layer to fp32.
+#[test]
+fn no_fallback_still_takes_seven_bit_widths_back() {
+    use vlm_quantize::int8::{ActivationBits, WeightBits};
+
+    let req = demo(Options {
+        min_cosine: 1.0 + 1e-6,
+        max_fallback: 0,
+        weight_bits: WeightBits::Seven,
+        activation_bits: ActivationBits::Seven,
+        ..Options::default()
+    });
+    let (_, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
+    for t in &report.towers {
+        assert!(!t.budget_met);
+        assert!(t.fallback.is_empty(), "{}: {:?}", t.tower, t.fallback);
+        let linears: Vec<_> = t
+            .layers
+            .iter()
+            .filter(|l| l.own_sqnr_db.is_some())
+            .collect();
+        assert!(!linears.is_empty());
+        for l in linears {
+            assert_eq!(l.precision, "int8", "{} {}", t.tower, l.name);
+        }
+    }
+}
+
 /// Every range method quantizes the demo within the default budget.
 #[test]
 fn every_calibration_method_meets_the_budget() {
     use vlm_quantize::calibrate::Method;
     for method in [Method::MinMax, Method::Percentile(0.9999), Method::Mse] {
-        let req = Request {
-            model_dir: root().join("models/demo"),
-            calib_dir: root().join("models/demo-calib"),
-            options: Options {
-                method,
-                ..Options::default()
-            },
-            labels: vec![],
-            prompts: vec![],
-            eval_data: None,
-            image_only: false,
-        };
+        let req = demo(Options {
+            method,
+            ..Options::default()
+        });
         let (_, report) = quantize_model(&req, &mut |_, _, _| {}).unwrap();
         for t in &report.towers {
             eprintln!(
