@@ -342,8 +342,12 @@ cpu="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
 vnni=no
 if grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_vnni; then vnni=yes; fi
 
+# The quantizer's report, where the artifact is the one this script makes (a stale one
+# would describe another file).
+quantized=""
+if [ "$int8" = "$work/smolvlm-int8.vlmq" ]; then quantized="$work/quantize.json"; fi
 "$py" - "$out" "$threads" "$rounds" "$per" "$warmup" "$fp32" "$version" "$commit" "$cpu" \
-  "$vnni" "$load_start" "$load_end" "$tier" "$work/quantize.json" <<'EOF'
+  "$vnni" "$load_start" "$load_end" "$tier" "$quantized" <<'EOF'
 import glob, json, os, re, statistics, sys
 
 (out, threads, rounds, per, warmup, fp32, version, commit, cpu, vnni, load_start,
@@ -439,7 +443,7 @@ print(f"prefill {row0['prefill_tokens']} tokens, decode {row0['decode_tokens']} 
       f" {row0['decode_tokens']} -d {row0['prefill_tokens']});"
       f" llama.cpp encodes a 512x512 image as {'/'.join(sorted(counts))} slices of 512 px"
       f" (tile + overview), vlm as one image")
-if os.path.exists(quantized):
+if quantized and os.path.exists(quantized):
     # What the artifact is: its widths, its fp32 layers, and how close random weights
     # came to fp32 in the quantizer's own check.
     q = json.load(open(quantized))
