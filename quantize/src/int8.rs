@@ -338,10 +338,11 @@ struct Checked {
 
 /// The fewest rungs `k` in `0..=n` whose check meets the budget (`check(k)` says
 /// whether it does), or `n` when none does, with that check's result. Checks 0, 1, 3,
-/// 7, … (doubling the step) until one meets it, then halves the gap: about 2·log2(k) checks where one a
-/// rung took k + 1 (a base-size tower's full ladder: 15 checks instead of 150). Where
-/// the budget is met from some rung on, as taking back precision makes it, this is
-/// the first such rung; otherwise it is a rung that meets it after one that did not.
+/// 7, … (doubling the step) until one meets it, then halves the gap: about 2·log2(k)
+/// checks where one a rung took k + 1 (a base-size SigLIP tower at 7 + 7 bits has 162
+/// rungs: at most 15 checks, where a full walk took 163). Where the budget is met from
+/// some rung on, as taking back precision makes it, this is the first such rung;
+/// otherwise it is a rung that meets it after one that did not.
 fn fewest_rungs<T>(
     n: usize,
     check: &mut dyn FnMut(usize) -> Result<(T, bool)>,
