@@ -70,11 +70,14 @@ if [ "$rounds" -lt 1 ] || [ "$runs" -lt 1 ]; then
   exit 2
 fi
 per=$(( (runs + rounds - 1) / rounds ))
+# This CPU's feature flags (empty off x86 Linux), read once: the tier, the weight width,
+# llama.cpp's build key and the table's header all ask them.
+flags="$(grep -m1 '^flags' /proc/cpuinfo 2>/dev/null || true)"
 # llama.cpp's CPU flags for the tier; vlm's kernel set follows through VLM_KERNELS.
 case "$tier" in
   native) ggml_cpu=(-DGGML_NATIVE=ON) ;;
   avx2)
-    if ! grep -m1 '^flags' /proc/cpuinfo | grep -qw avx2; then
+    if ! grep -qw avx2 <<<"$flags"; then
       echo "BENCH_TIER=avx2 needs an x86 CPU with AVX2" >&2
       exit 2
     fi
@@ -119,7 +122,7 @@ int8="${SMOLVLM_INT8:-$work/smolvlm-int8.vlmq}"
 # Byte multiplies without VNNI saturate 16-bit pair sums unless a weight bit is given up.
 weight_bits=8
 if [ "$(uname -m)" = x86_64 ] && { [ "$tier" = avx2 ] \
-  || ! grep -m1 '^flags' /proc/cpuinfo | grep -qwE 'avx512_vnni|avx_vnni'; }; then
+  || ! grep -qwE 'avx512_vnni|avx_vnni' <<<"$flags"; }; then
   weight_bits=7
 fi
 if [ ! -f "$int8" ]; then
@@ -171,7 +174,7 @@ commit="${commit:-unknown}"
 
 # -march=native code: one build per set of CPU flags, so a cache carried to another CPU
 # is rebuilt rather than dying on an illegal instruction.
-cpu_key="$(grep -m1 '^flags' /proc/cpuinfo | sha256sum | cut -c1-8)"
+cpu_key="$(sha256sum <<<"$flags" | cut -c1-8)"
 build="$src/build-$tier-$cpu_key"
 bin="$build/bin"
 if [ ! -x "$bin/llama-bench" ] || [ ! -x "$bin/llama-mtmd-cli" ]; then
@@ -340,7 +343,7 @@ load_end="$(cut -d' ' -f1-3 /proc/loadavg)"
 
 cpu="$(lscpu | sed -n 's/^Model name:[[:space:]]*//p' | head -n 1)"
 vnni=no
-if grep -m1 '^flags' /proc/cpuinfo | grep -qw avx512_vnni; then vnni=yes; fi
+if grep -qw avx512_vnni <<<"$flags"; then vnni=yes; fi
 
 # The quantizer's report, where the artifact is the one this script makes (a stale one
 # would describe another file).

@@ -249,7 +249,9 @@ pub fn quantize_tower(
         )
         .chain(order.iter().take(opts.max_fallback).map(|&i| Rung::Fp32(i)))
         .collect();
-    let mut check = |k: usize| -> Result<(Checked, bool)> {
+    // The 7-bit weights, 7-bit activations and fp32 layers left with the first k rungs
+    // taken.
+    let taken = |k: usize| {
         let mut fallback = HashSet::new();
         let (mut narrow, mut narrow_x) = (narrow.clone(), narrow_x.clone());
         for rung in &rungs[..k] {
@@ -259,6 +261,10 @@ pub fn quantize_tower(
                 Rung::Fp32(i) => fallback.insert(i),
             };
         }
+        (narrow, narrow_x, fallback)
+    };
+    let mut check = |k: usize| -> Result<(Checked, bool)> {
+        let (narrow, narrow_x, fallback) = taken(k);
         let widths = Widths {
             narrow: &narrow,
             narrow_x: &narrow_x,
@@ -273,16 +279,10 @@ pub fn quantize_tower(
         })?;
         let stats = CosineStats::of(&cos);
         let met = stats.median >= opts.min_cosine || eval.is_empty();
-        let checked = Checked {
-            q,
-            stats,
-            layers,
-            fallback,
-            narrow_x,
-        };
-        Ok((checked, met))
+        Ok((Checked { q, stats, layers }, met))
     };
-    let (_, (c, met)) = fewest_rungs(rungs.len(), &mut check)?;
+    let (k, (c, met)) = fewest_rungs(rungs.len(), &mut check)?;
+    let (_, narrow_x, fallback) = taken(k);
     let report = TowerReport {
         tower,
         calibration_samples: calib.len(),
@@ -291,7 +291,7 @@ pub fn quantize_tower(
         cosine: c.stats,
         fallback: order
             .iter()
-            .filter(|i| c.fallback.contains(i))
+            .filter(|i| fallback.contains(i))
             .map(|&i| c.q.nodes[i].name.clone())
             .collect(),
         budget_met: met,
@@ -313,7 +313,7 @@ pub fn quantize_tower(
                 own_sqnr_db: own.get(&i).copied(),
                 own_sqnr_7bit_db: own7.get(&i).copied(),
                 own_sqnr_7bit_x_db: own7x.get(&i).copied(),
-                input_range: act.of(i, c.narrow_x.contains(&i)),
+                input_range: act.of(i, narrow_x.contains(&i)),
             })
             .collect(),
     };
@@ -332,8 +332,6 @@ struct Checked {
     q: Graph,
     stats: CosineStats,
     layers: Vec<f64>,
-    fallback: HashSet<usize>,
-    narrow_x: HashSet<usize>,
 }
 
 /// The fewest rungs `k` in `0..=n` whose check meets the budget (`check(k)` says
