@@ -3,8 +3,10 @@
 # environment, formatting and lints, the no_std build for a Cortex-M target, the recipe
 # in smoke mode (train a few steps, export, golden file), the recipe's own tests, and
 # every Rust test (including base-size SigLIP / SigLIP 2 exports against onnxruntime and
-# the int8 pipeline on them), the runtime's tests on aarch64 under qemu (plain NEON,
-# dotprod and i8mm CPUs) and on armv7 under qemu-arm, the runtime-only binary on both,
+# the int8 pipeline on them), the CUDA backend's kernels compiled by NVRTC for Jetson
+# Orin and Hopper (no GPU needed; its GPU tests skip, saying so), the runtime's tests
+# on aarch64 under qemu (plain NEON, dotprod and i8mm CPUs) and on armv7 under
+# qemu-arm, the runtime-only binary on both,
 # the same quantized artifact from x86 and aarch64, the Cortex-M firmware examples under
 # qemu-system-arm (Cortex-M7 and Cortex-M55, in the Rust tests), and bounded fuzz runs of
 # the artifact reader and the image decoders.
@@ -44,6 +46,8 @@ rustup target add thumbv7em-none-eabihf thumbv8m.main-none-eabihf aarch64-unknow
 step "recipe python environment"
 py="$(scripts/setup-python.sh)"
 export VLM_PYTHON="$py" VLM_REQUIRE_PYTHON=1
+# The CUDA kernels' scalar functions are checked on the host with c++ (installed above).
+export VLM_REQUIRE_CXX=1
 
 step "cargo fmt --check"
 cargo fmt --all -- --check
@@ -73,6 +77,11 @@ step "recipe tests (pytest)"
 
 step "rust tests (the Cortex-M7 and M55 firmware examples under qemu-system-arm among them)"
 cargo test --workspace --quiet
+
+step "CUDA backend without a GPU: NVRTC (the nvidia-cuda-nvrtc-cu12 wheel) compiles every kernel for sm_87 and sm_90; the op battery runs through the backend on an emulated GPU (a fake libcuda); the real-GPU tests say they skip"
+nvrtc_lib="$("$py" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))')"
+LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" VLM_REQUIRE_NVRTC=1 \
+  cargo test --quiet -p vlm-cuda --test ptx --test emulated --test gpu -- --nocapture
 
 step "runtime tests on aarch64 under qemu (cortex-a72: plain NEON; cortex-a76: dotprod; max: i8mm)"
 scripts/cross-test.sh

@@ -54,6 +54,8 @@ pub struct BenchArgs {
     /// The tower to time.
     #[arg(long, value_enum, default_value = "vision")]
     tower: Tower,
+    #[command(flatten)]
+    pub(crate) device: crate::device::DeviceArg,
     /// Threads the large GEMMs are split across (tract ignores it: it runs on one).
     #[arg(long, default_value_t = 1)]
     pub(crate) threads: usize,
@@ -135,6 +137,9 @@ struct Report {
     model: String,
     tower: &'static str,
     isa: Option<&'static str>,
+    /// The GPU the tower ran on (`--device`), if not the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
     threads: usize,
     runs: usize,
     pub(crate) warmup: usize,
@@ -435,8 +440,8 @@ fn int8_shapes(ops: impl Iterator<Item = Op>) -> Vec<((Shape, Width), usize)> {
 /// Each op's shortest time over `runs` runs (after `warmup`), summed per label, in
 /// order of first use. Minima: on a shared machine noise only ever adds, and an op's
 /// minimum is what it costs.
-pub(crate) fn profile(
-    session: &mut Session,
+pub(crate) fn profile<B: vlm_runtime::Backend>(
+    session: &mut Session<'_, '_, B>,
     graph: usize,
     input: vlm_runtime::Input<'_>,
     (warmup, runs): (usize, usize),
@@ -500,9 +505,16 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
     let input_len = tower.inputs().next().map_or(0, |p| p.len());
     let macs = tower.macs();
     let mut arena = vec![0u8; model.arena_size_for_threads(args.threads)];
-    let mut session = Session::new(model, &mut arena).context("starting a session")?;
-    session.set_threads(args.threads);
-    let isa = session.isa();
+    artifact.set_threads(args.threads);
+    args.device
+        .attach(&artifact)
+        .with_context(|| format!("loading model {}", path.display()))?;
+    let device = artifact.device();
+    let backend = artifact.backend().context("starting a session")?;
+    let mut session =
+        Session::with_backend(model, &mut arena, backend).context("starting a session")?;
+    // What `Cpu::new` runs on this CPU (the session's kernels when it is on the CPU).
+    let isa = vlm_runtime::kernels::Isa::detect();
     let mut out = vec![0.0f32; tower.outputs().next().map_or(0, |p| p.len())];
     let pixels = pattern_pixels(input_len);
     let meta = artifact
@@ -536,7 +548,9 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
         .max_by_key(|w| int8_macs(*w))
         .unwrap_or(Width::EIGHT);
     let peak_of = |width: Width| {
-        peak_loop(isa, width).map(|(f, instruction)| Peak {
+        // A CPU loop's peak says nothing of a GPU's run.
+        let cpu_loop = peak_loop(isa, width).filter(|_| device.is_none());
+        cpu_loop.map(|(f, instruction)| Peak {
             instruction,
             threads: args.threads,
             gmac_per_s: measure_peak(f, args.threads) / 1e9,
@@ -586,6 +600,7 @@ fn bench_int8(args: &BenchArgs, kind: Tower) -> Result<Report> {
         model: path.display().to_string(),
         tower: kind.name(),
         isa: Some(isa.name()),
+        device: device.clone(),
         threads: args.threads,
         runs: args.runs,
         warmup: args.warmup,
@@ -658,6 +673,7 @@ fn bench_fp32(args: &BenchArgs, kind: Tower) -> Result<Report> {
         model: path.display().to_string(),
         tower: kind.name(),
         isa: None,
+        device: None,
         threads: 1,
         runs: args.runs,
         warmup: args.warmup,
@@ -675,9 +691,10 @@ fn bench_fp32(args: &BenchArgs, kind: Tower) -> Result<Report> {
 }
 
 fn print_text(r: &Report, requested_threads: usize) {
-    let engine = match r.isa {
-        Some(isa) => format!("{} ({isa})", r.runtime),
-        None => r.runtime.to_string(),
+    let engine = match (&r.device, r.isa) {
+        (Some(d), _) => format!("{} ({d})", r.runtime),
+        (None, Some(isa)) => format!("{} ({isa})", r.runtime),
+        (None, None) => r.runtime.to_string(),
     };
     println!("model      {}", r.model);
     println!("runtime    {engine}, {} tower", r.tower);
@@ -775,6 +792,7 @@ pub fn bench(args: BenchArgs) -> Result<()> {
     let report = if model.is_file() {
         bench_int8(&args, kind)?
     } else if model.is_dir() {
+        args.device.folder(&model)?;
         if args.kernels || args.profile {
             bail!(
                 "--{} times the vlm runtime: pass an int8 artifact (.vlmq), not the folder {}",

@@ -27,6 +27,9 @@ struct CaptionBench {
     model: String,
     precision: &'static str,
     isa: &'static str,
+    /// The GPU the captioner ran on (`--device`), if not the CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    device: Option<String>,
     context: usize,
     arena_bytes: usize,
     /// The decoder's KV caches: element type ("int8", "f32") and bytes, all layers.
@@ -64,6 +67,7 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
         model: Some(model.clone()),
         context: args.context,
         threads: Some(1),
+        device: args.device,
     };
     let cap: Captioner = arg.load()?;
     let meta = *cap.meta();
@@ -151,6 +155,7 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
         model: model.display().to_string(),
         precision,
         isa,
+        device: cap.model().device(),
         context: meta.context,
         arena_bytes: a,
         kv_cache,
@@ -170,7 +175,7 @@ pub fn bench_caption(args: &BenchArgs, decode_tokens: usize) -> Result<()> {
         report.model,
         meta.arch.class_name(),
         precision,
-        isa,
+        report.device.as_deref().unwrap_or(isa),
         a as f64 / (1 << 20) as f64,
         meta.context,
         (4 * w) as f64 / (1 << 20) as f64,

@@ -23,6 +23,8 @@ pub struct CaptionModelArg {
     /// Threads for the large matrix products (default: all cores).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    #[command(flatten)]
+    pub device: crate::device::DeviceArg,
 }
 
 impl CaptionModelArg {
@@ -48,6 +50,7 @@ impl CaptionModelArg {
             .threads
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         model.set_threads(threads);
+        self.device.attach(&model).with_context(ctx)?;
         Captioner::from_model(model).with_context(ctx)
     }
 }

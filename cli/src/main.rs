@@ -21,6 +21,7 @@ mod bench;
 mod bench_caption;
 mod bench_ops;
 mod caption;
+mod device;
 mod target;
 
 #[derive(Parser)]
@@ -177,6 +178,8 @@ struct ModelArg {
     /// Threads for an int8 artifact's large matrix multiplies (default: all cores).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    #[command(flatten)]
+    device: device::DeviceArg,
 }
 
 /// A loaded model of either kind.
@@ -205,6 +208,7 @@ impl ModelArg {
             (None, None) => {
                 let a = vlm_host::demo::model().context("loading the built-in demo model")?;
                 a.set_threads(threads);
+                self.device.attach(&a).context("the built-in demo model")?;
                 return Ok(Loaded::Int8(a));
             }
         };
@@ -213,8 +217,10 @@ impl ModelArg {
             let a = Artifact::load(&path).with_context(ctx)?;
             a.check_host_usable().with_context(ctx)?;
             a.set_threads(threads);
+            self.device.attach(&a).with_context(ctx)?;
             Ok(Loaded::Int8(a))
         } else {
+            self.device.folder(&path)?;
             Ok(Loaded::Fp32(Fp32Siglip::load(&path).with_context(ctx)?))
         }
     }

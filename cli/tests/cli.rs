@@ -434,3 +434,58 @@ fn a_panic_is_one_error_line_and_exit_2() {
         assert!(err.contains("test panic"), "{mode}: {err}");
     }
 }
+
+/// `--device cuda` where the machine has no usable GPU: one line naming the reason, exit
+/// 2; `--device auto` warns and answers on the CPU, as `--device cpu` does. On a machine
+/// with a GPU the backend's own tests (backends/cuda/tests/gpu.rs) take over.
+#[cfg(feature = "cuda")]
+#[test]
+fn device_cuda_without_a_gpu_fails_cleanly_and_auto_falls_back() {
+    let why = match vlm_cuda::device_count() {
+        Err(e) => e.to_string(),
+        Ok(0) => "no CUDA device 0: this machine has 0".to_string(),
+        Ok(n) => {
+            eprintln!("SKIPPED device_cuda_without_a_gpu_fails_cleanly_and_auto_falls_back: this machine has {n} GPU(s)");
+            return;
+        }
+    };
+    let img = example("red-circle.png");
+    let args = |device: &'static str| {
+        [
+            "classify",
+            img.as_str(),
+            "--labels",
+            "a red circle,a blue square",
+            "--device",
+            device,
+            "--json",
+        ]
+        .map(str::to_owned)
+    };
+    let run = |device| {
+        let a = args(device);
+        vlm(&a.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    let cuda = run("cuda");
+    assert_clean_failure(&cuda, "--device cuda:0");
+    assert!(String::from_utf8_lossy(&cuda.stderr).contains(&why));
+    let folder = vlm(&[
+        "bench",
+        "--model",
+        demo().to_str().unwrap(),
+        "--device",
+        "cuda:1",
+    ]);
+    assert_clean_failure(&folder, "model folder");
+    let auto = run("auto");
+    let cpu = run("cpu");
+    assert_eq!(auto.status.code(), Some(0));
+    assert_eq!(auto.stdout, cpu.stdout, "auto answers as the CPU does");
+    let warning = String::from_utf8_lossy(&auto.stderr);
+    assert!(warning.contains("warning: --device auto") && warning.contains("running on the CPU"));
+    for bad in ["gpu", "cuda:x"] {
+        let out = vlm(&["classify", img.as_str(), "--device", bad]);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("expected cpu, cuda, cuda:N or auto"));
+    }
+}

@@ -9,7 +9,6 @@ use tokenizers::Tokenizer;
 use vlm_models::captioner::{first_resize, Arch, Meta};
 use vlm_models::generate::{beam, greedy, BeamWork, GenerateError, Generator, Options};
 use vlm_models::siglip::PreprocessConfig;
-use vlm_runtime::kernels::Isa;
 
 use crate::model::Model;
 use crate::{Error, Result};
@@ -206,13 +205,10 @@ impl Captioner {
         &'a self,
         arena: &'a mut [u8],
         work: &'a mut [f32],
-    ) -> Result<Generator<'a, 'a>> {
-        let o = self.model.options();
-        let mut g = Generator::new(self.model.runtime(), self.meta, arena, work, Isa::detect())
-            .map_err(gen_err)?;
-        g.session_mut().set_threads(o.threads);
-        g.session_mut().set_reproducible(o.reproducible);
-        Ok(g)
+    ) -> Result<Generator<'a, 'a, Box<dyn vlm_runtime::Backend>>> {
+        let backend = self.model.backend()?;
+        Generator::with_backend(self.model.runtime(), self.meta, arena, work, backend)
+            .map_err(gen_err)
     }
 
     /// Beam search of `beams` beams (2 ..= `generate::MAX_BEAMS`) over `pixels` after

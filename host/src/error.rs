@@ -52,6 +52,9 @@ pub enum Error {
     Generate(vlm_models::generate::GenerateError),
     // Not `source`: the message already includes it, and a source would repeat it in
     // the CLI's error chain.
+    /// A device backend could not be made for a run (the device's own words).
+    #[error("{0}")]
+    Device(String),
     #[error("{what}: {error}")]
     Runtime {
         what: &'static str,

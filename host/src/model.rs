@@ -2,10 +2,11 @@
 //! from a small pool, so concurrent runs never share one.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use vlm_models::siglip::{Meta, ModelConfig};
-use vlm_runtime::{Input, Observer, Role, Scorer};
+use vlm_runtime::kernels::Isa;
+use vlm_runtime::{Backend, Cpu, Input, Observer, Role, Scorer};
 
 use crate::bytes::{AlignedBytes, ModelBytes};
 use crate::preprocess::{load_rgb8, pixel_values};
@@ -41,6 +42,11 @@ impl Default for RunOptions {
     }
 }
 
+/// Makes the backend of one run on a device (the CUDA backend's sessions share the
+/// weights it uploaded once); `Err` carries the device's own words.
+pub type DeviceBackends =
+    Arc<dyn Fn() -> std::result::Result<Box<dyn Backend>, String> + Send + Sync>;
+
 /// A loaded, validated artifact. `Send + Sync`: share it (`Arc`, or a reference in
 /// scoped threads) and run it from as many threads as you like; each run gets its own
 /// arena from the pool.
@@ -56,6 +62,8 @@ pub struct Model {
     /// How runs execute, and the arena bytes that needs (worked out when the options
     /// are set, not on every run: sizing for several threads walks every op).
     options: Mutex<(RunOptions, usize)>,
+    /// Where runs execute: `None`, the CPU.
+    device: Mutex<Option<Arc<(String, DeviceBackends)>>>,
 }
 
 impl Model {
@@ -118,6 +126,7 @@ impl Model {
             siglip,
             arenas: Mutex::new(Vec::new()),
             options: Mutex::new((RunOptions::default(), arena)),
+            device: Mutex::new(None),
         })
     }
 
@@ -166,6 +175,38 @@ impl Model {
         });
     }
 
+    /// Runs later inferences on a device: `make` gives each run its backend. `name` is
+    /// for reports ("cuda:0 (NVIDIA H200)"). Runs whose numbers go into an artifact
+    /// (`set_reproducible`) stay on the CPU, whose bits an artifact is defined by.
+    pub fn set_device(&self, name: String, make: DeviceBackends) {
+        *self.device.lock().unwrap_or_else(|p| p.into_inner()) = Some(Arc::new((name, make)));
+    }
+
+    /// The device runs execute on, if not the CPU.
+    pub fn device(&self) -> Option<String> {
+        let d = self.device.lock().unwrap_or_else(|p| p.into_inner());
+        d.as_ref().map(|d| d.0.clone())
+    }
+
+    /// The backend of one run: the device's, or the CPU's with the model's options.
+    pub fn backend(&self) -> Result<Box<dyn Backend>> {
+        let o = self.options();
+        let device = self
+            .device
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        match device {
+            Some(d) if !o.reproducible => (d.1)().map_err(Error::Device),
+            _ => {
+                let mut cpu = Cpu::new(Isa::detect());
+                cpu.threads = o.threads;
+                cpu.reproducible = o.reproducible;
+                Ok(Box::new(cpu))
+            }
+        }
+    }
+
     pub fn has_graph(&self, role: Role) -> bool {
         self.runtime().graph(role).is_some()
     }
@@ -209,7 +250,7 @@ impl Model {
                 });
             }
             let out_cols = out.len() / capacity;
-            session.reset_state();
+            session.reset_state()?;
             let mut chunk = vec![0.0f32; out.len()];
             let (mut at, mut got) = (0, Vec::with_capacity(rows * out_cols));
             for &n in runs {
@@ -236,7 +277,7 @@ impl Model {
         role: Role,
         out: &mut Vec<f32>,
         f: impl FnOnce(
-            &mut vlm_runtime::Session<'_, '_>,
+            &mut vlm_runtime::Session<'_, '_, Box<dyn Backend>>,
             usize,
             &mut Vec<f32>,
         ) -> std::result::Result<(), vlm_runtime::Error>,
@@ -259,12 +300,11 @@ impl Model {
             .and_then(|g| g.outputs().next())
             .map_or(0, |p| p.len());
         *out = vec![0.0f32; len];
-        let (o, need) = *self.options.lock().unwrap_or_else(|p| p.into_inner());
+        let need = self.options.lock().unwrap_or_else(|p| p.into_inner()).1;
+        let backend = self.backend()?;
         let mut arena = self.take_arena(need);
         let result = (|| {
-            let mut session = vlm_runtime::Session::new(model, &mut arena)?;
-            session.set_threads(o.threads);
-            session.set_reproducible(o.reproducible);
+            let mut session = vlm_runtime::Session::with_backend(model, &mut arena, backend)?;
             f(&mut session, g, out)
         })();
         self.arenas

@@ -254,7 +254,7 @@ impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
                 rows: c,
             });
         }
-        self.session.reset_state();
+        self.session.reset_state()?;
         self.position = 0;
         let mut image_row = 0;
         for chunk in ids.chunks(c) {
@@ -326,7 +326,7 @@ impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
 impl<'m, 'a, B: Backend> Generator<'m, 'a, B> {
     /// Bytes of the state region (KV caches and position), for [`beam`]'s snapshots.
     pub fn state_bytes(&self) -> usize {
-        self.session.state().len()
+        self.session.model().state_bytes()
     }
 
     /// Makes this generator continue where `other` (same model) stands: its cache,
@@ -579,7 +579,7 @@ pub fn beam<B: Backend>(
         }
         // Snapshot the parents, then give each new beam its parent's cache and tokens.
         for (b, &(_, gi)) in live[..n_live].iter().enumerate() {
-            work.states[b * sb..(b + 1) * sb].copy_from_slice(gens[gi].session.state());
+            work.states[b * sb..(b + 1) * sb].copy_from_slice(gens[gi].session.state()?);
             let lp = &mut work.scores[b * vocab..(b + 1) * vocab];
             lp.copy_from_slice(gens[gi].logits());
         }

@@ -102,7 +102,7 @@ fn a_decoder_keeps_its_cache_between_steps() {
                 "round {round}"
             );
             // A new sequence: the same steps give the same logits.
-            session.reset_state();
+            session.reset_state().unwrap();
         }
     }
 }

@@ -45,6 +45,12 @@ pub enum Error {
     CacheFull { need: usize, capacity: usize },
     #[error("position {position} is past the model's {positions} positions")]
     PositionOutOfRange { position: usize, positions: usize },
+    /// A backend's device failed (a driver call, a launch): the backend keeps the details.
+    #[error("the {backend} backend failed: {what}")]
+    Device {
+        backend: &'static str,
+        what: &'static str,
+    },
     #[error("token id {id} is outside the vocabulary (0..{vocab})")]
     TokenId { id: u32, vocab: usize },
 }

@@ -121,7 +121,7 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
             arena: &mut arena[skip..],
             backend,
         };
-        s.reset_state();
+        s.reset_state()?;
         Ok(s)
     }
 
@@ -134,16 +134,20 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
     }
 
     /// Zeroes every state buffer (a decoder's cache and position): a new sequence.
-    pub fn reset_state(&mut self) {
+    /// Fails only where a backend with memory of its own cannot take the change.
+    pub fn reset_state(&mut self) -> Result<(), Error> {
         let n = self.model.state_bytes().min(self.arena.len());
         self.arena[..n].fill(0);
+        self.backend.sync(0..n, self.arena, false)
     }
 
     /// The state region (every graph's KV caches and positions): what a beam search
-    /// copies from one hypothesis to another.
-    pub fn state(&self) -> &[u8] {
+    /// copies from one hypothesis to another. `&mut`: a backend with memory of its own
+    /// first brings it into the arena.
+    pub fn state(&mut self) -> Result<&[u8], Error> {
         let n = self.model.state_bytes().min(self.arena.len());
-        &self.arena[..n]
+        self.backend.sync(0..n, self.arena, true)?;
+        Ok(&self.arena[..n])
     }
 
     /// Overwrites the state region with `state` (of [`Session::state`]'s length, from a
@@ -158,7 +162,7 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
             });
         }
         self.arena[..n].copy_from_slice(state);
-        Ok(())
+        self.backend.sync(0..n, self.arena, false)
     }
 
     /// The image embedding (not normalised) of `[C, H, W]` pixel values.
@@ -245,6 +249,7 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
                 });
             }
         }
+        self.backend.enter(&g, self.arena)?;
         self.backend.begin();
         let tensors = model.tensors();
         for (index, (_, op)) in g.ops().enumerate() {
@@ -253,9 +258,14 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
                 false => op,
             };
             let bad = || bad_op(&g, index);
+            self.backend.stage(&op, &g, self.arena)?;
             let out_range = g.buffer_range(op.output().buf);
-            let (reads, out, scratch) =
-                carve_op(self.arena, out_range, g.scratch_at..self.arena.len()).ok_or_else(bad)?;
+            let (reads, out, scratch) = carve_op(
+                self.arena,
+                out_range.clone(),
+                g.scratch_at..self.arena.len(),
+            )
+            .ok_or_else(bad)?;
             let mut cx = OpContext {
                 tensors,
                 graph: &g,
@@ -267,11 +277,13 @@ impl<'m, 'a, B: Backend> Session<'m, 'a, B> {
             };
             self.backend.execute(&op, &mut cx)?;
             if let Some(o) = observer.as_deref_mut() {
-                let all = crate::ops::cast::<f32>(&self.arena[g.buffer_range(op.output().buf)])?;
+                self.backend.sync(out_range.clone(), self.arena, true)?;
+                let all = crate::ops::cast::<f32>(&self.arena[out_range])?;
                 let m = crate::ops::mat_view(all, op.output()).ok_or_else(bad)?;
                 o.observe(index, Observed::Output, m);
             }
         }
+        self.backend.leave(&g, self.arena)?;
         for (p, out) in g.outputs().zip(outputs.iter_mut()) {
             let all = crate::ops::cast::<f32>(&self.arena[g.buffer_range(p.mat.buf)])?;
             let m = crate::ops::mat_view(all, p.mat).ok_or_else(|| bad_op(&g, 0))?;

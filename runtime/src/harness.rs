@@ -124,7 +124,7 @@ pub fn time<B: Backend>(case: &Case, backend: B, runs: usize) -> Result<Duration
     let inputs = case.inputs();
     let mut samples = Vec::new();
     for i in 0..runs + 1 {
-        s.reset_state();
+        s.reset_state()?;
         let mut refs: Vec<&mut [f32]> = outs.iter_mut().map(|o| o.as_mut_slice()).collect();
         let t = Instant::now();
         s.run(0, &inputs, &mut refs, None)?;
@@ -370,6 +370,101 @@ impl Build {
             steps,
         }
     }
+}
+
+/// A ViT encoder with random weights as a one-graph artifact: `layers` pre-norm blocks
+/// (layer norm; q, k and v projections; fp32 attention; output projection and residual;
+/// layer norm; MLP with GELU-tanh; residual) over `tokens × dim` embeddings, every
+/// linear layer int8 with 8-bit weights, then a final layer norm. SigLIP-B/16's encoder
+/// is `(12, 196, 768, 12, 3072)`: what a backend's speed is measured on where no
+/// exported model can be made (the GPU check runs on a machine with no Python).
+pub fn encoder_tower(layers: usize, tokens: usize, dim: usize, heads: usize, mlp: usize) -> Case {
+    let mut b = Build::new(0x5161_1b16);
+    let mut x = b.input(tokens, dim, 1.0);
+    let norm_into = |b: &mut Build, x: Mat, out: Mat| {
+        let (gamma, beta) = (b.f32s(&[dim], 1.0), b.f32s(&[dim], 0.1));
+        b.ops.push(
+            LayerNorm {
+                x,
+                gamma,
+                beta,
+                eps: 1e-6,
+                out,
+            }
+            .into(),
+        );
+        out
+    };
+    let norm = |b: &mut Build, x: Mat| {
+        let out = Mat::dense(b.buffer(tokens * dim), tokens as u32, dim as u32);
+        norm_into(b, x, out)
+    };
+    let linear = |b: &mut Build, x: Mat, outs: usize, act: Activation| {
+        let weights = match b.weights(true, outs, x.cols as usize) {
+            // 8-bit widths (the values drawn for 7 bits fit them too).
+            Weights::I8 { w, w_scale, .. } => Weights::I8 {
+                w,
+                w_scale,
+                x_scale: 0.02,
+                x_zero: 128,
+                narrow: false,
+                narrow_x: false,
+            },
+            f32 => f32,
+        };
+        let bias = Some(b.f32s(&[outs], 0.05));
+        let out = Mat::dense(b.buffer(tokens * outs), tokens as u32, outs as u32);
+        b.ops.push(
+            Linear {
+                x,
+                weights,
+                bias,
+                act,
+                out,
+            }
+            .into(),
+        );
+        out
+    };
+    let add = |b: &mut Build, a: Mat, c: Mat| {
+        let out = Mat::dense(b.buffer(tokens * dim), tokens as u32, dim as u32);
+        b.ops.push(Add { a, b: c, out }.into());
+        out
+    };
+    let dh = dim / heads;
+    for _ in 0..layers {
+        let h = norm(&mut b, x);
+        let q = linear(&mut b, h, dim, Activation::None);
+        let k = linear(&mut b, h, dim, Activation::None);
+        let v = linear(&mut b, h, dim, Activation::None);
+        let o = Mat::dense(b.buffer(tokens * dim), tokens as u32, dim as u32);
+        b.ops.push(
+            Attention {
+                q: Query::Mat(q),
+                k,
+                v,
+                heads: heads as u32,
+                head_dim: dh as u32,
+                scale: 1.0 / (dh as f32).sqrt(),
+                precision: Precision::F32,
+                mask: Mask::None,
+                past: None,
+                out: o,
+            }
+            .into(),
+        );
+        let o = linear(&mut b, o, dim, Activation::None);
+        x = add(&mut b, x, o);
+        let h = norm(&mut b, x);
+        let h = linear(&mut b, h, mlp, Activation::GeluTanh);
+        let h = linear(&mut b, h, dim, Activation::None);
+        x = add(&mut b, x, h);
+    }
+    let out = b.out(tokens, dim);
+    norm_into(&mut b, x, out);
+    let name =
+        format!("encoder {layers}×({tokens} tokens, {dim} wide, {heads} heads, MLP {mlp}) int8");
+    b.finish(name, "encoder", 1)
 }
 
 const ACTS: [Activation; 3] = [Activation::None, Activation::GeluTanh, Activation::GeluErf];

@@ -140,6 +140,12 @@ impl<'a> Tensors<'a> {
         })
     }
 
+    /// The bytes every tensor lies in: what a device backend uploads once, finding
+    /// each tensor at its `bytes`' offset in them.
+    pub fn data(&self) -> &'a [u8] {
+        self.data
+    }
+
     /// Tensor `i`'s name (reports, the writer's checks).
     pub fn name(&self, i: u32) -> &'a str {
         if i as usize >= self.count {

@@ -398,7 +398,7 @@ fn run(model: &Model) -> Result<(), Error> {
         if graph.states().next().is_some() {
             let r = run_graph(&mut session, g, 0, DECODER_STEPS);
             result = result.and(r.map(|_| ()));
-            session.reset_state();
+            session.reset_state().unwrap();
         }
         result = result.and(run_graph(&mut session, g, 0, 1).map(|_| ()));
     }
@@ -1407,7 +1407,7 @@ fn decoder_operands_must_be_states() {
             }
             other => panic!("{name}: step at position 2^32-1: {:?}", other.map(|_| ())),
         }
-        s.reset_state();
+        s.reset_state().unwrap();
         run_graph(&mut s, g, 0, 1).unwrap();
     }
 }
@@ -1452,7 +1452,7 @@ fn a_full_cache_is_an_error_in(name: &str) {
             ),
         }
     }
-    s.reset_state();
+    s.reset_state().unwrap();
     let again = run_graph(&mut s, g, 3, 1).unwrap();
     assert_eq!(first, again, "a reset does not restart the sequence");
 }

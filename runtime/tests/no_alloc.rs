@@ -108,7 +108,7 @@ fn running_graphs_allocates_nothing() {
                         s.run(g, &inputs, &mut outs, None)?;
                     }
                     // A new sequence: the state is zeroed and the first step runs again.
-                    s.reset_state();
+                    s.reset_state().unwrap();
                     s.run(g, &inputs, &mut outs, None)
                 });
                 r.unwrap_or_else(|e| panic!("{what}: {e}"));

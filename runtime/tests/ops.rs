@@ -78,3 +78,23 @@ fn every_op_has_a_case() {
         }
     }
 }
+
+/// The encoder tower a backend's speed is measured on (`harness::encoder_tower`) is a
+/// valid artifact, and every ISA runs it as the scalar reference does, but for fp32
+/// attention's exponential (within its budget per op, through the layers).
+#[test]
+fn the_encoder_tower_runs_on_every_isa() {
+    let case = vlm_runtime::harness::encoder_tower(2, 20, 64, 4, 128);
+    let want = run(&case, Cpu::new(vlm_runtime::kernels::Isa::Scalar)).unwrap();
+    assert_eq!(want.len(), 20 * 64);
+    assert!(want.iter().all(|v| v.is_finite()) && want.iter().any(|&v| v != 0.0));
+    for isa in ALL.into_iter().filter(|i| i.supported()) {
+        let got = run(&case, Cpu::new(isa)).unwrap();
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-3, "{}: {worst}", isa.name());
+    }
+}

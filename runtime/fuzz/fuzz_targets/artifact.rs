@@ -79,7 +79,7 @@ fn run(bytes: &[u8]) {
             let _ = session.run(g, &inputs, &mut outs, None);
         }
         // A new sequence from zeroed state.
-        session.reset_state();
+        let _ = session.reset_state();
         let _ = session.run(g, &inputs, &mut outs, None);
     }
 }

@@ -46,6 +46,17 @@ impl<'r> OpContext<'r, '_> {
         })
     }
 
+    /// The graph the op belongs to (a device backend finds its buffers' arena offsets
+    /// with [`Graph::buffer_range`]).
+    pub fn graph(&self) -> &'r Graph<'r> {
+        self.graph
+    }
+
+    /// The artifact's tensors.
+    pub fn tensors(&self) -> Tensors<'r> {
+        self.tensors
+    }
+
     pub fn tensor(&self, i: u32) -> Result<TensorRef<'r>, Error> {
         self.tensors.get(i).ok_or_else(|| self.bad())
     }

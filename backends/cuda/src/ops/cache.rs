@@ -1,0 +1,70 @@
+//! KV cache appends, fp32 and int8. The position is read on the host (the backend's
+//! stage brought it there), so a full cache is the CPU's own error before any launch.
+
+use vlm_runtime::ops::{CacheAppend, CacheAppendI8, Mat, OpContext};
+use vlm_runtime::Error;
+
+use super::{grid, run, Dev, Launch};
+
+const BLOCK: u32 = 256;
+/// The hardware's limit on a grid's height; the kernels step rows by it.
+const MAX_GRID_Y: u32 = 65535;
+
+/// The cache row the new rows start at, or `CacheFull` (ops::cache_append::append_at).
+fn append_at(cx: &OpContext, position: u32, rows: usize, cache: Mat) -> Result<usize, Error> {
+    let pos = *cx.read_u32(position)?.first().ok_or_else(|| cx.bad())? as usize;
+    let (need, capacity) = (pos.saturating_add(rows), cache.rows as usize);
+    if need > capacity {
+        return Err(Error::CacheFull { need, capacity });
+    }
+    Ok(pos)
+}
+
+pub(super) fn append(a: &CacheAppend, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
+    let (x, c) = (a.x, a.cache);
+    let pos = append_at(cx, a.position, x.rows as usize, c)?;
+    if x.rows == 0 {
+        return Ok(());
+    }
+    run(
+        d,
+        "vlm_cache_append",
+        grid(x.cols as usize, BLOCK, x.rows.min(MAX_GRID_Y)),
+        BLOCK,
+        &[
+            &d.mat(x),
+            &(x.stride as i32),
+            &d.mat(c),
+            &(c.stride as i32),
+            &(pos as i32),
+            &(x.rows as i32),
+            &(x.cols as i32),
+        ],
+    )
+}
+
+pub(super) fn append_i8(a: &CacheAppendI8, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
+    let (x, c) = (a.x, a.cache);
+    let pos = append_at(cx, a.position, x.rows as usize, c)?;
+    if x.rows == 0 {
+        return Ok(());
+    }
+    // A warp per head of a row.
+    let heads = (x.cols / a.head_dim) as usize;
+    run(
+        d,
+        "vlm_cache_append_i8",
+        grid(heads * 32, BLOCK, x.rows.min(MAX_GRID_Y)),
+        BLOCK,
+        &[
+            &d.mat(x),
+            &(x.stride as i32),
+            &(x.rows as i32),
+            &(x.cols as i32),
+            &(a.head_dim as i32),
+            &d.mat(c),
+            &(c.stride as i32),
+            &(pos as i32),
+        ],
+    )
+}
