@@ -61,6 +61,14 @@ pub fn decode_rgb8(bytes: &[u8], path: &Path, limits: DecodeLimits) -> Result<Rg
     let img = if format == ImageFormat::Jpeg {
         decode_jpeg(path, bytes, limits)?
     } else {
+        if format == ImageFormat::Png {
+            if let Some(msg) = png_palette_fault(bytes) {
+                return Err(Error::CorruptImage {
+                    path: path.to_owned(),
+                    msg,
+                });
+            }
+        }
         decode_other(path, bytes, format, limits)?
     };
     if img.width() == 0 || img.height() == 0 {
@@ -70,6 +78,30 @@ pub fn decode_rgb8(bytes: &[u8], path: &Path, limits: DecodeLimits) -> Result<Rg
         });
     }
     Ok(img)
+}
+
+/// A PNG palette (`PLTE`) that is not whole RGB entries — a length that is not a multiple
+/// of 3, or more than 256 entries — which the PNG specification calls an error. The
+/// `png` crate (0.18) does not check it and its palette expansion indexes past such a
+/// palette and panics, so it is refused here, before the decoder sees it. Walks the
+/// chunks up to the first `IDAT` (a palette must come before it); CRCs are the
+/// decoder's to check.
+fn png_palette_fault(bytes: &[u8]) -> Option<String> {
+    let mut at = 8usize;
+    while let Some(head) = bytes.get(at..at.checked_add(8)?) {
+        let len = u32::from_be_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        match &head[4..8] {
+            b"PLTE" if len == 0 || !len.is_multiple_of(3) || len > 3 * 256 => {
+                return Some(format!(
+                    "PNG palette (PLTE chunk) of {len} bytes is not 1 to 256 whole RGB entries"
+                ));
+            }
+            b"IDAT" => return None,
+            _ => {}
+        }
+        at = at.checked_add(12)?.checked_add(len)?;
+    }
+    None
 }
 
 /// Every format but JPEG, through the `image` crate's decoders with bounded memory.

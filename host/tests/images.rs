@@ -205,6 +205,17 @@ fn fuzz_seeds_decode_and_regressions_do_not_panic() {
     }
 }
 
+/// A PNG whose palette is not whole RGB entries (193 bytes here, valid CRCs: what the
+/// image fuzzer found) is refused by name; the `png` crate alone panics on it.
+#[test]
+fn a_png_palette_of_partial_entries_is_refused() {
+    let f = here().join("fuzz/regressions/png-palette-not-whole-entries.png");
+    let bytes = std::fs::read(&f).unwrap();
+    let e = decode_rgb8(&bytes, &f, DecodeLimits::DEFAULT).unwrap_err();
+    assert!(matches!(e, vlm_host::Error::CorruptImage { .. }), "{e}");
+    assert!(e.to_string().contains("(PLTE chunk) of 193 bytes"), "{e}");
+}
+
 /// Damaged images are errors naming the file, of the right kind.
 #[test]
 fn damaged_images_are_named_errors() {
