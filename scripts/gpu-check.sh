@@ -2,12 +2,15 @@
 # The CUDA backend on a machine with an NVIDIA GPU, in one run of a few minutes: builds,
 # runs the GPU op battery (every op against the CPU's scalar reference; int8 bit for bit)
 # and the demo model end to end, times SigLIP-B/16's encoder (random int8 weights) on the
-# GPU against 2 CPU threads, runs `vlm bench` and `vlm classify` with --device cuda, and
-# prints one table. Fails on any mismatch.
+# GPU against 2 CPU threads, runs `vlm bench`, `vlm classify` and `vlm caption` with
+# --device cuda (the same labels and captions as the CPU), and prints one table. Fails
+# on any mismatch.
 #   VLM_NVRTC_DIR     a folder holding libnvrtc.so.12 (else: $CUDA_HOME/lib64,
 #                     /usr/local/cuda/lib64, or a Python's nvidia-cuda-nvrtc-cu12 wheel)
 #   VLM_GPU_CAPTIONER a captioner artifact or folder (SmolVLM-256M) to time as well
 #   GPU_CHECK_RUNS    timed runs per figure (default 10)
+#   GPU_CHECK_TOWER   the timed encoder's "LAYERS TOKENS WIDTH HEADS MLP" (default
+#                     SigLIP-B/16's: 12 196 768 12 3072)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 runs=${GPU_CHECK_RUNS:-10}
@@ -42,28 +45,39 @@ cargo test --release --quiet -p vlm-cuda --test ptx --test gpu -- --nocapture --
   | tee /tmp/gpu-check-tests.$$ | grep -E "SKIPPED|compiled|ops on the GPU|cosine|FAILED|panicked|test result" || true
 grep -q "test result: FAILED\|panicked" /tmp/gpu-check-tests.$$ && { cat /tmp/gpu-check-tests.$$; exit 1; }
 battery="$(grep -o '[0-9]* ops on the GPU, [0-9]* left to the CPU' /tmp/gpu-check-tests.$$ || true)"
-demo_cos="$(grep -o 'cosine [0-9.]*' /tmp/gpu-check-tests.$$ | head -1 | cut -d' ' -f2)"
+demo_cos="$(grep -m1 -o 'cosine [0-9.]*' /tmp/gpu-check-tests.$$ | cut -d' ' -f2 || true)"
 rm -f /tmp/gpu-check-tests.$$
 
-echo "==> SigLIP-B/16 encoder: GPU against 2 CPU threads"
-cargo run --release --quiet -p vlm-cuda --example gpu_bench -- "$runs" | tee /tmp/gpu-check-bench.$$
+echo "==> an encoder (SigLIP-B/16's unless GPU_CHECK_TOWER says): GPU against 2 CPU threads"
+# shellcheck disable=SC2086
+cargo run --release --quiet -p vlm-cuda --example gpu_bench -- "$runs" ${GPU_CHECK_TOWER:-} \
+  | tee /tmp/gpu-check-bench.$$
 
 echo "==> vlm on the GPU: bench and classify"
 vlm=target/release/vlm
 "$vlm" bench --model models/demo.vlmq --device cuda --runs "$runs"
-img="$(ls models/demo-eval/images/* 2>/dev/null | head -1)"
-if [ -n "$img" ]; then
+shopt -s nullglob
+images=(models/demo-eval/images/*)
+if [ ${#images[@]} -gt 0 ]; then
+  img=${images[0]}
   cpu_top="$("$vlm" classify "$img" --device cpu --top 3 --json)"
   gpu_top="$("$vlm" classify "$img" --device cuda --top 3 --json)"
-  echo "$gpu_top"
-  python3 - "$cpu_top" "$gpu_top" <<'PY' || exit 1
-import json, sys
-a, b = (json.loads(x) for x in sys.argv[1:3])
-la = [r["label"] for r in a[0]["labels"]] if isinstance(a, list) else None
-lb = [r["label"] for r in b[0]["labels"]] if isinstance(b, list) else None
-print("classify: same top-3 labels on the GPU as on the CPU:", la == lb)
-sys.exit(0 if la == lb else 1)
-PY
+  labels() { grep '"label"' | tr -s ' '; }
+  if [ "$(labels <<<"$cpu_top")" = "$(labels <<<"$gpu_top")" ]; then
+    same="same top-3 labels on the GPU as on the CPU"
+  else
+    echo "classify: the GPU's top-3 labels differ from the CPU's:"; echo "$cpu_top"; echo "$gpu_top"
+    exit 1
+  fi
+  echo "classify $img: $same"
+  some=("${images[@]:0:16}")
+  if [ "$("$vlm" caption "${some[@]}" --device cpu)" = "$("$vlm" caption "${some[@]}" --device cuda)" ]; then
+    captions="the demo captioner's ${#some[@]} greedy captions are the CPU's"
+  else
+    echo "caption: the GPU's captions differ from the CPU's" >&2
+    exit 1
+  fi
+  echo "$captions"
 fi
 if [ -n "${VLM_GPU_CAPTIONER:-}" ]; then
   echo "==> captioner on the GPU"
@@ -75,7 +89,9 @@ echo "| check | result |"
 echo "|---|---|"
 echo "| op battery against the scalar reference | passed: ${battery:-?} |"
 echo "| demo model image embedding, GPU against CPU | cosine ${demo_cos:-?} |"
-grep '^| SigLIP-B/16' /tmp/gpu-check-bench.$$ | sed 's/^| SigLIP-B\/16 encoder, batch 1, ms | \(.*\) | \(.*\) | \(.*\) |$/| SigLIP-B\/16 encoder, batch 1: CPU 2 threads \1 ms, GPU \2 ms | \3 faster |/'
-grep '^| output cosine' /tmp/gpu-check-bench.$$ | sed 's/| output cosine, GPU against CPU | | \(.*\) | |/| SigLIP-B\/16 encoder output, GPU against CPU | cosine \1 |/'
+echo "| vlm classify --device cuda | ${same:-not run} |"
+echo "| vlm caption --device cuda | ${captions:-not run} |"
+grep ', batch 1, ms |' /tmp/gpu-check-bench.$$ | sed 's/^| \(.*\), batch 1, ms | \(.*\) | \(.*\) | \(.*\) |$/| \1, batch 1: CPU 2 threads \2 ms, GPU \3 ms | \4 faster |/'
+grep '^| output cosine' /tmp/gpu-check-bench.$$ | sed 's/| output cosine, GPU against CPU | | \(.*\) | |/| encoder output, GPU against CPU | cosine \1 |/'
 rm -f /tmp/gpu-check-bench.$$
 echo "gpu-check: done in $((SECONDS - start)) s"

@@ -724,6 +724,7 @@ fn print_text(r: &Report, requested_threads: usize) {
             println!("of peak    {pct:.1} %");
         }
         _ if r.isa.is_none() => println!("peak       n/a for the fp32 path"),
+        _ if r.device.is_some() => println!("peak       n/a on a GPU"),
         _ => println!("peak       n/a for this ISA"),
     }
     if !r.kernels.is_empty() {

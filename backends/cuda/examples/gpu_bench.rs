@@ -3,7 +3,8 @@
 //! median milliseconds of a whole forward pass on 2 CPU threads and on the GPU, their
 //! ratio, and the cosine of the two outputs. Prints one markdown table.
 //!
-//! `cargo run --release -p vlm-cuda --example gpu_bench [-- RUNS]`
+//! `cargo run --release -p vlm-cuda --example gpu_bench [-- RUNS [LAYERS TOKENS WIDTH HEADS MLP]]`
+//! (another encoder's shape: SigLIP-So400m/14 at 384 px is `27 729 1152 16 4304`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,10 +15,20 @@ use vlm_runtime::kernels::Isa;
 use vlm_runtime::Cpu;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let runs: usize = std::env::args().nth(1).map_or(Ok(10), |a| a.parse())?;
+    let args: Vec<usize> = std::env::args()
+        .skip(1)
+        .map(|a| a.parse())
+        .collect::<Result<_, _>>()?;
+    let runs = args.first().copied().unwrap_or(10);
+    let shape = match args.get(1..) {
+        Some(&[l, t, w, h, m]) => (l, t, w, h, m),
+        Some([]) | None => (12, 196, 768, 12, 3072),
+        Some(_) => return Err("expected RUNS, then LAYERS TOKENS WIDTH HEADS MLP".into()),
+    };
     let gpu = Arc::new(Gpu::open(0)?);
     let (major, minor) = kernels::nvrtc_version()?;
-    let case = encoder_tower(12, 196, 768, 12, 3072);
+    let (layers, tokens, width, heads, mlp) = shape;
+    let case = encoder_tower(layers, tokens, width, heads, mlp);
     let model = case.model();
 
     let mut cpu = Cpu::new(Isa::detect());
@@ -48,8 +59,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!();
     println!("| figure | CPU, 2 threads | GPU | CPU / GPU |");
     println!("|---|---:|---:|---:|");
+    let what = match shape {
+        (12, 196, 768, 12, 3072) => "SigLIP-B/16 encoder".to_string(),
+        _ => format!("encoder {layers}×{tokens}×{width}"),
+    };
     println!(
-        "| SigLIP-B/16 encoder, batch 1, ms | {cpu_ms:.2} | {gpu_ms:.2} | {:.1}× |",
+        "| {what}, batch 1, ms | {cpu_ms:.2} | {gpu_ms:.2} | {:.1}× |",
         cpu_ms / gpu_ms
     );
     println!("| output cosine, GPU against CPU | | {cosine:.7} | |");

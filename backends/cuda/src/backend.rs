@@ -79,6 +79,7 @@ impl CudaModel {
             on_device: false,
             last_error: None,
             counts: (0, 0),
+            on_cpu: Vec::new(),
         })
     }
 }
@@ -98,6 +99,8 @@ pub struct CudaBackend {
     last_error: Option<CudaError>,
     /// Ops run on the device and on the CPU since the backend was made.
     counts: (u64, u64),
+    /// The kinds of op run on the CPU, each once.
+    on_cpu: Vec<&'static str>,
 }
 
 impl Drop for CudaModel {
@@ -133,6 +136,12 @@ impl CudaBackend {
     /// Ops run on the GPU and on the CPU so far.
     pub fn op_counts(&self) -> (u64, u64) {
         self.counts
+    }
+
+    /// The kinds of op that ran on the CPU so far ("advance": positions stay readable on
+    /// the host), each once.
+    pub fn cpu_op_kinds(&self) -> &[&'static str] {
+        &self.on_cpu
     }
 
     fn fail(&mut self, what: &'static str, e: CudaError) -> Error {
@@ -275,6 +284,9 @@ impl Backend for CudaBackend {
         let out = op.output().buf;
         if !self.on_device {
             self.counts.1 += 1;
+            if !self.on_cpu.contains(&op.kind()) {
+                self.on_cpu.push(op.kind());
+            }
             self.cpu.execute(op, cx)?;
             self.residency.executed(out, false);
             return Ok(());

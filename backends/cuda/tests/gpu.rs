@@ -42,6 +42,9 @@ fn every_op_matches_the_reference_on_the_gpu() {
             Ok(err) => eprintln!("{:<60} max error {err:.2e}", case.name),
             Err(e) => failures.push(format!("{}: {e}", case.name)),
         }
+        if let Some(k) = b.cpu_op_kinds().iter().find(|&&k| k != "advance") {
+            failures.push(format!("{}: a {k} op ran on the CPU", case.name));
+        }
         let (d, c) = b.op_counts();
         on_gpu += d;
         on_cpu += c;
@@ -56,7 +59,8 @@ fn every_op_matches_the_reference_on_the_gpu() {
     assert!(on_gpu > 0, "no op ran on the GPU");
 }
 
-/// The built-in demo artifact's image embedding on the GPU, against the CPU's.
+/// The built-in demo artifact's image embedding on the GPU, against the CPU's (its text
+/// tower too runs in tests/emulated.rs's version of this check).
 #[test]
 fn the_demo_models_embedding_matches_the_cpu() {
     let Some(gpu) = gpu_or_skip("the_demo_models_embedding_matches_the_cpu") else {

@@ -26,10 +26,7 @@ pub(super) fn launch(a: &Attention, d: &Dev, cx: &OpContext) -> Result<(), Launc
         Query::Const { tensor, .. } => (d.tensor(cx.tensor(tensor)?), o.cols),
     };
     // The CPU's checks, in its order, so a device run fails as a CPU run would.
-    let past = match a.past {
-        Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
-        None => 0,
-    };
+    let past = super::position(cx, a.past)?;
     let rows = a.q.rows() as usize;
     let capacity = a.k.rows as usize;
     let keys = match a.past {

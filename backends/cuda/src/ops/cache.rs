@@ -12,7 +12,7 @@ const MAX_GRID_Y: u32 = 65535;
 
 /// The cache row the new rows start at, or `CacheFull` (ops::cache_append::append_at).
 fn append_at(cx: &OpContext, position: u32, rows: usize, cache: Mat) -> Result<usize, Error> {
-    let pos = *cx.read_u32(position)?.first().ok_or_else(|| cx.bad())? as usize;
+    let pos = super::position(cx, Some(position))?;
     let (need, capacity) = (pos.saturating_add(rows), cache.rows as usize);
     if need > capacity {
         return Err(Error::CacheFull { need, capacity });

@@ -65,10 +65,7 @@ pub(super) fn glu(g: &Glu, d: &Dev) -> Result<(), Launch> {
 
 pub(super) fn rope(r: &Rope, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
     // The position is on the host too (the backend's stage saw to it).
-    let first = match r.position {
-        Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
-        None => 0,
-    };
+    let first = super::position(cx, r.position)?;
     let table = cx.tensor(r.table)?;
     let positions = table.dims[0];
     let need = first.saturating_add(r.x.rows as usize);

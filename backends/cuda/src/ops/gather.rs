@@ -23,9 +23,9 @@ pub(super) fn buffer(d: &Dev, b: u32) -> u64 {
 }
 
 pub(super) fn embedding(e: &Embedding, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
-    // The CPU's checks, in its order and on the host's copies, so that a run fails on
-    // the device as it does there: the backend brought the position (or, without one,
-    // the ids) to the host, and the ids are an input port the host itself wrote.
+    // The CPU's checks, in its order and on the host's copies (the backend brought the
+    // position and the ids there: `host_reads`), so that a run fails on the device as it
+    // does there.
     let ids = cx.read_u32(e.ids)?;
     let table = cx.tensor(e.table)?;
     let add = cx.tensor(e.add)?;
@@ -34,10 +34,7 @@ pub(super) fn embedding(e: &Embedding, d: &Dev, cx: &OpContext) -> Result<(), La
         None => 0u64,
     };
     let (rows, cols) = (e.out.rows as usize, e.out.cols as usize);
-    let first = match e.position {
-        Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
-        None => 0,
-    };
+    let first = super::position(cx, e.position)?;
     let positions = add.f32s().len() / cols.max(1);
     if first.checked_add(rows).is_none_or(|end| end > positions) {
         return Err(Launch::Runtime(Error::PositionOutOfRange {
