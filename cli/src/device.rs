@@ -1,7 +1,5 @@
 //! `--device cpu|cuda[:N]|auto`: where an int8 artifact's runs execute.
 
-use std::sync::Arc;
-
 use anyhow::{bail, Result};
 use clap::Args;
 
@@ -76,6 +74,7 @@ impl DeviceArg {
 
 #[cfg(feature = "cuda")]
 fn open(n: usize, model: &vlm_host::Model) -> Result<()> {
+    use std::sync::Arc;
     let gpu = vlm_cuda::Gpu::open(n)?;
     let name = format!("cuda:{n} ({})", gpu.name());
     let on_gpu = vlm_cuda::CudaModel::new(Arc::new(gpu), model.runtime())?;
@@ -91,7 +90,6 @@ fn open(n: usize, model: &vlm_host::Model) -> Result<()> {
 
 #[cfg(not(feature = "cuda"))]
 fn open(_: usize, _: &vlm_host::Model) -> Result<()> {
-    let _ = Arc::new(());
     bail!("this vlm was built without CUDA support (the `cuda` feature)")
 }
 

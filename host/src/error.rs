@@ -50,11 +50,11 @@ pub enum Error {
     },
     #[error("captioning: {0}")]
     Generate(vlm_models::generate::GenerateError),
-    // Not `source`: the message already includes it, and a source would repeat it in
-    // the CLI's error chain.
     /// A device backend could not be made for a run (the device's own words).
     #[error("{0}")]
     Device(String),
+    // Not `source`: the message already includes it, and a source would repeat it in
+    // the CLI's error chain.
     #[error("{what}: {error}")]
     Runtime {
         what: &'static str,

@@ -18,8 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
 
-use vlm_cuda::{device_count, kernels, CudaModel, Gpu};
-use vlm_runtime::harness::{cases, check, encoder_tower, run};
+use vlm_cuda::{device_count, kernels, Gpu};
+
+mod common;
 
 /// The architectures emulated, as compute capability × 10: the first in this process.
 const ARCHES: [u32; 2] = [87, 75];
@@ -290,79 +291,17 @@ fn gpu_or_skip(test: &str) -> Option<Arc<Gpu>> {
 
 #[test]
 fn every_op_matches_the_reference_on_an_emulated_gpu() {
-    let Some(gpu) = gpu_or_skip("every_op_matches_the_reference_on_an_emulated_gpu") else {
-        return;
-    };
-    let start = std::time::Instant::now();
-    let mut failures = Vec::new();
-    let (mut passed, mut on_gpu, mut on_cpu) = (0, 0, 0);
-    let all = cases();
-    for case in &all {
-        let model = case.model();
-        let m = CudaModel::new(Arc::clone(&gpu), &model).unwrap();
-        let mut b = m.backend().unwrap();
-        match check(case, &mut b) {
-            Ok(_) => passed += 1,
-            Err(e) => {
-                let driver = b
-                    .last_error()
-                    .map(|e| format!(" ({e})"))
-                    .unwrap_or_default();
-                failures.push(format!("{}: {e}{driver}", case.name));
-            }
-        }
-        let (d, c) = b.op_counts();
-        if d == 0 {
-            failures.push(format!("{}: no op ran on the GPU", case.name));
-        }
-        // Only position advances stay on the host, by design.
-        if let Some(k) = b.cpu_op_kinds().iter().find(|&&k| k != "advance") {
-            failures.push(format!("{}: a {k} op ran on the CPU", case.name));
-        }
-        on_gpu += d;
-        on_cpu += c;
+    if let Some(gpu) = gpu_or_skip("every_op_matches_the_reference_on_an_emulated_gpu") {
+        common::battery(&gpu);
     }
-    eprintln!(
-        "{}: {passed} of {} cases match the reference; {on_gpu} ops on the emulated GPU, \
-         {on_cpu} left to the CPU ({:.1} s)",
-        gpu.name(),
-        all.len(),
-        start.elapsed().as_secs_f64()
-    );
-    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// A small ViT encoder (every op of a SigLIP tower, chained) against the reference.
 #[test]
 fn an_encoder_tower_matches_the_reference_on_an_emulated_gpu() {
-    let Some(gpu) = gpu_or_skip("an_encoder_tower_matches_the_reference_on_an_emulated_gpu") else {
-        return;
-    };
-    let case = encoder_tower(2, 40, 64, 4, 128);
-    let model = case.model();
-    let want = run(
-        &case,
-        vlm_runtime::Cpu::new(vlm_runtime::kernels::Isa::Scalar),
-    )
-    .unwrap();
-    let m = CudaModel::new(Arc::clone(&gpu), &model).unwrap();
-    let mut b = m.backend().unwrap();
-    let got = run(&case, &mut b).unwrap_or_else(|e| panic!("{e}: {:?}", b.last_error()));
-    let worst = got
-        .iter()
-        .zip(&want)
-        .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
-        .fold(0.0f32, f32::max);
-    let (d, c) = b.op_counts();
-    eprintln!(
-        "{} on {}: largest relative difference {worst:.2e}, {d} ops on the emulated GPU",
-        case.name,
-        gpu.name()
-    );
-    // fp32 attention's exponential is the only inexact step (2e-5 per op).
-    assert!(worst < 1e-3, "{worst}");
-    assert_eq!(got.len(), want.len());
-    assert_eq!(c, 0, "every op of the tower runs on the GPU");
+    if let Some(gpu) = gpu_or_skip("an_encoder_tower_matches_the_reference_on_an_emulated_gpu") {
+        common::tower(&gpu, (2, 40, 64, 4, 128));
+    }
 }
 
 /// The other architectures (sm_75: the dp4a GEMM) in child processes, each with its
@@ -406,45 +345,10 @@ fn the_battery_passes_on_every_emulated_architecture() {
     }
 }
 
-/// The built-in demo artifact through the host crate (`Model::set_device`, a backend
-/// per run), both towers: the embeddings the CPU gives, to the issue's cosine.
+/// The built-in demo artifact through the host crate, both towers, against the CPU.
 #[test]
 fn the_demo_model_matches_the_cpu_on_an_emulated_gpu() {
-    let Some(gpu) = gpu_or_skip("the_demo_model_matches_the_cpu_on_an_emulated_gpu") else {
-        return;
-    };
-    let model = vlm_host::demo::model().unwrap();
-    let len = |role| {
-        let g = model.runtime().graph(role).unwrap();
-        g.inputs().next().unwrap().len()
-    };
-    let pixels: Vec<f32> = (0..len(vlm_runtime::Role::ImageEncoder))
-        .map(|i| ((i * 37) % 251) as f32 / 125.0 - 1.0)
-        .collect();
-    let ids: Vec<u32> = (0..len(vlm_runtime::Role::TextEncoder))
-        .map(|i| (i * 7 % 50 + 1) as u32)
-        .collect();
-    let cpu = (
-        model.embed_pixels(&pixels).unwrap(),
-        model.embed_ids(&ids).unwrap(),
-    );
-    let on_gpu = CudaModel::new(gpu, model.runtime()).unwrap();
-    model.set_device(
-        "emulated".into(),
-        Arc::new(move || {
-            let b = on_gpu.backend().map_err(|e| e.to_string())?;
-            Ok(Box::new(b) as Box<dyn vlm_runtime::Backend>)
-        }),
-    );
-    let gpu_out = (
-        model.embed_pixels(&pixels).unwrap(),
-        model.embed_ids(&ids).unwrap(),
-    );
-    for (what, a, b) in [("image", &cpu.0, &gpu_out.0), ("text", &cpu.1, &gpu_out.1)] {
-        let dot: f64 = a.iter().zip(b).map(|(x, y)| (x * y) as f64).sum();
-        let norm = |v: &[f32]| v.iter().map(|x| (x * x) as f64).sum::<f64>().sqrt();
-        let cosine = dot / (norm(a) * norm(b));
-        eprintln!("demo {what} embedding, emulated GPU against CPU: cosine {cosine:.7}");
-        assert!(cosine >= 0.99999, "{what}: cosine {cosine}");
+    if let Some(gpu) = gpu_or_skip("the_demo_model_matches_the_cpu_on_an_emulated_gpu") {
+        common::demo(gpu);
     }
 }

@@ -51,6 +51,26 @@ impl core::fmt::Display for Attention {
     }
 }
 
+impl Attention {
+    /// This run's `(past, keys)`: the position before it, and how many keys it attends
+    /// over, or `CacheFull` where they overrun the cache (every backend's check).
+    pub fn keys(&self, cx: &OpContext) -> Result<(usize, usize), Error> {
+        let past = cx.position(self.past)?;
+        let capacity = self.k.rows as usize;
+        let keys = match self.past {
+            Some(_) => past.saturating_add(self.q.rows() as usize),
+            None => capacity,
+        };
+        if keys > capacity {
+            return Err(Error::CacheFull {
+                need: keys,
+                capacity,
+            });
+        }
+        Ok((past, keys))
+    }
+}
+
 impl OpSpec for Attention {
     const OPCODE: u32 = opcode::ATTENTION;
 
@@ -204,20 +224,7 @@ impl OpSpec for Attention {
             },
         };
         let (k, v) = (cx.read(self.k)?, cx.read(self.v)?);
-        let past = match self.past {
-            Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
-            None => 0,
-        };
-        let keys = match self.past {
-            Some(_) => past.saturating_add(q.rows),
-            None => k.rows,
-        };
-        if keys > k.rows {
-            return Err(Error::CacheFull {
-                need: keys,
-                capacity: k.rows,
-            });
-        }
+        let (past, keys) = self.keys(cx)?;
         let int8 = cx.is_state_of(self.k.buf, DType::I8);
         let (out, scratch) = cx.out_and_scratch(self.out)?;
         let scores: &mut [f32] = super::context::cast_mut(scratch)?;

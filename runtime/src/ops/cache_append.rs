@@ -66,12 +66,19 @@ impl OpSpec for CacheAppend {
 
     fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
         let x = cx.read(self.x)?;
-        let pos = append_at(cx, self.position, x.rows, self.cache)?;
+        let pos = self.start(cx)?;
         let mut cache = cx.out(self.cache)?;
         for r in 0..x.rows {
             cache.row_mut(pos + r).copy_from_slice(x.row(r));
         }
         Ok(())
+    }
+}
+
+impl CacheAppend {
+    /// The cache row this run's rows start at, or `CacheFull` (every backend's check).
+    pub fn start(&self, cx: &OpContext) -> Result<usize, Error> {
+        append_at(cx, self.position, self.x.rows as usize, self.cache)
     }
 }
 
@@ -83,7 +90,7 @@ pub(super) fn append_at(
     rows: usize,
     cache: Mat,
 ) -> Result<usize, Error> {
-    let pos = *cx.read_u32(position)?.first().ok_or_else(|| cx.bad())? as usize;
+    let pos = cx.position(Some(position))?;
     let (need, capacity) = (pos.saturating_add(rows), cache.rows as usize);
     if need > capacity {
         return Err(Error::CacheFull { need, capacity });

@@ -31,6 +31,13 @@ impl core::fmt::Display for CacheAppendI8 {
     }
 }
 
+impl CacheAppendI8 {
+    /// The cache row this run's rows start at, or `CacheFull` (every backend's check).
+    pub fn start(&self, cx: &OpContext) -> Result<usize, Error> {
+        super::cache_append::append_at(cx, self.position, self.x.rows as usize, self.cache)
+    }
+}
+
 impl OpSpec for CacheAppendI8 {
     const OPCODE: u32 = opcode::CACHE_APPEND_I8;
 
@@ -82,7 +89,7 @@ impl OpSpec for CacheAppendI8 {
 
     fn run_cpu(&self, cx: &mut OpContext, _cpu: CpuKernels) -> Result<(), Error> {
         let x = cx.read(self.x)?;
-        let pos = super::cache_append::append_at(cx, self.position, x.rows, self.cache)?;
+        let pos = self.start(cx)?;
         let (d, width) = (self.head_dim as usize, x.cols);
         let mut cache = cx.out(self.cache)?;
         for r in 0..x.rows {

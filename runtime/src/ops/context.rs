@@ -81,6 +81,14 @@ impl<'r> OpContext<'r, '_> {
         cast(self.buffer(b)?)
     }
 
+    /// A position counter's value (a one-element u32 state buffer), 0 without one.
+    pub fn position(&self, p: Option<u32>) -> Result<usize, Error> {
+        match p {
+            Some(p) => Ok(*self.read_u32(p)?.first().ok_or_else(|| self.bad())? as usize),
+            None => Ok(0),
+        }
+    }
+
     /// A whole buffer of f32.
     pub fn read_f32(&self, b: u32) -> Result<&'r [f32], Error> {
         cast(self.buffer(b)?)

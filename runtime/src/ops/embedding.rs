@@ -28,6 +28,25 @@ impl core::fmt::Display for Embedding {
     }
 }
 
+impl Embedding {
+    /// The position of this run's first row, or `PositionOutOfRange` where its rows
+    /// overrun the added table (every backend's check).
+    pub fn first_position(&self, cx: &OpContext) -> Result<usize, Error> {
+        let first = cx.position(self.position)?;
+        let positions = cx.f32s(self.add)?.len() / (self.out.cols as usize).max(1);
+        if first
+            .checked_add(self.out.rows as usize)
+            .is_none_or(|end| end > positions)
+        {
+            return Err(Error::PositionOutOfRange {
+                position: first,
+                positions,
+            });
+        }
+        Ok(first)
+    }
+}
+
 impl OpSpec for Embedding {
     const OPCODE: u32 = opcode::EMBEDDING;
 
@@ -127,17 +146,7 @@ impl OpSpec for Embedding {
         };
         let d = self.out.cols as usize;
         let rows = self.out.rows as usize;
-        let first = match self.position {
-            Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
-            None => 0,
-        };
-        let positions = add.len() / d.max(1);
-        if first.checked_add(rows).is_none_or(|end| end > positions) {
-            return Err(Error::PositionOutOfRange {
-                position: first,
-                positions,
-            });
-        }
+        let first = self.first_position(cx)?;
         let mut out = cx.out(self.out)?;
         for r in 0..rows {
             let id = ids[r] as usize;

@@ -31,6 +31,23 @@ impl core::fmt::Display for Rope {
     }
 }
 
+impl Rope {
+    /// The position of this run's first row, or `PositionOutOfRange` where its rows
+    /// overrun the table (every backend's check).
+    pub fn first_position(&self, cx: &OpContext) -> Result<usize, Error> {
+        let first = cx.position(self.position)?;
+        let positions = cx.tensor(self.table)?.dims[0];
+        let need = first.saturating_add(self.x.rows as usize);
+        if need > positions {
+            return Err(Error::PositionOutOfRange {
+                position: need - 1,
+                positions,
+            });
+        }
+        Ok(first)
+    }
+}
+
 impl OpSpec for Rope {
     const OPCODE: u32 = opcode::ROPE;
 
@@ -95,20 +112,8 @@ impl OpSpec for Rope {
     }
 
     fn run_cpu(&self, cx: &mut OpContext, cpu: CpuKernels) -> Result<(), Error> {
-        let first = match self.position {
-            Some(p) => *cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize,
-            None => 0,
-        };
-        let table = cx.tensor(self.table)?;
-        let positions = table.dims[0];
-        let need = first.saturating_add(self.x.rows as usize);
-        if need > positions {
-            return Err(Error::PositionOutOfRange {
-                position: need - 1,
-                positions,
-            });
-        }
-        let table = table.f32s();
+        let first = self.first_position(cx)?;
+        let table = cx.tensor(self.table)?.f32s();
         let (heads, d) = (self.heads as usize, self.head_dim as usize);
         cpu.isa.rope(cx.out(self.x)?, heads, d, table, first);
         Ok(())

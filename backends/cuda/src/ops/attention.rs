@@ -6,7 +6,6 @@
 use vlm_runtime::kernels::scalar::bf16_score_scale;
 use vlm_runtime::model::DType;
 use vlm_runtime::ops::{Attention, Mask, OpContext, OpSpec, Precision, Query};
-use vlm_runtime::Error;
 
 use super::{run_shared, Dev, Launch};
 
@@ -26,20 +25,8 @@ pub(super) fn launch(a: &Attention, d: &Dev, cx: &OpContext) -> Result<(), Launc
         Query::Const { tensor, .. } => (d.tensor(cx.tensor(tensor)?), o.cols),
     };
     // The CPU's checks, in its order, so a device run fails as a CPU run would.
-    let past = super::position(cx, a.past)?;
+    let (past, keys) = a.keys(cx)?;
     let rows = a.q.rows() as usize;
-    let capacity = a.k.rows as usize;
-    let keys = match a.past {
-        Some(_) => past.saturating_add(rows),
-        None => capacity,
-    };
-    if keys > capacity {
-        return Err(Error::CacheFull {
-            need: keys,
-            capacity,
-        }
-        .into());
-    }
     if rows == 0 {
         return Ok(());
     }

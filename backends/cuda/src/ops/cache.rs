@@ -1,8 +1,7 @@
 //! KV cache appends, fp32 and int8. The position is read on the host (the backend's
 //! stage brought it there), so a full cache is the CPU's own error before any launch.
 
-use vlm_runtime::ops::{CacheAppend, CacheAppendI8, Mat, OpContext};
-use vlm_runtime::Error;
+use vlm_runtime::ops::{CacheAppend, CacheAppendI8, OpContext};
 
 use super::{grid, run, Dev, Launch};
 
@@ -10,19 +9,9 @@ const BLOCK: u32 = 256;
 /// The hardware's limit on a grid's height; the kernels step rows by it.
 const MAX_GRID_Y: u32 = 65535;
 
-/// The cache row the new rows start at, or `CacheFull` (ops::cache_append::append_at).
-fn append_at(cx: &OpContext, position: u32, rows: usize, cache: Mat) -> Result<usize, Error> {
-    let pos = super::position(cx, Some(position))?;
-    let (need, capacity) = (pos.saturating_add(rows), cache.rows as usize);
-    if need > capacity {
-        return Err(Error::CacheFull { need, capacity });
-    }
-    Ok(pos)
-}
-
 pub(super) fn append(a: &CacheAppend, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
     let (x, c) = (a.x, a.cache);
-    let pos = append_at(cx, a.position, x.rows as usize, c)?;
+    let pos = a.start(cx)?;
     if x.rows == 0 {
         return Ok(());
     }
@@ -45,7 +34,7 @@ pub(super) fn append(a: &CacheAppend, d: &Dev, cx: &OpContext) -> Result<(), Lau
 
 pub(super) fn append_i8(a: &CacheAppendI8, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
     let (x, c) = (a.x, a.cache);
-    let pos = append_at(cx, a.position, x.rows as usize, c)?;
+    let pos = a.start(cx)?;
     if x.rows == 0 {
         return Ok(());
     }

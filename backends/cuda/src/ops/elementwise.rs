@@ -1,7 +1,6 @@
 //! Add, activation, GLU, RoPE.
 
 use vlm_runtime::ops::{Activate, Add, Glu, OpContext, Rope};
-use vlm_runtime::Error;
 
 use super::{grid, run, Dev, Launch};
 
@@ -65,16 +64,8 @@ pub(super) fn glu(g: &Glu, d: &Dev) -> Result<(), Launch> {
 
 pub(super) fn rope(r: &Rope, d: &Dev, cx: &OpContext) -> Result<(), Launch> {
     // The position is on the host too (the backend's stage saw to it).
-    let first = super::position(cx, r.position)?;
+    let first = r.first_position(cx)?;
     let table = cx.tensor(r.table)?;
-    let positions = table.dims[0];
-    let need = first.saturating_add(r.x.rows as usize);
-    if need > positions {
-        return Err(Launch::Runtime(Error::PositionOutOfRange {
-            position: need - 1,
-            positions,
-        }));
-    }
     let x = r.x;
     let pairs = (r.heads * (r.head_dim / 2)) as usize;
     run(

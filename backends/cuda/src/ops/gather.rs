@@ -33,15 +33,8 @@ pub(super) fn embedding(e: &Embedding, d: &Dev, cx: &OpContext) -> Result<(), La
         Some(s) => d.tensor(cx.tensor(s)?),
         None => 0u64,
     };
-    let (rows, cols) = (e.out.rows as usize, e.out.cols as usize);
-    let first = super::position(cx, e.position)?;
-    let positions = add.f32s().len() / cols.max(1);
-    if first.checked_add(rows).is_none_or(|end| end > positions) {
-        return Err(Launch::Runtime(Error::PositionOutOfRange {
-            position: first,
-            positions,
-        }));
-    }
+    let rows = e.out.rows as usize;
+    let first = e.first_position(cx)?;
     let vocab = table.dims[0];
     for r in 0..rows {
         let id = *ids.get(r).ok_or_else(|| cx.bad())?;

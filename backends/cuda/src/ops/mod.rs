@@ -136,15 +136,6 @@ pub(crate) fn runs_on_device(op: &Op) -> bool {
     }
 }
 
-/// A position counter's value (0 without one), read on the host as the CPU's op reads it
-/// (`host_reads` made that copy current).
-pub(crate) fn position(cx: &OpContext, p: Option<u32>) -> Result<usize, Error> {
-    match p {
-        Some(p) => Ok(*cx.read_u32(p)?.first().ok_or_else(|| cx.bad())? as usize),
-        None => Ok(0),
-    }
-}
-
 /// The buffers a device op's launch also reads on the host (a position counter, token
 /// ids): grids, bounds and the op's own errors depend on their values.
 pub(crate) fn host_reads(op: &Op) -> Buffers {
