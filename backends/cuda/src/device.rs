@@ -50,6 +50,16 @@ impl Gpu {
                 minor,
             });
         }
+        let (nvrtc_major, nvrtc_minor) = kernels::nvrtc_version()?;
+        if !kernels::nvrtc_targets(nvrtc_major, (major * 10 + minor) as u32) {
+            return Err(CudaError::NvrtcTooNew {
+                ordinal,
+                name,
+                major,
+                minor,
+                nvrtc: format!("{nvrtc_major}.{nvrtc_minor}"),
+            });
+        }
         // Machine code for this very device: nothing left for the driver to JIT.
         let image = machine_code(&format!("sm_{major}{minor}"))?;
         let module = ctx

@@ -10,9 +10,18 @@ pub enum CudaError {
     /// The driver loaded but has no such device.
     #[error("no CUDA device {ordinal}: this machine has {count}")]
     NoDevice { ordinal: usize, count: usize },
-    /// NVRTC (libnvrtc, CUDA 12) could not be loaded: the kernels cannot be compiled.
-    #[error("NVRTC (libnvrtc.so.12) could not be loaded: install the CUDA runtime compiler, or put its directory on LD_LIBRARY_PATH")]
+    /// NVRTC (libnvrtc) could not be loaded: the kernels cannot be compiled.
+    #[error("NVRTC (libnvrtc.so or libnvrtc.so.12) could not be loaded: install the CUDA runtime compiler, or put its directory on LD_LIBRARY_PATH")]
     NoNvrtc,
+    /// The NVRTC found is too new for the device (CUDA 13's drops Volta and Xavier).
+    #[error("CUDA device {ordinal} ({name}) is compute capability {major}.{minor}, which NVRTC {nvrtc} no longer compiles for: put CUDA 12's NVRTC (libnvrtc.so.12, the nvidia-cuda-nvrtc-cu12 wheel) first on LD_LIBRARY_PATH")]
+    NvrtcTooNew {
+        ordinal: usize,
+        name: String,
+        major: i32,
+        minor: i32,
+        nvrtc: String,
+    },
     /// The device is older than the kernels need (dp4a: compute capability 6.1).
     #[error("CUDA device {ordinal} ({name}) is compute capability {major}.{minor}; vlm needs 6.1 or newer")]
     TooOld {

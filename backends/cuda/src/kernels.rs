@@ -74,6 +74,17 @@ pub fn nvrtc_version() -> Result<(i32, i32), CudaError> {
     Ok((major, minor))
 }
 
+/// Whether NVRTC of major version `nvrtc_major` compiles for compute capability `cc`
+/// (× 10: 72 for Xavier's 7.2). CUDA 13 dropped everything below Turing (7.5), Volta and
+/// Xavier among them; CUDA 12 reaches back to Maxwell (5.0). The newest architecture each
+/// knows is left to NVRTC, whose refusal names it.
+pub fn nvrtc_targets(nvrtc_major: i32, cc: u32) -> bool {
+    match nvrtc_major {
+        ..=12 => cc >= 50,
+        _ => cc >= 75,
+    }
+}
+
 /// What NVRTC made of [`SOURCE`] for one architecture.
 pub struct Compiled {
     /// The PTX text.
@@ -152,4 +163,18 @@ fn text(chars: &[c_char]) -> String {
     CStr::from_bytes_until_nul(bytes)
         .map(|c| c.to_string_lossy().into_owned())
         .unwrap_or_else(|_| String::from_utf8_lossy(bytes).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::nvrtc_targets;
+
+    #[test]
+    fn cuda_13_dropped_what_came_before_turing() {
+        // Xavier (7.2), Turing (7.5), Orin (8.7), Hopper (9.0).
+        assert!(nvrtc_targets(12, 72) && nvrtc_targets(12, 75) && nvrtc_targets(12, 90));
+        assert!(!nvrtc_targets(13, 72) && !nvrtc_targets(13, 70));
+        assert!(nvrtc_targets(13, 75) && nvrtc_targets(13, 87) && nvrtc_targets(13, 90));
+        assert!(!nvrtc_targets(12, 35));
+    }
 }

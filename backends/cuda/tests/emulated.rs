@@ -33,8 +33,12 @@ const FLAGS: &[&str] = &[
     "-ffp-contract=off",
     // The kernels reinterpret shared and device bytes as CUDA code does.
     "-fno-strict-aliasing",
-    // g++ 12 at -O2 vectorizes the bf16 key loop's strict-order sum of odd-then-even
-    // pairs into wrong values (-O0 and -O1 give the reference's bits): no vectorizing.
+    // g++ 12.2 at -O2 miscompiles the bf16 attention's pairwise sum, `acc = acc + q[c + 1]
+    // * k[c + 1]; acc = acc + q[c] * k[c];`: its SLP vectorizer adds the even product twice.
+    // A compiler bug, not the kernel's: that loop alone, in a function of its own with
+    // nothing undefined (-fsanitize=undefined is silent), gives the wrong sums at -O2 and
+    // the right ones with -fno-tree-vectorize. NVRTC is another compiler; the real-GPU
+    // battery checks its code.
     "-fno-tree-vectorize",
     "-fPIC",
 ];
