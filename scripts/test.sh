@@ -80,8 +80,10 @@ cargo test --workspace --quiet
 
 step "CUDA backend without a GPU: NVRTC (the nvidia-cuda-nvrtc-cu12 wheel) compiles every kernel for sm_87 and sm_90; the op battery runs through the backend on an emulated GPU (a fake libcuda); the real-GPU tests say they skip"
 nvrtc_lib="$("$py" -c 'import nvidia.cuda_nvrtc, os; print(os.path.join(list(nvidia.cuda_nvrtc.__path__)[0], "lib"))')"
+# --workspace, not -p vlm-cuda: the same features as the step above, so the same test
+# binaries (with -p, every crate under vlm-cuda was built again, a minute on two cores).
 LD_LIBRARY_PATH="$nvrtc_lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" VLM_REQUIRE_NVRTC=1 \
-  cargo test --quiet -p vlm-cuda --test ptx --test emulated --test gpu -- --nocapture
+  cargo test --quiet --workspace --test ptx --test emulated --test gpu -- --nocapture
 
 step "runtime tests on aarch64 under qemu (cortex-a72: plain NEON; cortex-a76: dotprod; max: i8mm)"
 scripts/cross-test.sh

@@ -14,8 +14,8 @@ use common::{root, tmp};
 fn an_installed_vlm_classifies_from_anywhere_with_the_built_in_demo() {
     let prefix = tmp("install");
     // The workspace's target folder (what the suite built is reused where it can be),
-    // and a cheap profile (Cargo.toml says why): what is checked is that an installed
-    // binary finds its model, not its speed.
+    // and the cheapest profile (Cargo.toml says why): what is checked is that an
+    // installed binary finds its model, not its speed.
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root().join("target"));
@@ -24,7 +24,7 @@ fn an_installed_vlm_classifies_from_anywhere_with_the_built_in_demo() {
         .args([
             "install",
             "--profile",
-            "quick",
+            "install-check",
             "--locked",
             "--quiet",
             "--path",
