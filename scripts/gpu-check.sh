@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The CUDA backend on a machine with an NVIDIA GPU, in one run of a few minutes: builds,
-# runs the GPU op battery (every op against the CPU's scalar reference; int8 bit for bit)
+# runs the GPU op battery (every op against the CPU's scalar reference, bit for bit)
 # and the demo model end to end, times SigLIP-B/16's encoder (random int8 weights) on the
 # GPU against 2 CPU threads, runs `vlm bench`, `vlm classify` and `vlm caption` with
 # --device cuda (the same labels and captions as the CPU), and prints one table. Fails

@@ -5,13 +5,14 @@
 // granted, provided that this notice is preserved"; float conversion by Ian Lance
 // Taylor, Cygnus Support).
 //
-// Why a port: the exact GELU's bits come from this erff, and CUDA's own erff/expf are
-// other approximations that differ in the last bits, so a GPU using them would not give
-// the CPU's bits. Everything below is the Rust code operation for operation: the same
+// Why a port: the exact GELU's bits come from this erff and fp32 attention's weights
+// from this expf (the reference's libm::expf); CUDA's own erff and expf are other
+// approximations that differ in the last bits, so a GPU using them would not give the
+// CPU's bits. Everything below is the Rust code operation for operation: the same
 // branches, constants (the Rust source's literals; the bits in the comments), and
 // evaluation order, each product and sum rounded on its own (--fmad=false). The reference
 // calls no fmaf here, so none is written. backends/cuda/tests/host_math.rs compiles this
-// file on the host and compares it with libm::erff bit for bit.
+// file on the host and compares it with libm::erff and libm::expf bit for bit.
 
 // scalbnf (libm's generic scalbn for f32): x·2^n, prescaled by 2^127 or 2^-102 when 2^n
 // itself is not a float, so an underflowing result is rounded once.

@@ -1,7 +1,8 @@
 //! The GPU battery: every case of the runtime's op battery (`vlm_runtime::harness`)
-//! through the CUDA backend against the scalar reference, under each op's budget (0:
-//! bit for bit, as the int8 GEMMs, norms and GELU must be), an encoder, and the demo
-//! model end to end against the CPU (tests/common, as the emulated GPU runs them). Needs a GPU: without a driver or a device each test prints a
+//! through the CUDA backend against the scalar reference, bit for bit on every op (fp32
+//! attention too, where the harness allows the CPU's SIMD kernels a budget), an encoder,
+//! and the demo model end to end against the CPU (tests/common, as the emulated GPU runs
+//! them). Needs a GPU: without a driver or a device each test prints a
 //! SKIPPED line and passes — unless `VLM_REQUIRE_GPU` is set (scripts/gpu-check.sh sets
 //! it), where that is a failure.
 

@@ -3,7 +3,7 @@
 //! tests/host_shim.h standing in for CUDA's built-ins, and no contraction into fused
 //! multiply-adds, as NVRTC's --fmad=false), and a small driver (tests/host_math_driver.cpp)
 //! evaluates them over a sweep of f32 bit patterns for comparison with
-//! `vlm_runtime::kernels::scalar` and `libm::erff`.
+//! `vlm_runtime::kernels::scalar`, `libm::erff` and `libm::expf` (fp32 attention's).
 //!
 //! This proves the CUDA C is the reference's algorithm, operation for operation; the
 //! GPU's IEEE single-precision arithmetic then gives the same bits (NaN payloads aside:
@@ -17,8 +17,9 @@ use vlm_runtime::kernels::scalar::{activate, bf16_round, exp2_clamped};
 use vlm_runtime::ops::Activation;
 
 /// The driver's outputs per input, in its order.
-const COLUMNS: [&str; 7] = [
+const COLUMNS: [&str; N] = [
     "vlm_erff",
+    "vlm_expf",
     "vlm_activate(none)",
     "vlm_activate(gelu_tanh)",
     "vlm_activate(gelu_erf)",
@@ -27,6 +28,9 @@ const COLUMNS: [&str; 7] = [
     "vlm_bf16_round",
 ];
 
+/// How many outputs the driver writes per input.
+const N: usize = 8;
+
 /// A dense sweep takes every STRIDE-th bit pattern: a prime, so the low mantissa bits
 /// and the exponents are all visited in many combinations.
 const STRIDE: usize = 997;
@@ -34,10 +38,11 @@ const STRIDE: usize = 997;
 const DENSE_STRIDE: usize = 13;
 
 /// The reference's value for each of the driver's columns.
-fn reference(x: f32) -> [f32; 7] {
+fn reference(x: f32) -> [f32; N] {
     let act = |code: u32| activate(x, Activation::from_code(code).expect("an activation code"));
     [
         libm::erff(x),
+        libm::expf(x),
         act(0),
         act(1),
         act(2),
@@ -100,8 +105,8 @@ fn build_driver(dir: &Path) -> PathBuf {
     exe
 }
 
-/// Runs the driver on `inputs`, returning 7 output bit patterns per input.
-fn run_driver(exe: &Path, dir: &Path, inputs: &[u32]) -> Vec<[u32; 7]> {
+/// Runs the driver on `inputs`, returning N output bit patterns per input.
+fn run_driver(exe: &Path, dir: &Path, inputs: &[u32]) -> Vec<[u32; N]> {
     let (inp, outp) = (dir.join("inputs.bin"), dir.join("outputs.bin"));
     std::fs::write(&inp, bytemuck::cast_slice::<u32, u8>(inputs)).expect("writing the inputs");
     let out = Command::new(exe)
@@ -118,11 +123,11 @@ fn run_driver(exe: &Path, dir: &Path, inputs: &[u32]) -> Vec<[u32; 7]> {
     let bytes = std::fs::read(&outp).expect("reading the outputs");
     assert_eq!(
         bytes.len(),
-        inputs.len() * 7 * 4,
+        inputs.len() * N * 4,
         "the driver wrote a short output"
     );
     bytes
-        .chunks_exact(7 * 4)
+        .chunks_exact(N * 4)
         .map(|row| {
             std::array::from_fn(|i| u32::from_ne_bytes(row[i * 4..i * 4 + 4].try_into().unwrap()))
         })
@@ -219,7 +224,7 @@ fn the_kernels_scalar_functions_give_the_references_bits() {
     let inputs = inputs();
     let got = run_driver(&exe, &dir, &inputs);
 
-    let mut mismatches = [0usize; 7];
+    let mut mismatches = [0usize; N];
     let mut shown = 0;
     for (&bits, got) in inputs.iter().zip(&got) {
         let x = f32::from_bits(bits);

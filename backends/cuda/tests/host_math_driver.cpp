@@ -1,5 +1,5 @@
 // tests/host_math.rs's driver: the kernels' scalar functions over the f32 bit patterns
-// in IN (native-endian u32s), written to OUT as 7 u32s per input: vlm_erff, vlm_activate
+// in IN (native-endian u32s), written to OUT as 8 u32s per input: vlm_erff, vlm_expf, vlm_activate
 // for activation codes 0..3, vlm_exp2_clamped, vlm_bf16_round. A file protocol keeps
 // the Rust side free of FFI and of a build script.
 #include <stdio.h>
@@ -27,8 +27,9 @@ int main(int argc, char** argv) {
     u32 bits;
     while (fread(&bits, sizeof bits, 1, in) == 1) {
         float x = __uint_as_float(bits);
-        float r[7] = {
+        float r[8] = {
             vlm_erff(x),
+            vlm_expf(x),
             vlm_activate(x, 0),
             vlm_activate(x, 1),
             vlm_activate(x, 2),
