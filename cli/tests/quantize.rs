@@ -367,7 +367,8 @@ fn captioner_quantizes_and_refuses_bad_input() {
 
 /// The artifact is computed the same way on every CPU: `vlm quantize` under each kernel
 /// set this CPU supports (the best one, the lower ones, the scalar reference) writes the
-/// same bytes. `scripts/repro-check.sh` compares against aarch64 under QEMU too. With
+/// same bytes, and so does a run on one core. `scripts/repro-check.sh` compares against
+/// aarch64 under QEMU too. With
 /// `scripts/demo.sh`'s flags, those bytes are the demo artifact compiled into `vlm`
 /// (`models/demo.vlmq`), which therefore cannot drift from the code that makes it.
 #[test]
@@ -378,42 +379,68 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
         .map(|i| i.name())
         .collect();
     assert!(isas.contains(&"scalar"));
+    // Every kernel set on every core, then the default set on one core (where `taskset`
+    // can pin one): calibration splits its work over the cores, and no split may move a
+    // bit.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let taskset = cores > 1
+        && std::process::Command::new("taskset")
+            .args(["-c", "0", "true"])
+            .status()
+            .is_ok_and(|s| s.success());
+    let mut runs: Vec<(String, Option<&str>, bool)> = isas
+        .iter()
+        .map(|&i| (i.to_string(), Some(i), false))
+        .collect();
+    if taskset {
+        runs.push(("one core".to_string(), None, true));
+    } else {
+        eprintln!("not compared on one core: {cores} core(s), or no taskset here");
+    }
     let mut first: Option<(String, Vec<u8>)> = None;
-    for isa in &isas {
-        let out = tmp(&format!("repro-{isa}.vlmq"));
-        let q = std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
-            .args([
-                "quantize",
-                "--model",
-                p(&root().join("models/demo")),
-                "--calib",
-                p(&root().join("models/demo-calib")),
-                "--labels",
-                DEMO_LABELS,
-                "--template",
-                "a {}",
-                "--attention",
-                DEMO_ATTENTION,
-                "--out",
-                p(&out),
-            ])
-            .env("VLM_KERNELS", isa)
-            .env_remove("VLM_MODEL")
-            .output()
-            .unwrap();
+    for (run, isa, one_core) in &runs {
+        let out = tmp(&format!("repro-{}.vlmq", run.replace(' ', "-")));
+        let mut cmd = if *one_core {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", "0", env!("CARGO_BIN_EXE_vlm")]);
+            c
+        } else {
+            std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
+        };
+        cmd.args([
+            "quantize",
+            "--model",
+            p(&root().join("models/demo")),
+            "--calib",
+            p(&root().join("models/demo-calib")),
+            "--labels",
+            DEMO_LABELS,
+            "--template",
+            "a {}",
+            "--attention",
+            DEMO_ATTENTION,
+            "--out",
+            p(&out),
+        ])
+        .env_remove("VLM_MODEL");
+        match isa {
+            Some(isa) => cmd.env("VLM_KERNELS", isa),
+            None => cmd.env_remove("VLM_KERNELS"),
+        };
+        let q = cmd.output().unwrap();
         assert!(
             q.status.success(),
-            "{isa}: {}",
+            "{run}: {}",
             String::from_utf8_lossy(&q.stderr)
         );
         let bytes = std::fs::read(&out).unwrap();
         match &first {
-            None => first = Some((isa.to_string(), bytes)),
+            None => first = Some((run.clone(), bytes)),
             Some((name, want)) => {
                 let at = want.iter().zip(&bytes).position(|(a, b)| a != b);
                 assert!(
                     *want == bytes,
-                    "VLM_KERNELS={isa} wrote another artifact than {name}: {} vs {} bytes, first difference at byte {at:?}",
+                    "{run} wrote another artifact than {name}: {} vs {} bytes, first difference at byte {at:?}",
                     bytes.len(),
                     want.len()
                 );
@@ -427,7 +454,10 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
         "models/demo.vlmq (compiled into vlm) is not what this code writes: \
          run scripts/demo.sh and copy target/demo/demo.vlmq there"
     );
-    eprintln!("same artifact under {isas:?}, and it is the shipped demo artifact");
+    eprintln!(
+        "same artifact under {isas:?}{}, and it is the shipped demo artifact",
+        if taskset { " and on one core" } else { "" }
+    );
 }
 
 /// `--weight-bits 7`: every int8 layer that keeps the budget gets 7-bit weights (a layer

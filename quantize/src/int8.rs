@@ -812,6 +812,10 @@ pub fn sqnr_db(signal: f64, noise: f64) -> f64 {
 /// Integers and per-row scales of one weight matrix.
 type QuantizedRows = (Vec<i8>, Vec<f32>);
 
+/// One sampled input row of a layer: as it is, and dequantized from 8-bit activations
+/// and (where its range allows them) 7-bit ones.
+type SampledRow<'x> = (&'x [f32], Vec<f32>, Option<Vec<f32>>);
+
 /// Each linear layer's error when it alone is quantized, on its fp32 inputs (a few rows
 /// per sample): the sensitivity that orders the fallback.
 struct OwnError<'g> {
@@ -856,32 +860,81 @@ impl Observer for OwnError<'_> {
         };
         let seven = self.act.of(node, true);
         let step = (x.rows / 16).max(1);
+        // Each sampled row, and its input as 8-bit and (where allowed) 7-bit activations
+        // round it.
+        let rows: Vec<SampledRow> = (0..x.rows)
+            .step_by(step)
+            .map(|r| {
+                let row = x.row(r);
+                let xq = dequantize(row, (lo, hi), false);
+                (row, xq, seven.map(|range| dequantize(row, range, true)))
+            })
+            .collect();
+        // These products were a fifth of a base-size SigLIP's quantize time on one core.
+        // They run on every core, each output's dot products as one thread's sequential
+        // sums, into `dots` (output-major: [y, yq per noise slot] per sampled row); the
+        // totals below then add them in the order a single loop did, so the bits (and the
+        // artifact) are the same on any number of cores.
+        let outputs = wf.len().checked_div(k).unwrap_or(0);
+        let mut dots = vec![[0.0f64; 4]; outputs * rows.len()];
+        let dot_output = |o: usize, out: &mut [[f64; 4]]| {
+            let span = o * k..(o + 1) * k;
+            let w = &wf[span.clone()];
+            let (q8, s8) = (&widths[0].0[span.clone()], widths[0].1[o] as f64);
+            let (q7, s7) = (&widths[1].0[span], widths[1].1[o] as f64);
+            for ((row, xq, xq7), d) in rows.iter().zip(out) {
+                // Four independent sums in one pass (each in element order, from -0.0 as
+                // `Iterator::sum` starts): the chains overlap in the core's pipeline.
+                let mut acc = [-0.0f64; 4];
+                let terms = row.iter().zip(w).zip(xq).zip(q8).zip(q7);
+                match xq7 {
+                    Some(xq7) => {
+                        for (((((&a, &w), &x), &b8), &b7), &x7) in terms.zip(xq7) {
+                            acc[0] += a as f64 * w as f64;
+                            acc[1] += x as f64 * (b8 as f64 * s8);
+                            acc[2] += x as f64 * (b7 as f64 * s7);
+                            acc[3] += x7 as f64 * (b7 as f64 * s7);
+                        }
+                    }
+                    None => {
+                        for ((((&a, &w), &x), &b8), &b7) in terms {
+                            acc[0] += a as f64 * w as f64;
+                            acc[1] += x as f64 * (b8 as f64 * s8);
+                            acc[2] += x as f64 * (b7 as f64 * s7);
+                        }
+                    }
+                }
+                *d = acc;
+            }
+        };
+        let per_output = rows.len().max(1);
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(outputs.div_ceil(8))
+            .max(1);
+        let chunk = outputs.div_ceil(threads).max(1) * per_output;
+        std::thread::scope(|scope| {
+            for (c, part) in dots.chunks_mut(chunk).enumerate() {
+                let dot_output = &dot_output;
+                scope.spawn(move || {
+                    let first = c * chunk / per_output;
+                    for (i, out) in part.chunks_mut(per_output).enumerate() {
+                        dot_output(first + i, out);
+                    }
+                });
+            }
+        });
         let (mut sig, mut noi) = (0.0f64, [0.0f64; 3]);
-        for r in (0..x.rows).step_by(step) {
-            let row = x.row(r);
-            let xq = dequantize(row, (lo, hi), false);
-            let xq7 = seven.map(|range| dequantize(row, range, true));
-            // (activations, weights) per noise slot.
-            let pairs = [
-                (Some(&xq), &widths[0]),
-                (Some(&xq), &widths[1]),
-                (xq7.as_ref(), &widths[1]),
-            ];
-            for (o, wrow) in wf.chunks(k).enumerate() {
-                let y: f64 = row
-                    .iter()
-                    .zip(wrow)
-                    .map(|(a, b)| (*a as f64) * (*b as f64))
-                    .sum();
+        for (r, (_, _, xq7)) in rows.iter().enumerate() {
+            for o in 0..outputs {
+                let d = &dots[o * per_output + r];
+                let y = d[0];
                 sig += y * y;
-                for ((xq, (qw, ws)), noi) in pairs.iter().zip(&mut noi) {
-                    let Some(xq) = xq else { continue };
-                    let yq: f64 = xq
-                        .iter()
-                        .zip(&qw[o * k..(o + 1) * k])
-                        .map(|(a, b)| (*a as f64) * (*b as f64 * ws[o] as f64))
-                        .sum();
-                    *noi += (y - yq).powi(2);
+                for (slot, noi) in noi.iter_mut().enumerate() {
+                    if slot == 2 && xq7.is_none() {
+                        continue;
+                    }
+                    *noi += (y - d[1 + slot]).powi(2);
                 }
             }
         }
