@@ -32,25 +32,9 @@ fn demo_model_quantizes_within_the_accuracy_budget_and_the_artifact_runs() {
     let out = tmp("demo.vlmq");
     let html = tmp("report.html");
     let demo = root().join("models/demo");
-    let q = vlm(&[
-        "quantize",
-        "--model",
-        p(&demo),
-        "--calib",
-        p(&root().join("models/demo-calib")),
-        "--eval",
-        p(&root().join("models/demo-eval")),
-        "--labels",
-        DEMO_LABELS,
-        "--template",
-        "a {}",
-        "--attention",
-        DEMO_ATTENTION,
-        "--out",
-        p(&out),
-        "--report",
-        p(&html),
-    ]);
+    let eval = root().join("models/demo-eval");
+    let args = demo_quantize(&["--eval", p(&eval), "--out", p(&out), "--report", p(&html)]);
+    let q = vlm(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let stdout = String::from_utf8_lossy(&q.stdout);
     assert!(q.status.success(), "{}", String::from_utf8_lossy(&q.stderr));
     assert!(stdout.contains("zero-shot"), "{stdout}");
@@ -407,22 +391,8 @@ fn quantize_writes_the_same_artifact_under_every_kernel_set() {
         } else {
             std::process::Command::new(env!("CARGO_BIN_EXE_vlm"))
         };
-        cmd.args([
-            "quantize",
-            "--model",
-            p(&root().join("models/demo")),
-            "--calib",
-            p(&root().join("models/demo-calib")),
-            "--labels",
-            DEMO_LABELS,
-            "--template",
-            "a {}",
-            "--attention",
-            DEMO_ATTENTION,
-            "--out",
-            p(&out),
-        ])
-        .env_remove("VLM_MODEL");
+        cmd.args(demo_quantize(&["--out", p(&out)]))
+            .env_remove("VLM_MODEL");
         match isa {
             Some(isa) => cmd.env("VLM_KERNELS", isa),
             None => cmd.env_remove("VLM_KERNELS"),
@@ -555,6 +525,25 @@ const DEMO_LABELS: &str =
     "red circle,blue star,yellow triangle,green heart,purple cross,orange square";
 /// `scripts/demo.sh`'s attention precision (see the comment there).
 const DEMO_ATTENTION: &str = "fp32";
+
+/// `vlm quantize` of the demo model as `scripts/demo.sh` runs it, then `extra`.
+fn demo_quantize(extra: &[&str]) -> Vec<String> {
+    let (model, calib) = (root().join("models/demo"), root().join("models/demo-calib"));
+    let args = [
+        "quantize",
+        "--model",
+        p(&model),
+        "--calib",
+        p(&calib),
+        "--labels",
+        DEMO_LABELS,
+        "--template",
+        "a {}",
+        "--attention",
+        DEMO_ATTENTION,
+    ];
+    args.iter().chain(extra).map(|a| a.to_string()).collect()
+}
 
 /// `vlm quantize --target`: the shipped microcontroller artifact (`models/demo-mcu.vlmq`,
 /// which the firmware examples embed) is what this code writes, on every kernel set; it
