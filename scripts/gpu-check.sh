@@ -95,7 +95,6 @@ for p in nvidia.__path__:
 done
 for want in libnvrtc.so.12 "libnvrtc.so*"; do
   for d in "${candidates[@]}"; do
-    # shellcheck disable=SC2086
     if [ -n "$d" ] && compgen -G "$d/$want" >/dev/null; then use_nvrtc "$d"; fi
     [ -z "$nvrtc" ] || break 2
   done
