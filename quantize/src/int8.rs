@@ -883,25 +883,18 @@ impl Observer for OwnError<'_> {
             let (q8, s8) = (&widths[0].0[span.clone()], widths[0].1[o] as f64);
             let (q7, s7) = (&widths[1].0[span], widths[1].1[o] as f64);
             for ((row, xq, xq7), d) in rows.iter().zip(out) {
-                // Four independent sums in one pass (each in element order, from -0.0 as
-                // `Iterator::sum` starts): the chains overlap in the core's pipeline.
+                // Independent sums, each in element order and from -0.0 as `Iterator::sum`
+                // starts: three in one pass (the chains overlap in the core's pipeline),
+                // the 7-bit activations' after it where they exist.
                 let mut acc = [-0.0f64; 4];
-                let terms = row.iter().zip(w).zip(xq).zip(q8).zip(q7);
-                match xq7 {
-                    Some(xq7) => {
-                        for (((((&a, &w), &x), &b8), &b7), &x7) in terms.zip(xq7) {
-                            acc[0] += a as f64 * w as f64;
-                            acc[1] += x as f64 * (b8 as f64 * s8);
-                            acc[2] += x as f64 * (b7 as f64 * s7);
-                            acc[3] += x7 as f64 * (b7 as f64 * s7);
-                        }
-                    }
-                    None => {
-                        for ((((&a, &w), &x), &b8), &b7) in terms {
-                            acc[0] += a as f64 * w as f64;
-                            acc[1] += x as f64 * (b8 as f64 * s8);
-                            acc[2] += x as f64 * (b7 as f64 * s7);
-                        }
+                for ((((&a, &w), &x), &b8), &b7) in row.iter().zip(w).zip(xq).zip(q8).zip(q7) {
+                    acc[0] += a as f64 * w as f64;
+                    acc[1] += x as f64 * (b8 as f64 * s8);
+                    acc[2] += x as f64 * (b7 as f64 * s7);
+                }
+                if let Some(xq7) = xq7 {
+                    for (&x7, &b7) in xq7.iter().zip(q7) {
+                        acc[3] += x7 as f64 * (b7 as f64 * s7);
                     }
                 }
                 *d = acc;

@@ -50,18 +50,18 @@ impl Gpu {
                 minor,
             });
         }
-        let (nvrtc_major, nvrtc_minor) = kernels::nvrtc_version()?;
-        if !kernels::nvrtc_targets(nvrtc_major, (major * 10 + minor) as u32) {
+        let nvrtc = kernels::nvrtc_version()?;
+        if !kernels::nvrtc_targets(nvrtc.0, (major * 10 + minor) as u32) {
             return Err(CudaError::NvrtcTooNew {
                 ordinal,
                 name,
                 major,
                 minor,
-                nvrtc: format!("{nvrtc_major}.{nvrtc_minor}"),
+                nvrtc: format!("{}.{}", nvrtc.0, nvrtc.1),
             });
         }
         // Machine code for this very device: nothing left for the driver to JIT.
-        let image = machine_code(&format!("sm_{major}{minor}"))?;
+        let image = machine_code(&format!("sm_{major}{minor}"), nvrtc)?;
         let module = ctx
             .load_module(Ptx::from_binary(image))
             .map_err(CudaError::driver("loading the kernels"))?;
@@ -100,13 +100,12 @@ impl Gpu {
     }
 }
 
-/// The kernels' machine code for `arch`, from the cache where an earlier run left it
+/// The kernels' machine code for `arch` by NVRTC of version `(major, minor)`, from the cache where an earlier run left it
 /// (compiling takes seconds; a CLI run should not pay them each time), else compiled now
 /// and cached. The cache key is the source, the architecture and NVRTC's version, so a
 /// changed kernel or compiler never loads stale code; a cache that cannot be read or
 /// written only costs the compile.
-fn machine_code(arch: &str) -> Result<Vec<u8>, CudaError> {
-    let (major, minor) = kernels::nvrtc_version()?;
+fn machine_code(arch: &str, (major, minor): (i32, i32)) -> Result<Vec<u8>, CudaError> {
     let mut key = 0xcbf2_9ce4_8422_2325u64;
     let tag = format!("{arch} nvrtc {major}.{minor}");
     for b in kernels::SOURCE.bytes().chain(tag.bytes()) {
